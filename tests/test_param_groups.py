@@ -1,0 +1,247 @@
+"""Parameter groups: exact rates, the exactly-once invariant, and weight-decay exemptions."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from finetune_llrd import depth_learning_rates, layer_map, lr_table, no_weight_decay_names, param_groups
+from finetune_llrd.layer_map import is_norm_module
+from tiny_models import ARCHITECTURES, tiny_model
+
+
+def _group_of_each_param(groups):
+    owner = {}
+    for index, group in enumerate(groups):
+        for param in group["params"]:
+            assert id(param) not in owner, "a parameter is in two groups"
+            owner[id(param)] = index
+    return owner
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_invariants_on_every_architecture(model_type):
+    model = tiny_model(model_type)
+    first_param = next(model.parameters())
+    first_param.requires_grad_(False)  # a frozen parameter must land in no group
+    groups = param_groups(model, lr=1e-3, layer_decay=0.75, weight_decay=0.05)
+    layers = layer_map(model)
+
+    owner = _group_of_each_param(groups)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert set(owner) == trainable
+    assert id(first_param) not in owner
+    assert all(group["params"] for group in groups)
+    for group in groups:
+        assert len(group["params"]) == len(group["param_names"])
+        assert {layers.depths[name] for name in group["param_names"]} == {group["layer"]}
+
+    rate_by_depth = {group["layer"]: group["lr"] for group in groups}
+    depths = sorted(rate_by_depth)
+    assert rate_by_depth[layers.head_depth] == max(rate_by_depth.values()) == 1e-3
+    assert rate_by_depth[depths[0]] == min(rate_by_depth.values())
+    assert all(rate_by_depth[a] < rate_by_depth[b] for a, b in zip(depths, depths[1:]))
+    for depth, rate in rate_by_depth.items():
+        assert rate == pytest.approx(1e-3 * 0.75 ** (layers.num_layers + 1 - depth), rel=1e-12)
+
+    keys = [(group["layer"], group["weight_decay"]) for group in groups]
+    assert len(keys) == len(set(keys)), "same depth and weight decay must share one group"
+
+    exempt = no_weight_decay_names(model)
+    for group in groups:
+        for name, param in zip(group["param_names"], group["params"]):
+            if param.ndim <= 1 or name.endswith("bias"):
+                assert group["weight_decay"] == 0.0, name
+            assert group["weight_decay"] == (0.0 if name in exempt else 0.05), name
+
+
+def test_exact_rates_and_names_for_bert():
+    model = tiny_model("bert")
+    groups = param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01)
+    summary = [(g["layer"], g["lr"], g["weight_decay"], len(g["params"])) for g in groups]
+    assert summary == [
+        (0, 1e-3 * 0.5**4, 0.01, 3),
+        (0, 1e-3 * 0.5**4, 0.0, 2),
+        (1, 1e-3 * 0.5**3, 0.01, 6),
+        (1, 1e-3 * 0.5**3, 0.0, 10),
+        (2, 1e-3 * 0.5**2, 0.01, 6),
+        (2, 1e-3 * 0.5**2, 0.0, 10),
+        (3, 1e-3 * 0.5, 0.01, 6),
+        (3, 1e-3 * 0.5, 0.0, 10),
+        (4, 1e-3, 0.01, 2),
+        (4, 1e-3, 0.0, 2),
+    ]
+    assert groups[0]["param_names"] == [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.position_embeddings.weight",
+        "bert.embeddings.token_type_embeddings.weight",
+    ]
+    assert groups[1]["param_names"] == ["bert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.bias"]
+    assert groups[-2]["param_names"] == ["bert.pooler.dense.weight", "classifier.weight"]
+    assert groups[-1]["param_names"] == ["bert.pooler.dense.bias", "classifier.bias"]
+
+
+def test_no_weight_decay_means_one_group_per_depth():
+    groups = param_groups(tiny_model("bert"), lr=1e-3, layer_decay=0.5)
+    assert [g["layer"] for g in groups] == [0, 1, 2, 3, 4]
+    assert {g["weight_decay"] for g in groups} == {0.0}
+
+
+def test_head_and_embedding_rates_and_the_floor():
+    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5) == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, layer_decay_min_scale=0.2) == [0.2, 0.2, 0.25, 0.5, 1.0]
+    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.01) == [
+        0.01, 0.125, 0.25, 0.5, 4.0
+    ]
+    groups = param_groups(tiny_model("bert"), lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.0)
+    assert [(g["layer"], g["lr"]) for g in groups] == [(0, 0.0), (1, 0.125), (2, 0.25), (3, 0.5), (4, 4.0)]
+
+
+def test_electra_and_fastai_conventions_map_onto_the_arguments():
+    # ELECTRA: head at lr_e, layer k of n at lr_e * d ** (n + 2 - k), embeddings at lr_e * d ** (n + 2).
+    lr_e, d, n = 1e-4, 0.8, 3
+    rates = depth_learning_rates(n, lr=lr_e * d, layer_decay=d, head_learning_rate=lr_e)
+    electra = [lr_e * d ** (n + 2)] + [lr_e * d ** (n + 2 - k) for k in range(1, n + 1)] + [lr_e]
+    assert rates == pytest.approx(electra, rel=1e-12)
+    # fastai slice(lo, hi): geometric from lo (embeddings) to hi (head).
+    lo, hi = 1e-6, 1e-4
+    rates = depth_learning_rates(n, lr=hi, layer_decay=(lo / hi) ** (1 / (n + 1)))
+    assert rates == pytest.approx([lo * (hi / lo) ** (i / (n + 1)) for i in range(n + 2)], rel=1e-12)
+
+
+def test_frozen_depths_and_tied_weights():
+    model = tiny_model("t5")
+    model.transformer.encoder.block[0].requires_grad_(False)
+    groups = param_groups(model, lr=1e-3, layer_decay=0.8, weight_decay=0.1)
+    names = [n for g in groups for n in g["param_names"]]
+    assert not any(n.startswith("transformer.encoder.block.0.") for n in names)
+    assert names.count("transformer.shared.weight") == 1
+    assert not any("embed_tokens" in n for n in names)
+    assert 1 not in {g["layer"] for g in groups}
+
+
+class _OddNorm(nn.Module):
+    """A normalization whose class, not its attribute name, says what it is; its scale is 2-D."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, width))
+
+
+class _Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.gate = _OddNorm(width)  # a norm under a name with no "norm" in it
+        self.norm_proj = nn.Linear(width, width)  # a Linear whose name says "norm"
+        self.rms = nn.RMSNorm(width)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.blocks = nn.ModuleList(_Block(4) for _ in range(2))
+        self.head = nn.Linear(4, 2)
+        self.mamba_a_log = nn.Parameter(torch.zeros(4, 4))
+        self.mamba_a_log._no_weight_decay = True
+
+
+def test_weight_decay_exemptions_follow_module_classes_and_declarations():
+    model = _Net()
+    assert is_norm_module(model.blocks[0].gate)
+    exempt = no_weight_decay_names(model)
+    assert "blocks.0.gate.scale" in exempt  # 2-D, and no "norm" in its name: the class decides
+    assert "blocks.0.norm_proj.weight" not in exempt  # "norm" in its name, but a Linear
+    assert {"blocks.0.rms.weight", "blocks.0.norm_proj.bias", "cls_token", "mamba_a_log"} <= exempt
+    assert "embed.weight" not in exempt and "head.weight" not in exempt
+
+
+def test_norm_detection_by_class():
+    class ScaleNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3, 3))
+
+    class SubclassedLayerNorm(nn.LayerNorm):
+        pass
+
+    for module in (nn.LayerNorm(3), nn.BatchNorm2d(3), nn.GroupNorm(1, 3), nn.RMSNorm(3), ScaleNorm(), SubclassedLayerNorm(3)):
+        assert is_norm_module(module), type(module).__name__
+    for module in (nn.Linear(3, 3), nn.Conv2d(3, 3, 1), nn.Embedding(3, 3)):
+        assert not is_norm_module(module), type(module).__name__
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Sequential(nn.Linear(3, 3), ScaleNorm()) for _ in range(2))
+
+    exempt = no_weight_decay_names(Net())
+    assert exempt == {"layers.0.0.bias", "layers.0.1.weight", "layers.1.0.bias", "layers.1.1.weight"}
+
+
+def test_vision_tokens_positions_and_layer_scales_get_no_decay():
+    model = tiny_model("dinov2")
+    exempt = no_weight_decay_names(model)
+    decayed = {n for n, _ in model.named_parameters()} - exempt
+    assert {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"} <= exempt
+    assert all(p.ndim >= 2 for n, p in model.named_parameters() if n in decayed)
+    assert decayed == {
+        n for n, p in model.named_parameters()
+        if p.ndim >= 2 and n not in {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"}
+    }
+    assert "dinov2.encoder.layer.0.layer_scale1.lambda1" in exempt
+
+    clip = tiny_model("clip")
+    assert "vision_model.embeddings.position_embedding.weight" in no_weight_decay_names(clip)
+    # A text model's position table is an ordinary embedding, decayed as the stock Trainer does.
+    assert "bert.embeddings.position_embeddings.weight" not in no_weight_decay_names(tiny_model("bert"))
+
+
+def test_modules_no_weight_decay_declaration_is_honoured():
+    class Declaring(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(3, 3), nn.ReLU()) for _ in range(2))
+            self.table = nn.Parameter(torch.zeros(4, 3))
+            self.head = nn.Linear(3, 2)
+
+        def no_weight_decay(self):
+            return {"table"}
+
+    assert "table" in no_weight_decay_names(Declaring())
+
+
+def test_lr_table_rows():
+    model = tiny_model("bert")
+    layers = layer_map(model)
+    rows = lr_table(param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01, layers=layers), layers)
+    assert [row["depth"] for row in rows] == [0, 1, 2, 3, 4]
+    assert [row["block"] for row in rows] == ["embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1", "bert.encoder.layer.2", "head"]
+    assert [row["lr"] for row in rows] == [1e-3 * 0.5**k for k in (4, 3, 2, 1, 0)]
+    params_at = {d: sum(p.numel() for n, p in model.named_parameters() if layers.depths[n] == d) for d in range(5)}
+    assert [row["num_params"] for row in rows] == [params_at[d] for d in range(5)]
+    assert rows[0]["num_params_no_decay"] == 64  # the embeddings' LayerNorm weight and bias
+    assert all(row["weight_decay"] == 0.01 for row in rows)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(layer_decay=0.0), "layer_decay must be in \\(0, 1\\]"),
+        (dict(layer_decay=1.5), "layer_decay must be in \\(0, 1\\]"),
+        (dict(layer_decay=math.nan), "layer_decay must be in \\(0, 1\\]"),
+        (dict(lr=-1.0), "lr must be a finite number >= 0"),
+        (dict(lr=math.nan), "lr must be a finite number >= 0"),
+        (dict(head_learning_rate=-1e-3), "head_learning_rate must be a finite number >= 0"),
+        (dict(embedding_learning_rate=math.inf), "embedding_learning_rate must be a finite number >= 0"),
+        (dict(layer_decay_min_scale=1.5), "layer_decay_min_scale must be in \\[0, 1\\]"),
+        (dict(layer_grouping="layers"), "layer_grouping must be one of \\['block', 'stage'\\]"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message):
+    settings = dict(lr=1e-3, layer_decay=0.8) | kwargs
+    with pytest.raises(ValueError, match=message):
+        param_groups(tiny_model("bert"), **settings)
