@@ -1,20 +1,26 @@
 """Layer-wise learning rates for fine-tuning Hugging Face models."""
 
 from .arguments import LLRDTrainingArguments
+from .callbacks import GradualUnfreezingCallback
 from .layer_map import LayerMap, LayerMapError, layer_map
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
+from .reinit import reinit_top_layers
+from .schedules import get_slanted_triangular_schedule
 from .trainer import LLRDTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradualUnfreezingCallback",
     "LLRDTrainer",
     "LLRDTrainingArguments",
     "LayerMap",
     "LayerMapError",
     "depth_learning_rates",
+    "get_slanted_triangular_schedule",
     "layer_map",
     "lr_table",
     "no_weight_decay_names",
     "param_groups",
+    "reinit_top_layers",
 ]

@@ -8,9 +8,13 @@ import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SchedulerType
 
 from .layer_map import LAYER_GROUPINGS
 from .param_groups import validate_layerwise_settings
+from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
+
+LAYER_LR_ADAPTATIONS = ("none", "singh2015")
 
 
 @dataclass
@@ -64,8 +68,60 @@ class LLRDTrainingArguments(TrainingArguments):
         },
     )
 
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "The scheduler type: one of transformers' schedules, or 'slanted_triangular' (ULMFiT; takes "
+            "cut_frac and ratio in --lr_scheduler_kwargs, default 0.1 and 32).",
+            "choices": [schedule.value for schedule in SchedulerType] + [SLANTED_TRIANGULAR],
+        },
+    )
+    gradual_unfreeze_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Gradual unfreezing (ULMFiT): with N > 0 only the head trains at first, and every N optimizer "
+            "steps the next depth below joins. Frozen depths get no update, no optimizer state and no weight decay. "
+            "0 turns it off."
+        },
+    )
+    layer_lr_adaptation: str = field(
+        default="none",
+        metadata={
+            "help": "Per-step adaptation of each depth's rate from that depth's gradient norm: 'none', or 'singh2015' "
+            "(Singh et al. 2015: rate * (1 + log(1 + 1 / ||g_depth||)), on top of the decay and the schedule).",
+            "choices": list(LAYER_LR_ADAPTATIONS),
+        },
+    )
+    reinit_top_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Re-initialise the top k blocks and the head (pooler, final norm, classifier) with the model's own "
+            "initialisation before fine-tuning (Zhang et al. 2021, 'Revisiting Few-sample BERT Fine-tuning'). "
+            "0 turns it off."
+        },
+    )
+    log_layer_grad_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "Log every depth's gradient norm (grad_norm/layer_XX) and update-to-weight ratio "
+            "(update_ratio/layer_XX) at each logging step; `finetune-llrd plot RUN_DIR` draws them."
+        },
+    )
+
     def __post_init__(self):
+        slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
+        if slanted_triangular:
+            # TrainingArguments only knows transformers' schedules; this one is built by LLRDTrainer.
+            self.lr_scheduler_type = "linear"
         super().__post_init__()
+        if slanted_triangular:
+            self.lr_scheduler_type = SLANTED_TRIANGULAR
+            if self.warmup_steps:
+                raise ValueError(
+                    "lr_scheduler_type=slanted_triangular warms up by itself (cut_frac in --lr_scheduler_kwargs); "
+                    "leave warmup_steps at 0."
+                )
+            validate_slanted_triangular_kwargs(self.lr_scheduler_kwargs or {})
         validate_layerwise_settings(
             learning_rate=self.learning_rate,
             layer_decay=self.layer_decay,
@@ -76,6 +132,22 @@ class LLRDTrainingArguments(TrainingArguments):
         )
         if self.layer_mapping is not None:
             self.layer_mapping = parse_layer_mapping(self.layer_mapping)
+        for name in ("gradual_unfreeze_steps", "reinit_top_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 turns it off), got {value!r}.")
+        if self.layer_lr_adaptation not in LAYER_LR_ADAPTATIONS:
+            raise ValueError(
+                f"layer_lr_adaptation must be one of {list(LAYER_LR_ADAPTATIONS)}, got {self.layer_lr_adaptation!r}."
+            )
+        if self.gradual_unfreeze_steps > 0:
+            # Frozen depths produce no gradients; DDP must be told to expect that.
+            if self.ddp_find_unused_parameters is False:
+                raise ValueError(
+                    "gradual_unfreeze_steps needs ddp_find_unused_parameters=True (frozen depths produce no "
+                    "gradients); leave ddp_find_unused_parameters unset or set it to True."
+                )
+            self.ddp_find_unused_parameters = True
 
     @property
     def uses_layerwise_groups(self) -> bool:
@@ -85,6 +157,9 @@ class LLRDTrainingArguments(TrainingArguments):
             or self.head_learning_rate is not None
             or self.embedding_learning_rate is not None
             or self.layer_mapping is not None
+            or self.gradual_unfreeze_steps > 0
+            or self.layer_lr_adaptation != "none"
+            or self.log_layer_grad_norms
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--from-config", action="store_true", help="Build the model from its config on the meta device: no weights are read or allocated.")
     inspect.add_argument("--json", action="store_true", help="Print the rows as a JSON array of objects.")
     inspect.add_argument("--plot", metavar="FILE.png", default=None, help="Draw lr against depth into a PNG file.")
+
+    plot = commands.add_parser(
+        "plot",
+        help="Draw lr, gradient norm and update ratio per depth over training from a run's trainer_state.json.",
+        description="Reads RUN_DIR/trainer_state.json (or that of the newest checkpoint-* in RUN_DIR) and writes "
+        "lr_per_depth.png, plus grad_norm_per_depth.png and update_ratio_per_depth.png when the run logged them "
+        "(--log_layer_grad_norms).",
+    )
+    plot.add_argument("run_dir", help="An output_dir of LLRDTrainer, or one of its checkpoint folders.")
+    plot.add_argument("--out", default=None, help="Folder for the PNG files (default: RUN_DIR).")
     return parser
 
 
@@ -39,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "inspect":
         return _inspect(args)
+    if args.command == "plot":
+        return _plot_run(args)
     return 2
 
 
@@ -72,6 +86,94 @@ def _inspect(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"Plot written to {args.plot}")
     return 0
+
+
+def _plot_run(args: argparse.Namespace) -> int:
+    state_path = find_trainer_state(args.run_dir)
+    with open(state_path, encoding="utf-8") as handle:
+        history = json.load(handle)["log_history"]
+    out = args.out or args.run_dir
+    os.makedirs(out, exist_ok=True)
+    written = []
+    for metric, label in (("lr", "learning rate"), ("grad_norm", "gradient norm"), ("update_ratio", "update / weight norm")):
+        series = depth_series(history, metric)
+        if not series:
+            continue
+        path = os.path.join(out, f"{metric}_per_depth.png")
+        plot_depth_series(series, path, ylabel=label, title=f"{label} per depth ({os.path.basename(os.path.abspath(args.run_dir))})")
+        written.append(path)
+    if not written:
+        raise SystemExit(
+            f"{state_path} holds no per-depth values (lr/layer_XX): was the run made by LLRDTrainer with layer-wise "
+            "groups (layer_decay < 1 or another layer-wise option)?"
+        )
+    for path in written:
+        print(path)
+    return 0
+
+
+def find_trainer_state(run_dir: str) -> str:
+    """The trainer_state.json of a run folder, or of its newest checkpoint.
+
+    Raises:
+        SystemExit: if there is none.
+    """
+    direct = os.path.join(run_dir, "trainer_state.json")
+    if os.path.isfile(direct):
+        return direct
+    checkpoints = []
+    if os.path.isdir(run_dir):
+        for entry in os.listdir(run_dir):
+            match = re.fullmatch(r"checkpoint-(\d+)", entry)
+            if match and os.path.isfile(os.path.join(run_dir, entry, "trainer_state.json")):
+                checkpoints.append((int(match.group(1)), os.path.join(run_dir, entry, "trainer_state.json")))
+    if checkpoints:
+        return max(checkpoints)[1]
+    raise SystemExit(f"No trainer_state.json in {run_dir} or in a checkpoint-* folder inside it.")
+
+
+def depth_series(history: Sequence[dict], metric: str) -> dict[str, tuple[list[int], list[float]]]:
+    """``{"layer_00": (steps, values), ..., "head": (...)}`` for keys ``{metric}/...`` of a log history."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    prefix = metric + "/"
+    for entry in history:
+        for key, value in entry.items():
+            if key.startswith(prefix) and isinstance(value, (int, float)):
+                steps, values = series.setdefault(key[len(prefix):], ([], []))
+                steps.append(entry.get("step", len(steps)))
+                values.append(float(value))
+    return dict(sorted(series.items(), key=lambda item: (item[0] == "head", item[0])))
+
+
+def plot_depth_series(series: dict, path: str, *, ylabel: str, title: str) -> None:
+    """Draws one line per depth over training steps (log scale), coloured from bottom to top."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8.0, 4.5))
+    colours = plt.get_cmap("viridis")
+    count = max(len(series) - 1, 1)
+    for index, (name, (steps, values)) in enumerate(series.items()):
+        axis.plot(steps, values, color=colours(index / count), label=name, linewidth=1.2)
+    if all(v > 0 for _, values in series.values() for v in values):
+        axis.set_yscale("log")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize="x-small", ncol=2 if len(series) > 10 else 1, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise SystemExit("Plotting needs matplotlib: pip install 'finetune-llrd[plot]'") from error
+    return plt
 
 
 def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None = None, from_config: bool = False):
@@ -117,13 +219,7 @@ def plot_lr_profile(rows: Sequence[dict], path: str, *, title: str = "") -> None
         path: the PNG file to write.
         title: the figure's title.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise SystemExit("--plot needs matplotlib: pip install 'finetune-llrd[plot]'") from error
+    plt = _pyplot()
     depths = [row["depth"] for row in rows]
     rates = [row["lr"] for row in rows]
     figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(rows)), 4.0))

@@ -10,10 +10,15 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_optimizer import has_mixed_dtensor, is_optimizer_factory
+from transformers.trainer_utils import IntervalStrategy
 
 from .arguments import LLRDTrainingArguments
+from .callbacks import GradualUnfreezingCallback
+from .diagnostics import DepthIndex, singh2015_factors
 from .layer_map import LayerMap, LayerMapping, layer_map
 from .param_groups import format_lr_table, lr_table, param_groups
+from .reinit import reinit_top_layers
+from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,10 @@ class LLRDTrainer(Trainer):
     scheduler, ``model_init`` and ``hyperparameter_search``, the split of groups by DTensor device mesh.
     With ``LLRDTrainingArguments`` at their defaults it builds exactly the stock optimizer.
 
-    At every logging step it logs the rate of every depth (``lr/layer_00`` ... ``lr/head``).
+    At every logging step it logs the rate of every depth (``lr/layer_00`` ... ``lr/head``), and with
+    ``log_layer_grad_norms`` every depth's gradient norm and update-to-weight ratio. It also runs gradual
+    unfreezing, the adaptive rates of Singh et al. (2015), top-layer re-initialisation and the slanted
+    triangular schedule when the arguments ask for them.
 
     Args:
         *args: the stock Trainer's positional arguments.
@@ -39,17 +47,58 @@ class LLRDTrainer(Trainer):
     """
 
     def __init__(self, *args, layer_mapping: LayerMapping | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
         self.layer_mapping = layer_mapping
         self.layers: LayerMap | None = None
+        self._depths: DepthIndex | None = None
         self._rates_of_last_step: list[tuple[int, float]] | None = None
-        self.add_callback(_RecordRatesOfStep(self))
+        self._gradient_norms: torch.Tensor | None = None
+        self._update_ratios: torch.Tensor | None = None
+        self._weights_before_step: list[torch.Tensor | None] | None = None
+        self._rates_before_adaptation: list[float] | None = None
+        super().__init__(*args, **kwargs)
+        self._check_features_fit_the_setup()
+        if self.model_init is None:
+            self._reinit_top_layers(self.model)
+        self.add_callback(_LayerwiseStepHooks(self))
+        if getattr(self.args, "gradual_unfreeze_steps", 0) > 0:
+            self.add_callback(GradualUnfreezingCallback(self.args.gradual_unfreeze_steps))
 
     def _layerwise_args(self) -> LLRDTrainingArguments | None:
         args = self.args
         if isinstance(args, LLRDTrainingArguments) and (args.uses_layerwise_groups or self.layer_mapping is not None):
             return args
         return None
+
+    def _check_features_fit_the_setup(self) -> None:
+        args = self.args
+        if not isinstance(args, LLRDTrainingArguments):
+            return
+        step_features = [
+            name
+            for name, active in (
+                ("gradual_unfreeze_steps", args.gradual_unfreeze_steps > 0),
+                ("layer_lr_adaptation", args.layer_lr_adaptation != "none"),
+                ("log_layer_grad_norms", args.log_layer_grad_norms),
+            )
+            if active
+        ]
+        if step_features and self.is_deepspeed_enabled:
+            raise ValueError(
+                f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
+                "Use DDP or FSDP2, or turn these options off."
+            )
+
+    def call_model_init(self, trial=None):
+        model = super().call_model_init(trial)
+        self._reinit_top_layers(model)
+        return model
+
+    def _reinit_top_layers(self, model: nn.Module | None) -> None:
+        num_blocks = getattr(self.args, "reinit_top_layers", 0)
+        if model is None or num_blocks == 0:
+            return
+        reinitialized = reinit_top_layers(model, num_blocks)
+        logger.info("Re-initialised the top %d blocks and the head: %d modules.", num_blocks, len(reinitialized))
 
     def compute_layer_map(self, model: nn.Module) -> LayerMap:
         """The depth of every parameter of ``model`` under this trainer's settings."""
@@ -99,11 +148,70 @@ class LLRDTrainer(Trainer):
         )
         return super().create_optimizer(model)
 
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == SLANTED_TRIANGULAR:
+            self.lr_scheduler = get_slanted_triangular_schedule(
+                self.optimizer if optimizer is None else optimizer,
+                num_training_steps,
+                **(self.args.lr_scheduler_kwargs or {}),
+            )
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
     def layerwise_lr_table(self) -> list[dict[str, Any]]:
         """One row per depth of the current optimizer: depth, block, parameter counts, lr, weight decay."""
         if self.optimizer is None:
             return []
         return lr_table(self.optimizer.param_groups, self.layers)
+
+    # ---- per-step work, called by _LayerwiseStepHooks and training_step ----
+
+    def _needs_gradient_norms(self) -> bool:
+        args = self.args
+        return isinstance(args, LLRDTrainingArguments) and (
+            args.layer_lr_adaptation != "none" or args.log_layer_grad_norms
+        )
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._depths is not None and self.accelerator.sync_gradients and self._needs_gradient_norms():
+            # The gradients are now reduced across ranks and accumulated, and not yet clipped.
+            self._gradient_norms = self._depths.gradient_norms()
+        return loss
+
+    def _before_optimizer_step(self) -> None:
+        args = self.args
+        if self._depths is None or not isinstance(args, LLRDTrainingArguments):
+            return
+        if args.layer_lr_adaptation == "singh2015" and self._gradient_norms is not None:
+            factors = singh2015_factors(self._gradient_norms).tolist()
+            position = {depth: index for index, depth in enumerate(self._depths.depths)}
+            self._rates_before_adaptation = [group["lr"] for group in self.optimizer.param_groups]
+            for group in self.optimizer.param_groups:
+                if "layer" in group:
+                    group["lr"] = group["lr"] * factors[position[int(group["layer"])]]
+        if args.log_layer_grad_norms and self._step_will_log():
+            self._weights_before_step = self._depths.snapshot()
+
+    def _after_optimizer_step(self) -> None:
+        groups = self.optimizer.param_groups
+        self._rates_of_last_step = [(group["layer"], group["lr"]) for group in groups if "layer" in group]
+        if self._rates_before_adaptation is not None:
+            for group, rate in zip(groups, self._rates_before_adaptation):
+                group["lr"] = rate
+            self._rates_before_adaptation = None
+        if self._weights_before_step is not None:
+            self._update_ratios = self._depths.update_ratios(self._weights_before_step)
+            self._weights_before_step = None
+
+    def _step_will_log(self) -> bool:
+        """Whether the optimizer step about to run ends on a logging step (logging_strategy="steps")."""
+        args, state = self.args, self.state
+        if args.logging_strategy != IntervalStrategy.STEPS:
+            return False
+        next_step = state.global_step + 1
+        return (args.logging_first_step and next_step == 1) or (state.logging_steps and next_step % state.logging_steps == 0)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "learning_rate" in logs and self.optimizer is not None:
@@ -115,20 +223,34 @@ class LLRDTrainer(Trainer):
                 groups = self.optimizer.param_groups
             head_depth = self.layers.head_depth if self.layers is not None else None
             logs.update(depth_learning_rate_logs(groups, head_depth=head_depth))
+            if getattr(self.args, "log_layer_grad_norms", False) and self._depths is not None:
+                if self._gradient_norms is not None:
+                    logs.update(_depth_logs("grad_norm", self._depths.depths, self._gradient_norms.tolist(), head_depth))
+                if self._update_ratios is not None:
+                    logs.update(_depth_logs("update_ratio", self._depths.depths, self._update_ratios.tolist(), head_depth))
+                    self._update_ratios = None
         super().log(logs, start_time)
 
 
-class _RecordRatesOfStep(TrainerCallback):
-    """Keeps each depth's rate as the optimizer step used it (the scheduler changes it right after)."""
+class _LayerwiseStepHooks(TrainerCallback):
+    """Runs the trainer's per-step work around the optimizer step (after clipping, before the scheduler)."""
 
     def __init__(self, trainer: LLRDTrainer):
         self.trainer = trainer
 
-    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is not None:
-            self.trainer._rates_of_last_step = [
-                (group["layer"], group["lr"]) for group in optimizer.param_groups if "layer" in group
-            ]
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        # After accelerator.prepare: FSDP2 has replaced the parameters in the groups by their shards.
+        groups = optimizer.param_groups if optimizer is not None else []
+        self.trainer._depths = DepthIndex(groups) if any("layer" in group for group in groups) else None
+        self.trainer._gradient_norms = None
+        self.trainer._update_ratios = None
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._before_optimizer_step()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self.trainer.optimizer is not None:
+            self.trainer._after_optimizer_step()
 
 
 def depth_learning_rate_logs(groups: list[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
@@ -148,10 +270,16 @@ def depth_learning_rate_logs(groups: list[dict[str, Any]], head_depth: int | Non
     if not rates:
         return {}
     head = max(rates) if head_depth is None else head_depth
+    return _depth_logs("lr", sorted(rates), [rates[d] for d in sorted(rates)], head)
+
+
+def _depth_logs(prefix: str, depths: list[int], values: list[float], head_depth: int | None) -> dict[str, float]:
+    head = max(depths) if head_depth is None else head_depth
     width = max(2, len(str(head - 1)))
-    logs = {f"lr/layer_{depth:0{width}d}": rate for depth, rate in sorted(rates.items()) if depth != head}
-    if head in rates:
-        logs["lr/head"] = rates[head]
+    logs = {}
+    for depth, value in zip(depths, values):
+        key = f"{prefix}/head" if depth == head else f"{prefix}/layer_{depth:0{width}d}"
+        logs[key] = value
     return logs
 
 

@@ -9,38 +9,11 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, param_groups
 from finetune_llrd.trainer import _split_by_device_mesh, depth_learning_rate_logs
 from tiny_models import tiny_model
-
-
-class RandomTokens(torch.utils.data.Dataset):
-    """A fixed set of random token sequences with labels that depend on the first token."""
-
-    def __init__(self, size=32, length=8, vocab=99, num_labels=3):
-        generator = torch.Generator().manual_seed(0)
-        self.input_ids = torch.randint(1, vocab, (size, length), generator=generator)
-        self.labels = self.input_ids[:, 0] % num_labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return {"input_ids": self.input_ids[index], "labels": self.labels[index]}
+from training import RandomTokens, training_args
 
 
 def _args(tmp_path, cls=LLRDTrainingArguments, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "out"),
-        learning_rate=1e-3,
-        weight_decay=0.01,
-        per_device_train_batch_size=8,
-        max_steps=4,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-    )
-    settings.update(overrides)
-    return cls(**settings)
+    return training_args(tmp_path / "out", cls=cls, **overrides)
 
 
 def _groups_summary(optimizer):
