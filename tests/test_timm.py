@@ -93,7 +93,7 @@ def test_timm_no_weight_decay_list_and_rates():
     [
         ("vit_tiny_patch16_224", dict(depth=3, img_size=32, patch_size=8), 3),
         ("swin_tiny_patch4_window7_224", dict(depths=(1, 2), num_heads=(2, 4), embed_dim=16, img_size=32, window_size=2), 3),
-        ("convnext_atto", dict(depths=(1, 2), dims=(8, 16)), 3),
+        ("convnext_atto", dict(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32)), 5),
         ("resnet18", dict(layers=(1, 1, 1, 1)), 4),
     ],
 )
@@ -107,3 +107,12 @@ def test_real_timm_models(name, kwargs, num_layers):
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
     head = model.get_classifier()
     assert {layers.depths[f"{n}"] for n, p in model.named_parameters() if any(p is q for q in head.parameters())} == {num_layers + 1}
+
+
+def test_real_timm_stage_grouping():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=5, depths=(1, 1, 2, 1), dims=(8, 16, 24, 32))
+    layers = layer_map(model, grouping="stage")
+    assert layers.num_layers == 4
+    for stage in range(4):
+        assert {n for n in layers.names_at(stage + 1)} == {n for n, _ in model.named_parameters() if n.startswith(f"stages.{stage}.")}
