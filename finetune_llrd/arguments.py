@@ -108,7 +108,16 @@ class LLRDTrainingArguments(TrainingArguments):
         },
     )
 
+    stop_on_nonfinite_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop with a clear error when the training loss becomes NaN or inf, before the optimizer applies "
+            "that step, so the last checkpoint stays the last good one. False trains on, as the stock Trainer does."
+        },
+    )
+
     def __post_init__(self):
+        _refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
             # TrainingArguments only knows transformers' schedules; this one is built by LLRDTrainer.
@@ -160,6 +169,25 @@ class LLRDTrainingArguments(TrainingArguments):
             or self.gradual_unfreeze_steps > 0
             or self.layer_lr_adaptation != "none"
             or self.log_layer_grad_norms
+        )
+
+
+def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: bool) -> None:
+    """A DeepSpeed config with an ``optimizer`` block makes DeepSpeed build its own optimizer from all
+    parameters, silently dropping the layer-wise groups."""
+    if deepspeed is None or not layerwise:
+        return
+    config = deepspeed
+    if isinstance(deepspeed, str):
+        if not os.path.isfile(deepspeed):
+            return  # the stock validation reports a missing file
+        with open(deepspeed, encoding="utf-8") as handle:
+            config = json.load(handle)
+    if isinstance(config, dict) and "optimizer" in config:
+        raise ValueError(
+            "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from all "
+            "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
+            "optimizer, set with --optim, is used instead; keep 'scheduler' out too or leave it to the Trainer)."
         )
 
 

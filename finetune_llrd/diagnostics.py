@@ -32,31 +32,25 @@ class DepthIndex:
                 self.params.append(param)
                 indices.append(position[int(group["layer"])])
         self._indices = torch.tensor(indices, dtype=torch.long)
+        # FSDP2 (DTensor) and FSDP1 with use_orig_params hold one shard of each parameter per rank.
+        self.sharded = any(hasattr(p, "to_local") or getattr(p, "_fsdp_flattened", False) for p in self.params)
 
     def per_depth_norms(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
         """The L2 norm of ``tensors`` (one per parameter, None for none) summed by depth.
 
-        Sharded tensors (DTensor under FSDP2) contribute their local shard, and the squares are summed
-        across ranks.
+        Under FSDP each rank holds one shard of every tensor: the squares are summed across ranks.
 
         Returns:
             A float32 tensor with one norm per depth in ``self.depths``, on the tensors' device.
         """
-        present = [(i, t) for i, t in enumerate(tensors) if t is not None]
-        device = present[0][1].device if present else torch.device("cpu")
+        present = [(i, t.to_local() if hasattr(t, "to_local") else t) for i, t in enumerate(tensors) if t is not None]
+        device = present[0][1].device if present else self.params[0].device if self.params else torch.device("cpu")
         squares = torch.zeros(len(self.depths), dtype=torch.float32, device=device)
-        if not present:
-            return squares
-        sharded = False
-        local = []
-        for _, tensor in present:
-            if hasattr(tensor, "to_local"):
-                tensor, sharded = tensor.to_local(), True
-            local.append(tensor)
-        norms = torch.stack([norm.to(torch.float32) for norm in torch._foreach_norm(local)])
-        index = self._indices[[i for i, _ in present]].to(device)
-        squares.index_add_(0, index, norms.square())
-        if sharded and dist.is_available() and dist.is_initialized():
+        if present:
+            norms = torch.stack([norm.to(torch.float32) for norm in torch._foreach_norm([t for _, t in present])])
+            index = self._indices[[i for i, _ in present]].to(device)
+            squares.index_add_(0, index, norms.square())
+        if self.sharded and dist.is_available() and dist.is_initialized():
             dist.all_reduce(squares)
         return squares.sqrt()
 

@@ -128,15 +128,17 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     """
     exempt: set[str] = set()
     is_vision = _is_vision_model(model)
+    original_shapes = _fsdp1_original_shapes(model)
     for module_path, module in model.named_modules():
         exempt_names, exempt_keywords = _declared_exemptions(module)
         norm = is_norm_module(module)
         for attribute, param in module.named_parameters(recurse=False):
             name = f"{module_path}.{attribute}" if module_path else attribute
             clean_path = clean_parameter_name(module_path)
+            ndim = len(original_shapes.get(id(param), param.shape))
             if (
                 norm
-                or param.ndim <= 1
+                or ndim <= 1
                 or attribute == "bias"
                 or attribute.endswith("_bias")
                 or getattr(param, "_no_weight_decay", False)
@@ -155,6 +157,34 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
                 ):
                     exempt.add(f"{module_path}.{relative}" if module_path else relative)
     return exempt
+
+
+def _fsdp1_original_shapes(model: nn.Module) -> dict[int, tuple[int, ...]]:
+    """Under FSDP1 with ``use_orig_params=True`` each parameter is a 1-D slice of its shard; the flat
+    parameter keeps the original shapes."""
+    shapes: dict[int, tuple[int, ...]] = {}
+    for module in model.modules():
+        flat = getattr(getattr(module, "_handle", None), "flat_param", None)
+        if flat is not None and getattr(flat, "_params", None) is not None:
+            for param, shape in zip(flat._params, flat._shapes):
+                shapes[id(param)] = tuple(shape)
+    return shapes
+
+
+def check_parameters_are_not_flattened(model: nn.Module) -> None:
+    """Refuses FSDP1's flattened parameters, which mix depths and weight-decay classes in one tensor.
+
+    Raises:
+        ValueError: with the fix, if the model holds a FlatParameter.
+    """
+    for name, param in model.named_parameters():
+        if getattr(param, "_is_flat_param", False):
+            raise ValueError(
+                f"{name} is an FSDP1 FlatParameter: FSDP1 with use_orig_params=False flattens each wrapped module's "
+                "parameters into one tensor, so depths and weight-decay classes cannot be told apart. Set "
+                "fsdp_use_orig_params: true in the Accelerate config (use_orig_params=True), or use FSDP2 "
+                "(fsdp_version: 2)."
+            )
 
 
 def _declared_exemptions(module: nn.Module) -> tuple[set[str], set[str]]:
@@ -224,6 +254,7 @@ def param_groups(
     )
     if not _is_finite_number(weight_decay) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
+    check_parameters_are_not_flattened(model)
     if layers is None:
         layers = layer_map(model, grouping=layer_grouping, mapping=layer_mapping)
     rates = depth_learning_rates(

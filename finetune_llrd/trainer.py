@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_optimizer import has_mixed_dtensor, is_optimizer_factory
 from transformers.trainer_utils import IntervalStrategy
 
 from .arguments import LLRDTrainingArguments
 from .callbacks import GradualUnfreezingCallback
+from .checkpoints import check_resume_matches, complete_checkpoints, resolve_resume_checkpoint
 from .diagnostics import DepthIndex, singh2015_factors
 from .layer_map import LayerMap, LayerMapping, layer_map
 from .param_groups import format_lr_table, lr_table, param_groups
@@ -55,6 +55,8 @@ class LLRDTrainer(Trainer):
         self._update_ratios: torch.Tensor | None = None
         self._weights_before_step: list[torch.Tensor | None] | None = None
         self._rates_before_adaptation: list[float] | None = None
+        self._resume_checkpoint: str | None = None
+        self._nonfinite_loss: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         self._check_features_fit_the_setup()
         if self.model_init is None:
@@ -82,11 +84,32 @@ class LLRDTrainer(Trainer):
             )
             if active
         ]
+        if self.is_deepspeed_enabled and self._layerwise_args() is not None:
+            config = self.accelerator.state.deepspeed_plugin.hf_ds_config.config
+            if "optimizer" in config:
+                raise ValueError(
+                    "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from "
+                    "all parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the "
+                    "Trainer's optimizer, set with --optim, is used instead)."
+                )
         if step_features and self.is_deepspeed_enabled:
             raise ValueError(
                 f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
                 "Use DDP or FSDP2, or turn these options off."
             )
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial=None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ):
+        """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
+        with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one."""
+        self._resume_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(
+            resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
+        )
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)
@@ -122,8 +145,17 @@ class LLRDTrainer(Trainer):
         )
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        if self.optimizer is not None or self._layerwise_args() is None:
+        if self.optimizer is not None:
             return super().create_optimizer(model)
+        if self._layerwise_args() is None:
+            optimizer = super().create_optimizer(model)
+        else:
+            optimizer = self._create_layerwise_optimizer(model)
+        if self._resume_checkpoint is not None and not self.is_deepspeed_enabled:
+            check_resume_matches(self._resume_checkpoint, optimizer.param_groups)
+        return optimizer
+
+    def _create_layerwise_optimizer(self, model=None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
         groups = _split_by_device_mesh(self.build_param_groups(opt_model))
 
@@ -131,7 +163,8 @@ class LLRDTrainer(Trainer):
             optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        if is_optimizer_factory(optimizer_cls) or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
+        is_factory = not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
+        if is_factory or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
                 f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
@@ -175,6 +208,10 @@ class LLRDTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if getattr(self.args, "stop_on_nonfinite_loss", False):
+            # Kept on the device; read once per optimizer step, before the step applies anything.
+            nonfinite = ~torch.isfinite(loss.detach())
+            self._nonfinite_loss = nonfinite if self._nonfinite_loss is None else self._nonfinite_loss | nonfinite
         if self._depths is not None and self.accelerator.sync_gradients and self._needs_gradient_norms():
             # The gradients are now reduced across ranks and accumulated, and not yet clipped.
             self._gradient_norms = self._depths.gradient_norms()
@@ -182,7 +219,11 @@ class LLRDTrainer(Trainer):
 
     def _before_optimizer_step(self) -> None:
         args = self.args
-        if self._depths is None or not isinstance(args, LLRDTrainingArguments):
+        if not isinstance(args, LLRDTrainingArguments):
+            return
+        if self._nonfinite_loss is not None:
+            self._stop_on_nonfinite_loss()
+        if self._depths is None:
             return
         if args.layer_lr_adaptation == "singh2015" and self._gradient_norms is not None:
             factors = singh2015_factors(self._gradient_norms).tolist()
@@ -193,6 +234,24 @@ class LLRDTrainer(Trainer):
                     group["lr"] = group["lr"] * factors[position[int(group["layer"])]]
         if args.log_layer_grad_norms and self._step_will_log():
             self._weights_before_step = self._depths.snapshot()
+
+    def _stop_on_nonfinite_loss(self) -> None:
+        flag = self._nonfinite_loss.to(torch.int32)
+        self._nonfinite_loss = None
+        if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if not flag.item():
+            return
+        step = self.state.global_step + 1
+        complete = complete_checkpoints(self.args.output_dir)
+        last = f"The last checkpoint, {complete[-1]}, is intact: resume from it" if complete else "No checkpoint was saved yet"
+        raise NonFiniteLossError(
+            f"The training loss is not finite (NaN or inf) at optimizer step {step} (epoch {self.state.epoch or 0:.2f}). "
+            f"Training stopped before that step changed any weight. {last} after lowering the learning rate "
+            f"(the head's is {self.args.head_learning_rate or self.args.learning_rate:g}), enabling gradient clipping "
+            "(--max_grad_norm 1.0), or training in bf16 instead of fp16. Set --stop_on_nonfinite_loss false to "
+            "train on as the stock Trainer does."
+        )
 
     def _after_optimizer_step(self) -> None:
         groups = self.optimizer.param_groups
@@ -253,6 +312,10 @@ class _LayerwiseStepHooks(TrainerCallback):
             self.trainer._after_optimizer_step()
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; raised before the optimizer step that would apply it."""
+
+
 def depth_learning_rate_logs(groups: list[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
     """The current rate of every depth, keyed ``lr/layer_00`` ... ``lr/layer_L`` and ``lr/head``.
 
@@ -286,9 +349,11 @@ def _depth_logs(prefix: str, depths: list[int], values: list[float], head_depth:
 def _split_by_device_mesh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parameters on different DTensor device meshes (expert parallelism, 2-D meshes) cannot share a
     fused/foreach kernel: as the stock Trainer does, each mesh gets its own group."""
-    if not has_mixed_dtensor(p for group in groups for p in group["params"]):
-        return groups
     from torch.distributed.tensor import DTensor
+
+    meshes = {p.device_mesh if isinstance(p, DTensor) else None for group in groups for p in group["params"]}
+    if len(meshes) <= 1:
+        return groups
 
     split = []
     for group in groups:
