@@ -208,7 +208,16 @@ def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None 
     if from_config:
         with torch.device("meta"):
             return auto_class.from_config(config)
-    return auto_class.from_pretrained(name_or_path, config=config)
+    try:
+        return auto_class.from_pretrained(name_or_path, config=config)
+    except OSError as error:
+        if os.path.isdir(name_or_path):
+            raise SystemExit(
+                f"{name_or_path} holds a config but no model weights that transformers can read ({error}). "
+                "Add --from-config to inspect the structure from the config alone, or point at a folder with "
+                "model.safetensors / pytorch_model.bin."
+            ) from error
+        raise
 
 
 def plot_lr_profile(rows: Sequence[dict], path: str, *, title: str = "") -> None:

@@ -64,3 +64,9 @@ def test_inspect_real_minilm(capsys):
     assert [row["depth"] for row in rows] == list(range(8))
     assert [row["lr"] for row in rows] == pytest.approx([2e-5 * 0.9 ** (7 - d) for d in range(8)], rel=1e-12)
     assert sum(row["num_params"] for row in rows) == 22_713_986  # 22.7M backbone + a 2-label head
+
+
+def test_inspect_folder_without_weights_says_what_to_do(tmp_path):
+    tiny_model("bert").config.save_pretrained(tmp_path)
+    with pytest.raises(SystemExit, match=r"holds a config but no model weights .* Add --from-config"):
+        main(["inspect", str(tmp_path)])

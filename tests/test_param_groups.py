@@ -245,3 +245,20 @@ def test_bad_settings_are_refused(kwargs, message):
     settings = dict(lr=1e-3, layer_decay=0.8) | kwargs
     with pytest.raises(ValueError, match=message):
         param_groups(tiny_model("bert"), **settings)
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_every_schedule_keeps_the_ratios_on_every_architecture(model_type):
+    from transformers import get_scheduler
+
+    model = tiny_model(model_type)
+    for schedule, kwargs in [("linear", {}), ("cosine", {}), ("cosine_with_min_lr", {"min_lr_rate": 0.1}), ("constant_with_warmup", {})]:
+        groups = param_groups(model, lr=1e-3, layer_decay=0.7, weight_decay=0.05)
+        initial = [g["lr"] for g in groups]
+        optimizer = torch.optim.AdamW(groups)
+        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=2, num_training_steps=10, scheduler_specific_kwargs=kwargs)
+        for _ in range(7):
+            optimizer.step()
+            scheduler.step()
+            factor = optimizer.param_groups[-1]["lr"] / initial[-1]
+            assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([r * factor for r in initial], rel=1e-12), schedule
