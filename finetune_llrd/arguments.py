@@ -173,8 +173,6 @@ class LLRDTrainingArguments(TrainingArguments):
 
 
 def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: bool) -> None:
-    """A DeepSpeed config with an ``optimizer`` block makes DeepSpeed build its own optimizer from all
-    parameters, silently dropping the layer-wise groups."""
     if deepspeed is None or not layerwise:
         return
     config = deepspeed
@@ -183,11 +181,21 @@ def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: b
             return  # the stock validation reports a missing file
         with open(deepspeed, encoding="utf-8") as handle:
             config = json.load(handle)
+    check_deepspeed_config(config)
+
+
+def check_deepspeed_config(config: dict) -> None:
+    """Refuses a DeepSpeed config with an ``optimizer`` block: DeepSpeed would then build its own optimizer
+    from all parameters, silently dropping the layer-wise groups.
+
+    Raises:
+        ValueError: saying what to remove.
+    """
     if isinstance(config, dict) and "optimizer" in config:
         raise ValueError(
             "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from all "
             "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
-            "optimizer, set with --optim, is used instead; keep 'scheduler' out too or leave it to the Trainer)."
+            "optimizer, set with --optim, is used instead)."
         )
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import IntervalStrategy
 
-from .arguments import LLRDTrainingArguments
+from .arguments import LLRDTrainingArguments, check_deepspeed_config
 from .callbacks import GradualUnfreezingCallback
 from .checkpoints import check_resume_matches, complete_checkpoints, resolve_resume_checkpoint
 from .diagnostics import DepthIndex, singh2015_factors
@@ -85,13 +85,7 @@ class LLRDTrainer(Trainer):
             if active
         ]
         if self.is_deepspeed_enabled and self._layerwise_args() is not None:
-            config = self.accelerator.state.deepspeed_plugin.hf_ds_config.config
-            if "optimizer" in config:
-                raise ValueError(
-                    "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from "
-                    "all parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the "
-                    "Trainer's optimizer, set with --optim, is used instead)."
-                )
+            check_deepspeed_config(self.accelerator.state.deepspeed_plugin.hf_ds_config.config)
         if step_features and self.is_deepspeed_enabled:
             raise ValueError(
                 f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
