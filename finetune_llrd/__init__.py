@@ -2,6 +2,7 @@
 
 from .arguments import LLRDTrainingArguments
 from .layer_map import LayerMap, LayerMapError, layer_map
+from .model_card import add_layerwise_section, layerwise_lr_rows, layerwise_model_card_section
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
 from .trainer import LLRDTrainer
 
@@ -12,8 +13,11 @@ __all__ = [
     "LLRDTrainingArguments",
     "LayerMap",
     "LayerMapError",
+    "add_layerwise_section",
     "depth_learning_rates",
     "layer_map",
+    "layerwise_lr_rows",
+    "layerwise_model_card_section",
     "lr_table",
     "no_weight_decay_names",
     "param_groups",
