@@ -59,15 +59,16 @@ def write_word_piece_vocab(path: str, texts: list[str], size: int = 400) -> str:
     return path
 
 
-def save_tiny_text_model(directory: str, texts: list[str], num_labels: int = 2, model_type: str = "bert") -> str:
-    """A tiny BERT (3 blocks, hidden 32) saved with a WordPiece tokenizer made from ``texts``."""
+def save_tiny_text_model(directory: str, texts: list[str], num_labels: int | None = 2) -> str:
+    """A tiny BERT (3 blocks, hidden 32) saved with a WordPiece tokenizer made from ``texts``: a sequence
+    classifier for ``num_labels``, or with ``num_labels=None`` the bare encoder, as pretrained checkpoints are."""
     os.makedirs(directory, exist_ok=True)
     vocab_file = write_word_piece_vocab(os.path.join(directory, "vocab.txt"), texts)
     tokenizer = BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True, model_max_length=128)
     with open(vocab_file, encoding="utf-8") as handle:
         vocab_size = sum(1 for _ in handle)
-    model = tiny_model(model_type, num_labels=num_labels, vocab_size=vocab_size, max_position_embeddings=128)
-    model.save_pretrained(directory)
+    model = tiny_model("bert", num_labels=num_labels or 2, vocab_size=vocab_size, max_position_embeddings=128)
+    (model if num_labels else model.bert).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
