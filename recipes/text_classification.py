@@ -208,22 +208,19 @@ class DataTrainingArguments:
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits to train on ("train"), evaluate on ("eval", and "eval_mismatched" for MNLI) and predict
     ("test", or "test_matched" and "test_mismatched" for MNLI), with a description of where each comes from."""
-    wanted = {
-        "train": training_args.do_train,
-        "eval": training_args.do_eval,
-        "test": training_args.do_predict,
-    }
+    required = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
+    # Without a GLUE task the classes come from the training data, which is then read even for evaluation alone.
+    wanted = dict(required, train=training_args.do_train or data_args.task_name is None)
     splits, sources = {}, {}
     if data_args.uses_local_files:
         files = {"train": data_args.train_file, "eval": data_args.validation_file, "test": data_args.test_file}
         arguments = {"train": "--train_file", "eval": "--validation_file", "test": "--test_file"}
         for split, path in files.items():
-            # The labels of custom data come from the training file, so it is read even when not training on it.
-            if path is not None and (wanted[split] or split == "train"):
+            if required[split] and path is None:
+                raise ValueError(f"--do_{'predict' if split == 'test' else split} needs {arguments[split]}.")
+            if wanted[split] and path is not None:
                 splits[split] = load_data_file(path, data_args.column_names, model_args.cache_dir)
                 sources[split] = path
-            elif wanted[split] and path is None:
-                raise ValueError(f"--do_{'predict' if split == 'test' else split} needs {arguments[split]}.")
         return splits, sources
 
     if data_args.task_name is not None:
@@ -252,7 +249,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         revision=data_args.dataset_revision,
     )
     for split, hub_split in hub_splits.items():
-        if not wanted[split.split("_")[0]]:
+        if not wanted[split.split("_")[0]] or (hub_split not in raw and not required[split.split("_")[0]]):
             continue
         if hub_split not in raw:
             argument = {"train": "--train_split_name", "eval": "--validation_split_name"}.get(
