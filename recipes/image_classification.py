@@ -35,9 +35,9 @@ from datasets import Dataset, load_dataset
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, set_seed
 
-from finetune_llrd import LLRDTrainer
 from recipe_utils import (
     LabelSet,
+    RecipeTrainer,
     RecipeTrainingArguments,
     check_data_files,
     check_labels,
@@ -53,7 +53,6 @@ from recipe_utils import (
     set_labels,
     setup_logging,
     take_samples,
-    write_model_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -442,7 +441,7 @@ def main(argv=None):
         return metric(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids)
 
     # 6. Train.
-    trainer = LLRDTrainer(
+    trainer = RecipeTrainer(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),
@@ -473,7 +472,10 @@ def main(argv=None):
     }
     if data_args.dataset_name is not None:
         card_kwargs.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
-    write_model_card(trainer, **card_kwargs)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
     print_layerwise_lr_table(trainer)
 
 

@@ -1,7 +1,8 @@
-"""What the recipes share: argument files, logging, the output directory, local data files, metrics, the summary.
+"""What the recipes share: the trainer and its arguments, argument files, logging, the output directory, local
+data files, labels, metrics and the printed summary.
 
-Nothing here knows about layer-wise rates: those live in `finetune_llrd` (`LLRDTrainingArguments`,
-`LLRDTrainer`, `finetune_llrd.model_card`).
+Nothing here computes layer-wise rates: that is `finetune_llrd`'s (`LLRDTrainingArguments`, `LLRDTrainer`,
+`finetune_llrd.model_card`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datasets import Dataset, load_dataset
 from transformers import HfArgumentParser, PretrainedConfig, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from finetune_llrd import LLRDTrainingArguments, add_layerwise_section, layerwise_lr_rows
+from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, add_layerwise_section, layerwise_lr_rows
 from finetune_llrd.param_groups import format_lr_table
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,15 @@ logger = logging.getLogger(__name__)
 # Suffix -> `datasets` builder. TSV is read by the csv builder with a tab delimiter and no quote handling.
 DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+class RecipeTrainer(LLRDTrainer):
+    """`LLRDTrainer` whose model card, written with ``create_model_card`` or pushed with ``push_to_hub`` (which
+    writes it through ``create_model_card``), carries the layer-wise section of `finetune_llrd.model_card`."""
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        super().create_model_card(*args, **kwargs)
+        add_layerwise_section(self)
 
 
 @dataclass
@@ -412,20 +422,6 @@ def local_metric(name: str, config_name: str | None = None) -> Callable[..., dic
         if config_name in ("sst2", "mnli", "mnli_mismatched", "mnli_matched", "qnli", "rte", "wnli", "hans"):
             return accuracy
     raise ValueError(f"No local implementation of the metric {name!r} (config {config_name!r}).")
-
-
-def write_model_card(trainer: Trainer, **card_kwargs: Any) -> None:
-    """Writes the model card (pushing it with the model on ``--push_to_hub``) and its layer-wise section.
-
-    Args:
-        trainer: the run's `LLRDTrainer`.
-        **card_kwargs: `Trainer.create_model_card`'s arguments (``finetuned_from``, ``tasks``, ``dataset``, ...).
-    """
-    if trainer.args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
-    else:
-        trainer.create_model_card(**card_kwargs)
-    add_layerwise_section(trainer)
 
 
 def print_layerwise_lr_table(trainer: Trainer) -> None:

@@ -33,9 +33,9 @@ from transformers import (
     set_seed,
 )
 
-from finetune_llrd import LLRDTrainer
 from recipe_utils import (
     LabelSet,
+    RecipeTrainer,
     RecipeTrainingArguments,
     check_data_files,
     check_labels,
@@ -51,7 +51,6 @@ from recipe_utils import (
     set_labels,
     setup_logging,
     take_samples,
-    write_model_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -427,7 +426,7 @@ def main(argv=None):
         return result
 
     # 6. Train.
-    trainer = LLRDTrainer(
+    trainer = RecipeTrainer(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),
@@ -480,7 +479,10 @@ def main(argv=None):
         card_kwargs.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
         if data_args.dataset_config_name is not None:
             card_kwargs["dataset_args"] = data_args.dataset_config_name
-    write_model_card(trainer, **card_kwargs)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
     print_layerwise_lr_table(trainer)
 
 

@@ -37,9 +37,9 @@ from transformers import (
     set_seed,
 )
 
-from finetune_llrd import LLRDTrainer
 from recipe_utils import (
     LabelSet,
+    RecipeTrainer,
     RecipeTrainingArguments,
     check_processes_joined,
     data_file_builder,
@@ -53,7 +53,6 @@ from recipe_utils import (
     set_labels,
     setup_logging,
     take_samples,
-    write_model_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -470,7 +469,7 @@ def main(argv=None):
         return seqeval_scores(predictions, references, entity_level=data_args.return_entity_level_metrics)
 
     # 6. Train.
-    trainer = LLRDTrainer(
+    trainer = RecipeTrainer(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),
@@ -513,7 +512,10 @@ def main(argv=None):
         card_kwargs.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
         if data_args.dataset_config_name is not None:
             card_kwargs["dataset_args"] = data_args.dataset_config_name
-    write_model_card(trainer, **card_kwargs)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
     print_layerwise_lr_table(trainer)
 
 
