@@ -10,9 +10,10 @@ rates, scored with seqeval.
 Data comes from one of:
 
 * ``--dataset_name``: a Hub dataset with a column of word lists and a column of tag lists;
-* ``--train_file`` / ``--validation_file`` / ``--test_file``: CoNLL text files (``.conll``, ``.txt``, ``.iob``,
-  ``.bio``: one word per line with its whitespace-separated columns, a blank line between sentences,
-  ``-DOCSTART-`` lines skipped), or JSON lines / parquet files with the two list columns.
+* ``--train_file`` / ``--validation_file`` / ``--test_file``: JSON lines (``.json``, ``.jsonl``) or parquet files
+  with the two list columns, or CoNLL text files (any other name: ``train.txt``, ``eng.train``, ``.conll``):
+  one word per line with its whitespace-separated columns, a blank line between sentences, ``-DOCSTART-``
+  lines skipped.
 
 Each word's tag goes to its first sub-word token (to every sub-word token with ``--label_all_tokens``).
 Entities are scored with seqeval as CoNLL's conlleval scores them (overall precision, recall, F1 and token
@@ -38,6 +39,7 @@ from transformers import (
 )
 
 from recipe_utils import (
+    DATA_FILE_BUILDERS,
     LabelSet,
     RecipeTrainer,
     RecipeTrainingArguments,
@@ -57,7 +59,6 @@ from recipe_utils import (
 
 logger = logging.getLogger(__name__)
 
-CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
 CONLL_2003_COLUMNS = ("tokens", "pos_tags", "chunk_tags", "ner_tags")
 # Byte-level BPE tokenizers need add_prefix_space=True to take pre-split words.
 ADD_PREFIX_SPACE_MODEL_TYPES = {"bloom", "gpt2", "roberta", "deberta", "longformer"}
@@ -105,7 +106,8 @@ class DataTrainingArguments:
     train_file: str | None = field(
         default=None,
         metadata={
-            "help": f"Training data: a CoNLL text file ({', '.join(CONLL_SUFFIXES)}), .json / .jsonl or .parquet."
+            "help": "Training data: .json / .jsonl (JSON lines) or .parquet with word and tag lists, or a CoNLL "
+            "text file (any other name: train.txt, eng.train, ...)."
         },
     )
     validation_file: str | None = field(default=None, metadata={"help": "Evaluation data, as --train_file."})
@@ -165,8 +167,8 @@ class DataTrainingArguments:
                 raise ValueError(f"--{argument} {path}: no such file.")
             if not is_conll_file(path) and data_file_builder(path) == "csv":
                 raise ValueError(
-                    f"--{argument} {path}: CSV / TSV cannot hold lists of words; use a CoNLL text file "
-                    f"({', '.join(CONLL_SUFFIXES)}), JSON lines or parquet."
+                    f"--{argument} {path}: CSV / TSV cannot hold lists of words; use a CoNLL text file, JSON lines "
+                    "or parquet."
                 )
         if self.tokens_column not in self.conll_columns or self.label_column not in self.conll_columns:
             if has_files and any(
@@ -183,7 +185,8 @@ class DataTrainingArguments:
 
 
 def is_conll_file(path: str) -> bool:
-    return path.lower().endswith(CONLL_SUFFIXES)
+    """Whether ``path`` is read as CoNLL text: every file that is not CSV, TSV, JSON (lines) or parquet."""
+    return os.path.splitext(path.lower())[1] not in DATA_FILE_BUILDERS
 
 
 def read_conll_file(path: str, column_names: list[str]) -> Dataset:

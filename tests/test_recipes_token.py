@@ -124,6 +124,13 @@ def test_parquet_with_classlabel_tags(run_token, tmp_path):
     assert read_json(output_dir, "all_results.json")["eval_samples"] == 2
 
 
+def test_files_other_than_tables_are_read_as_conll_text():
+    for name in ("train.txt", "eng.train", "eng.testa", "ner.conll", "dev.iob"):
+        assert token_classification.is_conll_file(name)
+    for name in ("train.json", "train.jsonl", "train.parquet", "train.csv", "train.tsv"):
+        assert not token_classification.is_conll_file(name)
+
+
 def test_read_conll_file(conll_file):
     dataset = read_conll_file(conll_file, ["tokens", "pos_tags", "chunk_tags", "ner_tags"])
     assert len(dataset) == 4
