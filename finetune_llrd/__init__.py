@@ -3,6 +3,7 @@
 from .arguments import LLRDTrainingArguments
 from .callbacks import GradualUnfreezingCallback
 from .layer_map import LayerMap, LayerMapError, layer_map
+from .model_card import add_layerwise_section, layerwise_model_card_section
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
 from .reinit import reinit_top_layers
 from .schedules import get_slanted_triangular_schedule
@@ -16,9 +17,11 @@ __all__ = [
     "LLRDTrainingArguments",
     "LayerMap",
     "LayerMapError",
+    "add_layerwise_section",
     "depth_learning_rates",
     "get_slanted_triangular_schedule",
     "layer_map",
+    "layerwise_model_card_section",
     "lr_table",
     "no_weight_decay_names",
     "param_groups",

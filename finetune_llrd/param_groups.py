@@ -300,7 +300,8 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
 
     Returns:
         Rows with ``depth``, ``block``, ``num_params``, ``num_params_no_decay``, ``lr`` and ``weight_decay``
-        (the decay of the depth's decayed parameters), ordered by depth.
+        (the decay of the depth's decayed parameters), ordered by depth. ``lr`` is the base rate: a group's
+        ``initial_lr`` once a scheduler has run (its ``lr`` moves with the schedule), else its ``lr``.
     """
     rows: dict[int, dict[str, Any]] = {}
     for group in groups:
@@ -314,17 +315,22 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
                 "block": layers.block_name(depth) if layers is not None else _default_block_name(depth, group),
                 "num_params": 0,
                 "num_params_no_decay": 0,
-                "lr": group["lr"],
+                "lr": group.get("initial_lr", group["lr"]),
                 "weight_decay": 0.0,
             },
         )
-        count = sum(param.numel() for param in group["params"])
+        count = sum(_full_size(param) for param in group["params"])
         row["num_params"] += count
         if group["weight_decay"] == 0:
             row["num_params_no_decay"] += count
         else:
             row["weight_decay"] = group["weight_decay"]
     return [rows[depth] for depth in sorted(rows)]
+
+
+def _full_size(param) -> int:
+    # DeepSpeed ZeRO-3 leaves an empty placeholder and keeps the real size in ds_numel.
+    return getattr(param, "ds_numel", None) or param.numel()
 
 
 def _default_block_name(depth: int, group: dict[str, Any]) -> str:

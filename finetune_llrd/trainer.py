@@ -16,6 +16,7 @@ from .callbacks import GradualUnfreezingCallback
 from .checkpoints import check_resume_matches, complete_checkpoints, resolve_resume_checkpoint
 from .diagnostics import DepthIndex, singh2015_factors
 from .layer_map import LayerMap, LayerMapping, layer_map
+from .model_card import add_layerwise_section
 from .param_groups import format_lr_table, lr_table, param_groups
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
@@ -187,10 +188,22 @@ class LLRDTrainer(Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def layerwise_lr_table(self) -> list[dict[str, Any]]:
-        """One row per depth of the current optimizer: depth, block, parameter counts, lr, weight decay."""
-        if self.optimizer is None:
-            return []
-        return lr_table(self.optimizer.param_groups, self.layers)
+        """One row per depth: depth, block, parameter counts, base lr (the rate the schedule scales), weight decay.
+
+        Before training, the rows of the optimizer that training will build. Empty when the optimizer is the
+        stock one (``layer_decay=1.0`` and no per-depth option).
+        """
+        if self.optimizer is not None:
+            return lr_table(self.optimizer.param_groups, self.layers)
+        if self._layerwise_args() is not None and self.model is not None:
+            return lr_table(self.build_param_groups(self.model), self.layers)
+        return []
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """The stock model card (also what ``push_to_hub`` uploads), with a section that records the
+        layer-wise settings and the per-depth rates."""
+        super().create_model_card(*args, **kwargs)
+        add_layerwise_section(self)
 
     # ---- per-step work, called by _LayerwiseStepHooks and training_step ----
 
