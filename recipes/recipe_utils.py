@@ -20,9 +20,9 @@ import numpy as np
 import transformers
 from datasets import Dataset, load_dataset
 from transformers import HfArgumentParser, PretrainedConfig, Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
 from finetune_llrd import LLRDTrainingArguments
+from finetune_llrd.checkpoints import complete_checkpoints, resolve_resume_checkpoint
 from finetune_llrd.param_groups import format_lr_table
 
 logger = logging.getLogger(__name__)
@@ -123,8 +123,9 @@ def default_to_train_and_eval(training_args: RecipeTrainingArguments) -> None:
 def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | None:
     """The checkpoint to resume training from, and the guard against writing over an earlier run.
 
-    Returns ``--resume_from_checkpoint`` if given; else, unless ``--overwrite_output_dir``, the last
-    ``checkpoint-*`` folder in ``--output_dir``.
+    Returns ``--resume_from_checkpoint`` if given; else, unless ``--overwrite_output_dir``, the newest
+    ``checkpoint-*`` folder in ``--output_dir`` that was written to the end (a run killed while saving
+    leaves an incomplete one, which is skipped with a warning).
 
     Raises:
         ValueError: if ``--output_dir`` holds files but no checkpoint and ``--overwrite_output_dir`` is not set.
@@ -134,13 +135,15 @@ def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | N
     output_dir = training_args.output_dir
     if training_args.overwrite_output_dir or not os.path.isdir(output_dir):
         return None
-    last_checkpoint = get_last_checkpoint(output_dir)
-    if last_checkpoint is None and os.listdir(output_dir):
-        raise ValueError(
-            f"Output directory {output_dir} already exists and is not empty, and it holds no checkpoint to resume "
-            "from. Pass --overwrite_output_dir to write into it, or choose another --output_dir."
-        )
-    if last_checkpoint is not None and training_args.do_train:
+    if not complete_checkpoints(output_dir):
+        if os.listdir(output_dir):
+            raise ValueError(
+                f"Output directory {output_dir} already exists and is not empty, and it holds no complete checkpoint "
+                "to resume from. Pass --overwrite_output_dir to write into it, or choose another --output_dir."
+            )
+        return None
+    last_checkpoint = resolve_resume_checkpoint(True, output_dir)
+    if training_args.do_train:
         logger.info(
             f"Checkpoint found: resuming training from {last_checkpoint}. To train from scratch instead, choose "
             "another --output_dir or pass --overwrite_output_dir."
