@@ -347,7 +347,7 @@ def test_a_non_empty_output_dir_needs_overwrite_output_dir(run_text, tmp_path):
     with pytest.raises(ValueError) as error:
         run_text(data, output_dir=str(output_dir))
     assert str(error.value) == (
-        f"Output directory {output_dir} already exists and is not empty, and it holds no checkpoint to resume from. "
+        f"Output directory {output_dir} already exists and is not empty, and it holds no complete checkpoint to resume from. "
         "Pass --overwrite_output_dir to write into it, or choose another --output_dir."
     )
     assert os.listdir(output_dir) == ["notes.txt"]
@@ -356,8 +356,11 @@ def test_a_non_empty_output_dir_needs_overwrite_output_dir(run_text, tmp_path):
 
 
 def test_the_last_checkpoint_is_found_and_overwrite_output_dir_ignores_it(tmp_path):
-    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-9.tmp"):
+    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-9.tmp", "checkpoint-12"):
         (tmp_path / name).mkdir()
+    for name in ("checkpoint-2", "checkpoint-10"):  # written to the end; checkpoint-12 was cut short
+        (tmp_path / name / "trainer_state.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(b"")
 
     def checkpoint(extra=""):
         arguments = f"--model_name_or_path m --output_dir {tmp_path} --do_train --train_file {SST2_DEV} {extra}"
