@@ -22,11 +22,21 @@ from training import RandomTokens, training_args
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
 
-def _train_with_checkpoints(output_dir, max_steps=4, save_steps=2, **overrides):
-    args = training_args(output_dir, layer_decay=0.5, max_steps=max_steps, save_strategy="steps", save_steps=save_steps, **overrides)
-    trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
-    trainer.train()
-    return trainer
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory):
+    """A run of 6 steps with layer_decay=0.5 and checkpoints at steps 2, 4 and 6; tests take copies."""
+    output_dir = tmp_path_factory.mktemp("checkpointed")
+    args = training_args(output_dir, layer_decay=0.5, max_steps=6, save_strategy="steps", save_steps=2)
+    LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens()).train()
+    return output_dir
+
+
+def _copy_run(run, tmp_path, keep=(2, 4)):
+    """Copies the run into ``tmp_path`` with the checkpoints of ``keep`` only."""
+    shutil.copytree(run, tmp_path, dirs_exist_ok=True)
+    for step in (2, 4, 6):
+        if step not in keep:
+            shutil.rmtree(tmp_path / f"checkpoint-{step}")
 
 
 # ---- resuming ----
@@ -41,8 +51,8 @@ def _train_with_checkpoints(output_dir, max_steps=4, save_steps=2, **overrides):
         ({"layer_mapping": '{"^bert\\\\.pooler\\\\.": 3}'}, r"group 6: parameters 6 in the checkpoint, 7 now"),
     ],
 )
-def test_resuming_with_other_groups_is_refused_with_what_changed(tmp_path, changed, message):
-    _train_with_checkpoints(tmp_path)
+def test_resuming_with_other_groups_is_refused_with_what_changed(checkpointed_run, tmp_path, changed, message):
+    _copy_run(checkpointed_run, tmp_path)
     settings = {"layer_decay": 0.5, **changed}
     args = training_args(tmp_path, max_steps=6, save_strategy="no", **settings)
     trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
@@ -52,16 +62,16 @@ def test_resuming_with_other_groups_is_refused_with_what_changed(tmp_path, chang
     assert "doesn't match" not in str(error.value)
 
 
-def test_resuming_with_the_same_settings_continues(tmp_path):
-    _train_with_checkpoints(tmp_path)
+def test_resuming_with_the_same_settings_continues(checkpointed_run, tmp_path):
+    _copy_run(checkpointed_run, tmp_path)
     args = training_args(tmp_path, layer_decay=0.5, max_steps=6, save_strategy="no")
     trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 6
 
 
-def test_incomplete_newest_checkpoint_is_skipped(tmp_path, caplog):
-    _train_with_checkpoints(tmp_path, max_steps=6)
+def test_incomplete_newest_checkpoint_is_skipped(checkpointed_run, tmp_path, caplog):
+    _copy_run(checkpointed_run, tmp_path, keep=(2, 4, 6))
     os.remove(tmp_path / "checkpoint-6" / "trainer_state.json")  # as if killed while saving
     assert complete_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-2"), str(tmp_path / "checkpoint-4")]
     args = training_args(tmp_path, layer_decay=0.5, max_steps=6, save_strategy="no")
@@ -81,8 +91,8 @@ def test_incomplete_newest_checkpoint_is_skipped(tmp_path, caplog):
         ("broken state", r"trainer_state\.json is missing or not valid JSON"),
     ],
 )
-def test_corrupt_or_missing_checkpoint_gets_a_clear_error(tmp_path, damage, message):
-    _train_with_checkpoints(tmp_path)
+def test_corrupt_or_missing_checkpoint_gets_a_clear_error(checkpointed_run, tmp_path, damage, message):
+    _copy_run(checkpointed_run, tmp_path)
     checkpoint = tmp_path / "checkpoint-4"
     if damage == "missing":
         shutil.rmtree(checkpoint)
@@ -152,10 +162,10 @@ def test_nonfinite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_
 
 def test_nonfinite_loss_can_be_let_through(tmp_path):
     model = tiny_model("bert", num_labels=1, problem_type="regression")
-    args = training_args(tmp_path, layer_decay=0.5, max_steps=8, per_device_train_batch_size=4, stop_on_nonfinite_loss=False)
+    args = training_args(tmp_path, layer_decay=0.5, max_steps=6, per_device_train_batch_size=4, stop_on_nonfinite_loss=False)
     trainer = LLRDTrainer(model=model, args=args, train_dataset=_Regression(bad_index=21))
     trainer.train()
-    assert trainer.state.global_step == 8
+    assert trainer.state.global_step == 6
     assert not torch.isfinite(model.classifier.weight).all()  # what stopping protects against
 
 
