@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=None, help="Timed calls of each function (default 7, quick 1).")
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The decay used to build the groups.")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="Weight decay (so that the no-decay parameters are found).")
+    bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/grouping_scale.json).")
     return parser
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     num_layers = args.layers or LLAMA_70B_SHAPE["num_hidden_layers"]
     repeats = args.repeats or (1 if args.quick else 7)
+    bench_utils.apply_threads(args.threads)
     started = time.time()
     machine = bench_utils.machine_info("cpu")
     bench_utils.quiet_transformers()

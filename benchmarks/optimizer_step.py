@@ -8,6 +8,10 @@ what ``adamw_torch`` runs on CPU), ``foreach=True`` and ``fused=True`` (``adamw_
 Trainer's default). Steps alternate between the arms (A B B A ...), after a warm-up that creates the
 optimizer state; the figure is the ratio of median step times, with the spread of the per-pair ratios.
 
+A second table isolates the fixed cost of one more group: 326 small tensors (4,096 elements each, as many
+as a 70B decoder's 163 groups x 2) are split into 2, 8, 32 and 163 groups, and the slope of the median
+step time against the group count is the host-side cost per group (on a GPU, with its kernel launches).
+
 Run ``python benchmarks/optimizer_step.py`` (CPU), ``--device cuda --dtype bfloat16`` on a GPU, or
 ``--quick`` for a miniature.
 """
@@ -40,8 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", type=int, default=None, help="Untimed steps per arm first (default 5, quick 1).")
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The layer-wise arm's decay.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of decayed parameters.")
+    parser.add_argument("--sweep-groups", default="2,8,32,163", help="Group counts of the per-group cost sweep (empty: no sweep).")
+    parser.add_argument("--sweep-steps", type=int, default=None, help="Timed steps per group count in the sweep (default 300, quick 5).")
+    bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/optimizer_step[_<device>].json).")
     return parser
+
+
+def parse_counts(text: str) -> list[int]:
+    """``"2,8,32"`` -> ``[2, 8, 32]``; an empty string gives an empty list."""
+    return [int(item) for item in text.split(",") if item.strip()]
 
 
 def make_model(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -121,6 +133,41 @@ def measure(model_name: str, implementation: str, args: argparse.Namespace, step
     }
 
 
+def sweep_groups(implementation: str, group_counts: list[int], args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    """Step time of the same 326 small tensors split into each number of groups, and the cost per group.
+
+    Returns:
+        ``step_us`` (median per group count) and ``us_per_group`` (least-squares slope).
+    """
+    dtype = getattr(torch, args.dtype)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    tensors = []
+    for _ in range(326):
+        param = torch.nn.Parameter(torch.randn(4096, generator=generator).to(device=args.device, dtype=dtype))
+        param.grad = torch.randn(4096, generator=generator).to(device=args.device, dtype=dtype)
+        tensors.append(param)
+    optimizers = {}
+    for count in group_counts:
+        bounds = [round(index * len(tensors) / count) for index in range(count + 1)]
+        groups = [{"params": tensors[start:end], "lr": 5e-5 * (1 + index / count)} for index, (start, end) in enumerate(zip(bounds, bounds[1:]))]
+        optimizers[str(count)] = torch.optim.AdamW(groups, lr=5e-5, weight_decay=args.weight_decay, **IMPLEMENTATIONS[implementation])
+    seconds = time_steps(optimizers, steps, args.warmup_steps, args.device)
+    medians = {count: bench_utils.median_and_spread(values)["median"] * 1e6 for count, values in seconds.items()}
+    xs, ys = [int(count) for count in medians], list(medians.values())
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return {"implementation": implementation, "step_us": medians, "us_per_group": slope, "steps": steps}
+
+
+def format_sweep(sweep: list[dict[str, Any]]) -> str:
+    """The printed per-group cost table."""
+    counts = list(sweep[0]["step_us"])
+    lines = [f"{'impl':<9} " + " ".join(f"{count + ' groups us':>15}" for count in counts) + f" {'us per group':>13}"]
+    for row in sweep:
+        lines.append(f"{row['implementation']:<9} " + " ".join(f"{row['step_us'][count]:>15.1f}" for count in counts) + f" {row['us_per_group']:>13.2f}")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The printed result table."""
     header = f"{'model':<10} {'impl':<9} {'groups':>7} {'2 groups ms':>12} {'layer-wise ms':>14} {'ratio':>7} {'pair q1-q3':>15} {'us/extra group':>15}"
@@ -150,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.warmup_steps is None:
         args.warmup_steps = 1 if args.quick else 5
     models = (args.models or ("minilm" if args.quick else "minilm,bert-base")).split(",")
+    bench_utils.apply_threads(args.threads)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()
@@ -158,11 +206,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps = args.steps or (4 if args.quick else 200 if model_name == "minilm" else 60)
         for implementation in args.implementations.split(","):
             rows.append(measure(model_name, implementation, args, steps))
-    results = {"device": args.device, "dtype": args.dtype, "layer_decay": args.layer_decay, "rows": rows}
+    group_counts = parse_counts(args.sweep_groups)
+    sweep_steps = args.sweep_steps or (5 if args.quick else 300)
+    sweep = [sweep_groups(implementation, group_counts, args, sweep_steps) for implementation in args.implementations.split(",")] if group_counts else []
+    results = {"device": args.device, "dtype": args.dtype, "layer_decay": args.layer_decay, "rows": rows, "group_sweep": sweep}
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
     output = args.output or bench_utils.default_output(f"optimizer_step{suffix}", args.quick)
     bench_utils.write_result(output, "optimizer_step", argv, args.quick, machine, results, started)
     print(format_table(rows))
+    if sweep:
+        print(format_sweep(sweep))
     return results
 
 

@@ -22,8 +22,8 @@ The default grid gives both arms two configurations: uniform lr in {1e-4, 2e-4};
 the uniform range. Equal grid sizes give both arms the same chance in the selection. ``--uniform-lrs``,
 ``--layerwise-lrs`` and ``--layer-decays`` widen it.
 
-Run ``python benchmarks/quality.py`` for the full grid (24 runs, about 1 to 2 hours on 2 shared CPU
-cores) or ``--quick`` for a miniature of the same code.
+Run ``python benchmarks/quality.py --threads 1`` for the full grid (24 runs, about 1 to 2 hours on 2
+shared CPU cores) or ``--quick`` for a miniature of the same code.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of both arms.")
     parser.add_argument("--warmup-fraction", type=float, default=0.1, help="Linear warm-up as a fraction of the steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/quality.json, or out/bench-quick/ with --quick).")
     return parser
 
@@ -434,6 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    bench_utils.apply_threads(args.threads)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="Run every benchmark's miniature (passed through to each).")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="Comma-separated benchmarks to run.")
     parser.add_argument("--device", default="cpu", help="Passed to the benchmarks that take it (cpu or cuda).")
+    parser.add_argument("--threads", type=int, default=None, help="Passed to every benchmark: torch intra-op threads.")
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             benchmark_argv.append("--quick")
         if name != "grouping_scale":
             benchmark_argv += ["--device", args.device]
+        if args.threads:
+            benchmark_argv += ["--threads", str(args.threads)]
         started = time.perf_counter()
         BENCHMARKS[name](benchmark_argv)
         print(f"[{name}: {time.perf_counter() - started:.1f} s]\n")

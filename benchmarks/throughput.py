@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay.")
     parser.add_argument("--logging-steps", type=int, default=1, help="Log every this many steps (1: the worst case for per-depth logging).")
     parser.add_argument("--log-calls", type=int, default=None, help="Timed calls of trainer.log per arm (default 2000, quick 50).")
+    bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/throughput[_<model>_<device>].json).")
     return parser
 
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fill_defaults(build_parser().parse_args(argv))
+    bench_utils.apply_threads(args.threads)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()
