@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="The parameters' dtype.")
     parser.add_argument("--models", default=None, help="Comma-separated among minilm (the real 6-layer MiniLM) and bert-base (12 layers from config); default both, quick minilm.")
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="Comma-separated among for-loop, foreach, fused.")
-    parser.add_argument("--steps", type=int, default=None, help="Timed steps per arm, model and implementation (default 200 for minilm, 60 for bert-base; quick 4).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed steps per arm, model and implementation (default: see default_steps; quick 4).")
     parser.add_argument("--warmup-steps", type=int, default=None, help="Untimed steps per arm first (default 5, quick 1).")
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The layer-wise arm's decay.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of decayed parameters.")
@@ -102,6 +102,12 @@ def time_steps(optimizers: dict[str, torch.optim.Optimizer], steps: int, warmup:
             bench_utils.synchronize(device)
             seconds[arm].append(time.perf_counter() - started)
     return seconds
+
+
+def default_steps(model_name: str, implementation: str) -> int:
+    """Timed steps per arm of a full run: about a minute of stepping for each model and implementation on 2 CPU cores."""
+    steps = {"minilm": 240, "bert-base": 60}[model_name]
+    return steps * 5 if implementation == "fused" else steps
 
 
 def measure(model_name: str, implementation: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
@@ -203,8 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench_utils.quiet_transformers()
     rows = []
     for model_name in models:
-        steps = args.steps or (4 if args.quick else 200 if model_name == "minilm" else 60)
         for implementation in args.implementations.split(","):
+            steps = args.steps or (4 if args.quick else default_steps(model_name, implementation))
             rows.append(measure(model_name, implementation, args, steps))
     group_counts = parse_counts(args.sweep_groups)
     sweep_steps = args.sweep_steps or (5 if args.quick else 300)

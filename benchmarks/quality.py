@@ -440,7 +440,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()
     if not args.quick:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())

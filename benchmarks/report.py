@@ -100,7 +100,21 @@ def optimizer_section(payload: dict[str, Any]) -> str:
             f"{row['groups']['two_groups']} / {row['groups']['layerwise']} | {row['step_ms']['two_groups']['median']:.2f} | "
             f"{row['step_ms']['layerwise']['median']:.2f} | **{row['ratio']:.3f}** | {pair['q1']:.3f}-{pair['q3']:.3f} | {row['extra_us_per_group']:.0f} |"
         )
-    lines += ["", f"Steps timed per arm: {result['rows'][0]['step_ms']['two_groups']['n']} (MiniLM), {result['rows'][-1]['step_ms']['two_groups']['n']} ({result['rows'][-1]['model']}). Goal: ratio <= 1.05.", "", command_block(payload)]
+    counts = ", ".join(f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"])
+    lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05.", ""]
+    if result.get("group_sweep"):
+        sweep = result["group_sweep"]
+        group_counts = list(sweep[0]["step_us"])
+        lines += [
+            f"Fixed cost of a group: 326 tensors of 4,096 elements split into {', '.join(group_counts)} groups ({sweep[0]['steps']} steps per count, median us per step):",
+            "",
+            "| implementation | " + " | ".join(f"{count} groups" for count in group_counts) + " | us per extra group (slope) |",
+            "|---|" + "---:|" * (len(group_counts) + 1),
+        ]
+        for row in sweep:
+            lines.append(f"| {row['implementation']} | " + " | ".join(f"{row['step_us'][count]:.0f}" for count in group_counts) + f" | **{row['us_per_group']:.1f}** |")
+        lines.append("")
+    lines.append(command_block(payload))
     return "\n".join(lines)
 
 
