@@ -1,14 +1,18 @@
 """Throughput overhead: LLRDTrainer (layer-wise groups, per-depth rate logging) against the stock Trainer.
 
 Both arms train the same model (fresh from the same weights and seed) on the same SST-2 batches in the
-same order, for the same number of steps, in one process, alternating stock / LLRD / LLRD / stock / ...
-so that background load falls on both alike. A callback stamps the end of every optimizer step; samples/s
-is taken over the steps after the warm-up. The figure is the ratio of the arms' median samples/s, with
-the spread of the per-pair ratios. Logging every step (``--logging-steps 1``) makes the per-depth rate
-logging cost as much as it can; its cost per call is also timed on its own.
+same order, in one process and in lockstep: each trainer runs in its own thread and they take turns step
+by step (stock step 1, LLRD step 1, stock step 2, ...; the other waits), so that background load on a
+shared machine falls on both alike. A step is timed from the moment its trainer gets the turn to the end
+of its optimizer step, so it holds the logging of the step before, the batch loading, forward, backward
+and optimizer step. samples/s is the batch size over the median step time after the warm-up; the figure
+is the ratio of the arms' medians, with the spread of the per-step ratios (each LLRD step against the stock
+step next to it in time). Rounds alternate which arm goes first. Logging every step
+(``--logging-steps 1``) makes the per-depth rate logging cost as much as it can; ``trainer.log`` and the
+optimizer creation (the grouping) are also timed on their own.
 
-Run ``python benchmarks/throughput.py`` (real MiniLM on CPU), ``--device cuda --model bert-base --bf16``
-on a GPU, or ``--quick`` for a miniature.
+Run ``python benchmarks/throughput.py --threads 1`` (real MiniLM on CPU), ``--device cuda --model
+bert-base --bf16`` on a GPU, or ``--quick`` for a miniature.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,19 +33,20 @@ ARMS = ("stock", "llrd")
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A miniature run: one pair of runs, a few steps.")
+    parser.add_argument("--quick", action="store_true", help="A miniature run: one round of a few steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm", help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config (random weights).")
     parser.add_argument("--bf16", action="store_true", help="Train in bf16 mixed precision (GPU).")
     parser.add_argument("--optim", default="adamw_torch_fused", help="The Trainer's --optim for both arms (transformers' default).")
-    parser.add_argument("--pairs", type=int, default=None, help="Pairs of runs (default 8, quick 1).")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every run left out of the timing (default 3, quick 1).")
-    parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps of every run (default 24, quick 2).")
+    parser.add_argument("--rounds", type=int, default=None, help="Rounds of lockstep training with fresh trainers (default 4, quick 1).")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every round left out of the timing (default 3, quick 1).")
+    parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 30, quick 2).")
     parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 8).")
     parser.add_argument("--max-length", type=int, default=64, help="Truncation length in tokens.")
-    parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay.")
+    parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay (1.0: an A/A control, same optimizer as stock).")
     parser.add_argument("--logging-steps", type=int, default=1, help="Log every this many steps (1: the worst case for per-depth logging).")
     parser.add_argument("--log-calls", type=int, default=None, help="Timed calls of trainer.log per arm (default 2000, quick 50).")
+    parser.add_argument("--creations", type=int, default=None, help="Timed optimizer creations per arm (default 20, quick 2).")
     bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/throughput[_<model>_<device>].json).")
     return parser
@@ -48,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Gives the unset sizes their full or quick defaults."""
-    defaults = {"pairs": (8, 1), "warmup_steps": (3, 1), "measured_steps": (24, 2), "batch_size": (32, 8), "log_calls": (2000, 50)}
+    defaults = {
+        "rounds": (4, 1),
+        "warmup_steps": (3, 1),
+        "measured_steps": (30, 2),
+        "batch_size": (32, 8),
+        "log_calls": (2000, 50),
+        "creations": (20, 2),
+    }
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -64,24 +77,67 @@ def make_model(name: str):
     return AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2))
 
 
-class StepClock:
-    """A Trainer callback that stamps the end of every optimizer step (after the device has finished)."""
+class Baton:
+    """Lets two trainers, each in its own thread, take turns: one runs while the other waits."""
 
-    def __init__(self, device: str):
+    def __init__(self, first: str):
+        self.turn = first
+        self.finished: set[str] = set()
+        self.condition = threading.Condition()
+
+    def wait_for_turn(self, arm: str) -> None:
+        """Blocks until it is ``arm``'s turn or the other arm has finished."""
+        with self.condition:
+            self.condition.wait_for(lambda: self.turn == arm or other_arm(arm) in self.finished)
+
+    def pass_on(self, arm: str) -> None:
+        """Gives the turn to the other arm."""
+        with self.condition:
+            self.turn = other_arm(arm)
+            self.condition.notify_all()
+
+    def finish(self, arm: str) -> None:
+        """Marks ``arm`` as done, so the other never waits for it again."""
+        with self.condition:
+            self.finished.add(arm)
+            self.turn = other_arm(arm)
+            self.condition.notify_all()
+
+
+def other_arm(arm: str) -> str:
+    """``stock`` <-> ``llrd``."""
+    return ARMS[1 - ARMS.index(arm)]
+
+
+class LockstepClock:
+    """A Trainer callback that times each step of one arm and hands the turn over after it.
+
+    ``step_seconds[k]`` runs from the moment the arm got the turn to the end of its step k + 1.
+    """
+
+    def __init__(self, arm: str, baton: Baton, device: str):
         from transformers import TrainerCallback
 
         clock = self
+        self.step_seconds: list[float] = []
+        self.resumed = 0.0
 
         class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                baton.wait_for_turn(arm)
+                clock.resumed = time.perf_counter()
+
             def on_step_end(self, args, state, control, **kwargs):
                 bench_utils.synchronize(device)
-                clock.stamps.append(time.perf_counter())
+                clock.step_seconds.append(time.perf_counter() - clock.resumed)
+                baton.pass_on(arm)
+                baton.wait_for_turn(arm)
+                clock.resumed = time.perf_counter()
 
-        self.stamps: list[float] = []
         self.callback = _Callback()
 
 
-def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_dir: str, clock: StepClock):
+def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_dir: str):
     """The stock Trainer or the LLRDTrainer with otherwise identical arguments, progress printing off."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -114,35 +170,71 @@ def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_
         trainer_args = LLRDTrainingArguments(**common, layer_decay=args.layer_decay)
         trainer = LLRDTrainer(model=model, args=trainer_args, train_dataset=dataset, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(clock.callback)
     return trainer
 
 
-def timed_run(arm: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
-    """Trains one arm once and times it.
+def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
+    """Trains both arms in lockstep once, with fresh trainers.
+
+    Args:
+        first: the arm that takes the first step.
+        args: the command-line arguments.
+        dataset: the training set.
+        tokenizer: for the padding collator.
 
     Returns:
-        ``samples_per_second`` (batch size over the median step time after the warm-up: robust to bursts
-        of background load), ``samples_per_second_mean`` (timed samples over their total time),
-        ``train_seconds`` (the whole ``trainer.train()`` call, optimizer creation included),
-        ``optimizer_groups`` and the trainer.
+        Per arm ``step_seconds`` (the timed steps, after the warm-up) and ``optimizer_groups``; the
+        trainers under ``trainers``.
+
+    Raises:
+        The first exception a trainer raised.
     """
-    clock = StepClock(args.device)
+    baton = Baton(first)
+    clocks = {arm: LockstepClock(arm, baton, args.device) for arm in ARMS}
+    errors: list[BaseException] = []
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = make_trainer(arm, args, dataset, tokenizer, output_dir, clock)
-        bench_utils.synchronize(args.device)
-        started = time.perf_counter()
-        trainer.train()
-        train_seconds = time.perf_counter() - started
-    timed = clock.stamps[args.warmup_steps - 1 :]
-    step_seconds = [later - earlier for earlier, later in zip(timed, timed[1:])]
+        trainers = {arm: make_trainer(arm, args, dataset, tokenizer, f"{output_dir}/{arm}") for arm in ARMS}
+        for arm in ARMS:
+            trainers[arm].add_callback(clocks[arm].callback)
+
+        def train(arm: str) -> None:
+            try:
+                trainers[arm].train()
+            except BaseException as error:  # handed to the main thread
+                errors.append(error)
+            finally:
+                baton.finish(arm)
+
+        threads = [threading.Thread(target=train, args=(arm,)) for arm in ARMS]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
     return {
-        "samples_per_second": args.batch_size / bench_utils.median_and_spread(step_seconds)["median"],
-        "samples_per_second_mean": args.measured_steps * args.batch_size / (timed[-1] - timed[0]),
-        "train_seconds": train_seconds,
-        "optimizer_groups": len(trainer.optimizer.param_groups),
-        "trainer": trainer,
-    }
+        arm: {"step_seconds": clocks[arm].step_seconds[args.warmup_steps :], "optimizer_groups": len(trainers[arm].optimizer.param_groups)}
+        for arm in ARMS
+    } | {"trainers": trainers}
+
+
+def time_optimizer_creation(trainers: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Milliseconds to build each arm's optimizer (the grouping included), interleaved, medians.
+
+    Returns:
+        ``stock_ms``, ``llrd_ms``.
+    """
+    samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    kept = {arm: trainers[arm].optimizer for arm in ARMS}
+    for index in range(repeats):
+        for arm in ARMS if index % 2 == 0 else ARMS[::-1]:
+            trainers[arm].optimizer = None
+            started = time.perf_counter()
+            trainers[arm].create_optimizer()
+            samples[arm].append((time.perf_counter() - started) * 1e3)
+    for arm in ARMS:
+        trainers[arm].optimizer = kept[arm]
+    return {f"{arm}_ms": bench_utils.median_and_spread(samples[arm])["median"] for arm in ARMS}
 
 
 def time_log_calls(trainers: dict[str, Any], calls: int) -> dict[str, float]:
@@ -170,31 +262,30 @@ def time_log_calls(trainers: dict[str, Any], calls: int) -> dict[str, float]:
 def format_table(results: dict[str, Any]) -> str:
     """The printed result table."""
     lines = [
-        f"throughput, {results['model']} on {results['device']}: {results['pairs']} pairs x "
+        f"throughput, {results['model']} on {results['device']}: {results['rounds']} lockstep rounds x "
         f"{results['measured_steps']} timed steps of batch {results['batch_size']}, optim {results['optim']}",
-        f"{'arm':<8} {'groups':>6} {'median samples/s':>17} {'min':>8} {'max':>8} {'median train() s':>17}",
+        f"{'arm':<8} {'groups':>6} {'median samples/s':>17} {'step ms q1':>11} {'median':>8} {'q3':>8} {'optimizer creation ms':>22}",
     ]
     for arm in ARMS:
         entry = results["arms"][arm]
-        spread = entry["samples_per_second"]
+        step = entry["step_ms"]
         lines.append(
-            f"{arm:<8} {entry['optimizer_groups']:>6} {spread['median']:>17.2f} {spread['min']:>8.2f} "
-            f"{spread['max']:>8.2f} {entry['train_seconds']['median']:>17.2f}"
+            f"{arm:<8} {entry['optimizer_groups']:>6} {entry['samples_per_second']:>17.2f} {step['q1']:>11.1f} "
+            f"{step['median']:>8.1f} {step['q3']:>8.1f} {results['optimizer_creation'][f'{arm}_ms']:>22.1f}"
         )
     ratio = results["ratio"]
+    per_step = ratio["per_step"]
     lines.append(
-        f"ratio llrd/stock of median samples/s: {ratio['of_medians']:.4f}; per pair: median {ratio['per_pair']['median']:.4f} "
-        f"[q1 {ratio['per_pair']['q1']:.4f}, q3 {ratio['per_pair']['q3']:.4f}, min {ratio['per_pair']['min']:.4f}, "
-        f"max {ratio['per_pair']['max']:.4f}]; goal >= 0.99"
+        f"ratio llrd/stock of median samples/s: {ratio['of_medians']:.4f}; per step: median {per_step['median']:.4f} "
+        f"[q1 {per_step['q1']:.4f}, q3 {per_step['q3']:.4f}]; per round: {', '.join(f'{value:.4f}' for value in ratio['per_round'])}; goal >= 0.99"
     )
     log = results["log_call"]
-    lines.append(f"ratio of mean-based samples/s (timed samples / timed seconds): {ratio['of_medians_mean_based']:.4f}")
     lines.append(f"trainer.log per call: stock {log['stock_us']:.1f} us, llrd {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the interleaved pairs, prints the table and writes the JSON.
+    """Runs the lockstep rounds, prints the table and writes the JSON.
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
@@ -215,32 +306,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = (args.warmup_steps + args.measured_steps) * args.batch_size
     dataset = bench_utils.encode(tokenizer, texts[:size], labels[:size], args.max_length)
 
-    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-    for pair in range(args.pairs):
-        for arm in ARMS if pair % 2 == 0 else ARMS[::-1]:
-            runs[arm].append(timed_run(arm, args, dataset, tokenizer))
-    last_trainers = {arm: runs[arm][-1].pop("trainer") for arm in ARMS}
+    step_seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    per_round = []
+    for round_index in range(args.rounds):
+        outcome = lockstep_round(ARMS[round_index % 2], args, dataset, tokenizer)
+        trainers = outcome.pop("trainers")
+        for arm in ARMS:
+            step_seconds[arm].extend(outcome[arm]["step_seconds"])
+        per_round.append(
+            bench_utils.median_and_spread(outcome["stock"]["step_seconds"])["median"]
+            / bench_utils.median_and_spread(outcome["llrd"]["step_seconds"])["median"]
+        )
+    per_step = [stock / llrd for stock, llrd in zip(step_seconds["stock"], step_seconds["llrd"])]
+    arms = {}
     for arm in ARMS:
-        for run in runs[arm]:
-            run.pop("trainer", None)
-
-    per_pair = [llrd["samples_per_second"] / stock["samples_per_second"] for stock, llrd in zip(runs["stock"], runs["llrd"])]
-    arms = {
-        arm: {
-            "optimizer_groups": runs[arm][0]["optimizer_groups"],
-            "samples_per_second": bench_utils.median_and_spread([run["samples_per_second"] for run in runs[arm]]),
-            "samples_per_second_mean": bench_utils.median_and_spread([run["samples_per_second_mean"] for run in runs[arm]]),
-            "train_seconds": bench_utils.median_and_spread([run["train_seconds"] for run in runs[arm]]),
-            "runs": runs[arm],
+        step_ms = {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()}
+        arms[arm] = {
+            "optimizer_groups": outcome[arm]["optimizer_groups"],
+            "samples_per_second": args.batch_size / (step_ms["median"] / 1e3),
+            "step_ms": step_ms,
+            "step_seconds": step_seconds[arm],
         }
-        for arm in ARMS
-    }
     results = {
         "model": args.model,
         "device": args.device,
         "bf16": args.bf16,
         "optim": args.optim,
-        "pairs": args.pairs,
+        "rounds": args.rounds,
         "warmup_steps": args.warmup_steps,
         "measured_steps": args.measured_steps,
         "batch_size": args.batch_size,
@@ -248,14 +340,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "layer_decay": args.layer_decay,
         "arms": arms,
         "ratio": {
-            "of_medians": arms["llrd"]["samples_per_second"]["median"] / arms["stock"]["samples_per_second"]["median"],
-            "per_pair": bench_utils.median_and_spread(per_pair),
-            "per_pair_values": per_pair,
-            "of_medians_mean_based": arms["llrd"]["samples_per_second_mean"]["median"]
-            / arms["stock"]["samples_per_second_mean"]["median"],
-            "train_seconds_of_medians": arms["llrd"]["train_seconds"]["median"] / arms["stock"]["train_seconds"]["median"],
+            "of_medians": arms["llrd"]["samples_per_second"] / arms["stock"]["samples_per_second"],
+            "per_step": bench_utils.median_and_spread(per_step),
+            "per_round": per_round,
         },
-        "log_call": time_log_calls(last_trainers, args.log_calls),
+        "optimizer_creation": time_optimizer_creation(trainers, args.creations),
+        "log_call": time_log_calls(trainers, args.log_calls),
     }
     name = "throughput" if (args.model, args.device) == ("minilm", "cpu") else f"throughput_{args.model}_{args.device}"
     output = args.output or bench_utils.default_output(name, args.quick)

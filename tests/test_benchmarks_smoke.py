@@ -74,12 +74,16 @@ def test_optimizer_step_times_the_three_implementations(quick_results):
         assert row["ratio"] > 0
 
 
-def test_throughput_compares_one_pair(quick_results):
+def test_throughput_times_both_arms_in_lockstep(quick_results):
     result = quick_results[2]["throughput"]["results"]
     assert result["arms"]["stock"]["optimizer_groups"] == 2
     assert result["arms"]["llrd"]["optimizer_groups"] == 16
-    assert result["ratio"]["per_pair"]["n"] == 1
+    # one round of one warm-up step and two timed steps per arm
+    assert len(result["arms"]["stock"]["step_seconds"]) == len(result["arms"]["llrd"]["step_seconds"]) == 2
+    assert result["ratio"]["per_step"]["n"] == 2
+    assert len(result["ratio"]["per_round"]) == 1
     assert result["ratio"]["of_medians"] > 0
+    assert result["optimizer_creation"]["llrd_ms"] > 0
     assert result["log_call"]["llrd_us"] > 0
 
 
