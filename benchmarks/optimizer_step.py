@@ -135,6 +135,7 @@ def measure(model_name: str, implementation: str, args: argparse.Namespace, step
         "step_ms": {arm: {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(seconds[arm]).items()} for arm in ARMS},
         "ratio": medians["layerwise"] / medians["two_groups"],
         "ratio_per_pair": bench_utils.median_and_spread(per_pair),
+        "ratio_per_pair_median_95ci": bench_utils.bootstrap_median_interval(per_pair),
         "extra_us_per_group": (medians["layerwise"] - medians["two_groups"]) / extra_groups * 1e6,
     }
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm", help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config (random weights).")
     parser.add_argument("--bf16", action="store_true", help="Train in bf16 mixed precision (GPU).")
     parser.add_argument("--optim", default="adamw_torch_fused", help="The Trainer's --optim for both arms (transformers' default).")
-    parser.add_argument("--rounds", type=int, default=None, help="Rounds of lockstep training with fresh trainers (default 4, quick 1).")
+    parser.add_argument("--rounds", type=int, default=None, help="Rounds of lockstep training with fresh trainers (default 8, quick 1).")
     parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every round left out of the timing (default 3, quick 1).")
     parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 30, quick 2).")
     parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 8).")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Gives the unset sizes their full or quick defaults."""
     defaults = {
-        "rounds": (4, 1),
+        "rounds": (8, 1),
         "warmup_steps": (3, 1),
         "measured_steps": (30, 2),
         "batch_size": (32, 8),
@@ -277,7 +277,8 @@ def format_table(results: dict[str, Any]) -> str:
     per_step = ratio["per_step"]
     lines.append(
         f"ratio llrd/stock of median samples/s: {ratio['of_medians']:.4f}; per step: median {per_step['median']:.4f} "
-        f"[q1 {per_step['q1']:.4f}, q3 {per_step['q3']:.4f}]; per round: {', '.join(f'{value:.4f}' for value in ratio['per_round'])}; goal >= 0.99"
+        f"[q1 {per_step['q1']:.4f}, q3 {per_step['q3']:.4f}; 95% CI of the median {ratio['per_step_median_95ci'][0]:.4f}-"
+        f"{ratio['per_step_median_95ci'][1]:.4f}]; per round: {', '.join(f'{value:.4f}' for value in ratio['per_round'])}; goal >= 0.99"
     )
     log = results["log_call"]
     lines.append(f"trainer.log per call: stock {log['stock_us']:.1f} us, llrd {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us)")
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": {
             "of_medians": arms["llrd"]["samples_per_second"] / arms["stock"]["samples_per_second"],
             "per_step": bench_utils.median_and_spread(per_step),
+            "per_step_median_95ci": bench_utils.bootstrap_median_interval(per_step),
             "per_round": per_round,
         },
         "optimizer_creation": time_optimizer_creation(trainers, args.creations),

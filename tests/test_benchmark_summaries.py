@@ -31,6 +31,17 @@ def test_median_and_spread_uses_inclusive_quartiles():
     assert bench_utils.median_and_spread([7.0]) == {"median": 7.0, "q1": 7.0, "q3": 7.0, "min": 7.0, "max": 7.0, "n": 1}
 
 
+def test_bootstrap_interval_of_a_constant_sample_is_that_constant():
+    assert bench_utils.bootstrap_median_interval([2.0] * 9) == [2.0, 2.0]
+
+
+def test_bootstrap_interval_is_seeded():
+    values = [0.9, 0.95, 1.0, 1.0, 1.02, 1.05, 1.1, 0.97, 1.01, 0.99]
+    # the median is 1.0; the 2.5th and 97.5th percentiles of 2,000 seeded resampled medians
+    assert bench_utils.bootstrap_median_interval(values) == [0.97, pytest.approx(1.03)]
+    assert bench_utils.bootstrap_median_interval(values, seed=0) == bench_utils.bootstrap_median_interval(values)
+
+
 def test_mean_and_std_is_the_sample_standard_deviation():
     assert bench_utils.mean_and_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2}
     assert bench_utils.mean_and_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
