@@ -56,27 +56,30 @@ def throughput_section(payload: dict[str, Any]) -> str:
     """The throughput table."""
     result = payload["results"]
     lines = [
-        f"{result['model']} on {result['device']}, optim `{result['optim']}`, batch {result['batch_size']}, "
-        f"{result['pairs']} pairs of runs x {result['measured_steps']} timed steps (after {result['warmup_steps']} warm-up steps), "
+        f"{result['model']} on {result['device']}{' (bf16)' if result['bf16'] else ''}, optim `{result['optim']}`, batch {result['batch_size']}, "
+        f"{result['rounds']} lockstep rounds x {result['measured_steps']} timed steps per arm (after {result['warmup_steps']} warm-up steps), "
         f"logging every {result['logging_steps']} step(s).",
         "",
-        "| arm | optimizer groups | median samples/s | min | max | median `train()` s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| arm | optimizer groups | median samples/s | step ms: q1 | median | q3 | optimizer creation ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for arm, name in (("stock", "stock `Trainer`"), ("llrd", f"`LLRDTrainer`, layer_decay {result['layer_decay']}")):
         entry = result["arms"][arm]
-        spread = entry["samples_per_second"]
+        step = entry["step_ms"]
         lines.append(
-            f"| {name} | {entry['optimizer_groups']} | {spread['median']:.2f} | {spread['min']:.2f} | {spread['max']:.2f} | {entry['train_seconds']['median']:.1f} |"
+            f"| {name} | {entry['optimizer_groups']} | {entry['samples_per_second']:.2f} | {step['q1']:.0f} | {step['median']:.0f} | "
+            f"{step['q3']:.0f} | {result['optimizer_creation'][f'{arm}_ms']:.1f} |"
         )
     ratio = result["ratio"]
-    pair = ratio["per_pair"]
+    per_step = ratio["per_step"]
+    low, high = ratio["per_step_median_95ci"]
     log = result["log_call"]
     lines += [
         "",
         f"- **Ratio LLRD / stock of the median samples/s: {ratio['of_medians']:.3f}** (goal >= 0.99).",
-        f"- Per-pair ratios: median {pair['median']:.3f}, quartiles {pair['q1']:.3f}-{pair['q3']:.3f}, range {pair['min']:.3f}-{pair['max']:.3f} (n={pair['n']}).",
-        f"- Mean-based samples/s (timed samples / timed seconds) ratio: {ratio['of_medians_mean_based']:.3f}; whole `train()` call (optimizer creation included) ratio of medians: {1 / ratio['train_seconds_of_medians']:.3f} in speed.",
+        f"- Per-step ratios (each LLRD step against the stock step beside it, n={per_step['n']}): median {per_step['median']:.3f}, "
+        f"95% bootstrap interval of the median {low:.3f}-{high:.3f}, quartiles {per_step['q1']:.3f}-{per_step['q3']:.3f}.",
+        f"- Per round: {', '.join(f'{value:.3f}' for value in ratio['per_round'])}.",
         f"- `trainer.log` per call: stock {log['stock_us']:.1f} us, LLRD {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us per logging step for the per-depth rates).",
         "",
         command_block(payload),
@@ -90,15 +93,16 @@ def optimizer_section(payload: dict[str, Any]) -> str:
     lines = [
         f"torch.optim.AdamW on {result['device']} ({result['dtype']}), same tensors and random gradients, layer decay {result['layer_decay']}.",
         "",
-        "| model | implementation | groups (stock / layer-wise) | stock step ms (median) | layer-wise step ms (median) | ratio | per-pair ratio q1-q3 | us per extra group |",
-        "|---|---|---|---:|---:|---:|---|---:|",
+        "| model | implementation | groups (stock / layer-wise) | stock step ms (median) | layer-wise step ms (median) | ratio of medians | per-pair ratio: median [95% interval] | q1-q3 | us per extra group |",
+        "|---|---|---|---:|---:|---:|---|---|---:|",
     ]
     for row in result["rows"]:
         pair = row["ratio_per_pair"]
         lines.append(
             f"| {row['model']} ({row['num_parameters'] / 1e6:.1f}M, {row['num_tensors']} tensors) | {row['implementation']} | "
             f"{row['groups']['two_groups']} / {row['groups']['layerwise']} | {row['step_ms']['two_groups']['median']:.2f} | "
-            f"{row['step_ms']['layerwise']['median']:.2f} | **{row['ratio']:.3f}** | {pair['q1']:.3f}-{pair['q3']:.3f} | {row['extra_us_per_group']:.0f} |"
+            f"{row['step_ms']['layerwise']['median']:.2f} | **{row['ratio']:.3f}** | {pair['median']:.3f} [{row['ratio_per_pair_median_95ci'][0]:.3f}-{row['ratio_per_pair_median_95ci'][1]:.3f}] | "
+            f"{pair['q1']:.3f}-{pair['q3']:.3f} | {row['extra_us_per_group']:.0f} |"
         )
     counts = ", ".join(f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"])
     lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05.", ""]
