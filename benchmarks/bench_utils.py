@@ -224,7 +224,8 @@ def cpu_model_name() -> str:
 
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:
-    """What the figures were measured on: CPU, cores, memory, load, GPU, package versions.
+    """What the figures were measured on: CPU, cores, memory, load, GPU, package versions, and the code's
+    revision. Call it when the benchmark starts: the revision is the one the code was loaded from.
 
     Args:
         device: the benchmark's device, to name the GPU when it is one.
@@ -247,6 +248,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "accelerate": accelerate.__version__,
         "platform": platform.platform(),
         "device": device,
+        "git_revision_at_start": git_revision(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
@@ -255,13 +257,16 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
 
 
 def git_revision() -> str:
-    """The commit the benchmark ran on (with ``-dirty`` when the tree had changes), or ``unknown``."""
+    """The current commit, with ``-dirty`` when tracked code differs from it (results and plots aside), or ``unknown``."""
     try:
         revision = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/plots"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return revision + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -310,7 +315,7 @@ def write_result(
         "benchmark": name,
         "quick": quick,
         "command": command_line(name, argv),
-        "git_revision": git_revision(),
+        "git_revision": machine.get("git_revision_at_start", "unknown"),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 2),
         "machine": machine | {"load_average_at_end": [round(value, 2) for value in os.getloadavg()]},
