@@ -106,7 +106,7 @@ def time_steps(optimizers: dict[str, torch.optim.Optimizer], steps: int, warmup:
 
 def default_steps(model_name: str, implementation: str) -> int:
     """Timed steps per arm of a full run: about a minute of stepping for each model and implementation on 2 CPU cores."""
-    steps = {"minilm": 240, "bert-base": 60}[model_name]
+    steps = {"minilm": 240, "bert-base": 120}[model_name]
     return steps * 5 if implementation == "fused" else steps
 
 
