@@ -196,13 +196,19 @@ def mean_and_std(values: Sequence[float]) -> dict[str, float]:
 def add_threads_argument(parser) -> None:
     """Adds ``--threads``: on a machine shared with other jobs, one intra-op thread per process avoids the
     stalls of threads that wait for each other while the cores are taken (2-4x slower steps measured here)."""
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core).")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core; 1 with --quick)."
+    )
 
 
-def apply_threads(threads: int | None) -> None:
-    """Sets torch's intra-op thread count when one is given."""
-    if threads:
-        torch.set_num_threads(threads)
+def apply_threads(threads: int | None, quick: bool) -> None:
+    """Sets torch's intra-op thread count: the given one, else 1 for a quick run, else torch's default.
+
+    A quick run is a smoke test, whose timings mean nothing; one thread keeps it within a minute even when
+    the cores are shared (with two threads on busy cores it took 5-6 minutes here).
+    """
+    if threads or quick:
+        torch.set_num_threads(threads or 1)
 
 
 def synchronize(device: str) -> None:

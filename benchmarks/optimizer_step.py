@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The layer-wise arm's decay.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of decayed parameters.")
     parser.add_argument("--sweep-groups", default="2,8,32,163", help="Group counts of the per-group cost sweep (empty: no sweep).")
-    parser.add_argument("--sweep-steps", type=int, default=None, help="Timed steps per group count in the sweep (default 300, quick 5).")
+    parser.add_argument("--sweep-steps", type=int, default=None, help="Timed steps per group count in the sweep (default 300, quick 3).")
     bench_utils.add_threads_argument(parser)
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/optimizer_step[_<device>].json).")
     return parser
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.warmup_steps is None:
         args.warmup_steps = 1 if args.quick else 5
     models = (args.models or ("minilm" if args.quick else "minilm,bert-base")).split(",")
-    bench_utils.apply_threads(args.threads)
+    bench_utils.apply_threads(args.threads, args.quick)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             steps = args.steps or (4 if args.quick else default_steps(model_name, implementation))
             rows.append(measure(model_name, implementation, args, steps))
     group_counts = parse_counts(args.sweep_groups)
-    sweep_steps = args.sweep_steps or (5 if args.quick else 300)
+    sweep_steps = args.sweep_steps or (3 if args.quick else 300)
     sweep = [sweep_groups(implementation, group_counts, args, sweep_steps) for implementation in args.implementations.split(",")] if group_counts else []
     results = {"device": args.device, "dtype": args.dtype, "layer_decay": args.layer_decay, "rows": rows, "group_sweep": sweep}
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"

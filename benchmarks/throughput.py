@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fill_defaults(build_parser().parse_args(argv))
-    bench_utils.apply_threads(args.threads)
+    bench_utils.apply_threads(args.threads, args.quick)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
     bench_utils.quiet_transformers()
