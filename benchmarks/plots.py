@@ -86,7 +86,11 @@ def plot_rates(quality: dict[str, Any], path: Path) -> None:
         chosen = next(run for run in task["runs"] if run["label"] == arms["layerwise"]["best_config"])
         rows = chosen["lr_per_depth"]
         names = [row["block"].replace("bert.encoder.layer.", "layer ") for row in rows]
-        axis.plot([row["depth"] for row in rows], [row["lr"] for row in rows], marker="o", color=f"C{index}", label=f"{name}: {arms['layerwise']['best_config']}")
+        # equal configurations of two tasks would hide each other: the first is drawn wide and pale
+        axis.plot(
+            [row["depth"] for row in rows], [row["lr"] for row in rows], marker="os"[index % 2], color=f"C{index}",
+            linewidth=5 - 3 * (index % 2), alpha=0.5 + 0.5 * (index % 2), label=f"{name}: {arms['layerwise']['best_config']}",
+        )
         uniform_lr = next(run for run in task["runs"] if run["label"] == arms["uniform"]["best_config"])["config"]["learning_rate"]
         axis.axhline(uniform_lr, color=f"C{index}", linestyle="--", linewidth=1, label=f"{name}: {arms['uniform']['best_config']}")
     axis.set_xticks(range(len(names)))
