@@ -32,7 +32,7 @@ def command_block(payload: dict[str, Any]) -> str:
     """The command, the revision, the wall time and the machine load of one benchmark run."""
     machine = payload["machine"]
     return (
-        f"```\n{payload['command']}\n```\n"
+        f"```\n{payload['command'].replace(str(bench_utils.REPO_ROOT) + '/', '')}\n```\n"
         f"(revision `{payload['git_revision']}`, {payload['started_utc']}, {payload['wall_seconds'] / 60:.1f} min wall, "
         f"load average {machine['load_average_at_start'][0]:.1f} at start and {machine['load_average_at_end'][0]:.1f} at the end "
         f"on {machine['logical_cpus']} CPUs)\n"

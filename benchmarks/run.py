@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside (the benchmarks run from there), else absolute."""
+    try:
+        return str(path.resolve().relative_to(bench_utils.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """Runs the chosen benchmarks and the plots.
 
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     plots_dir = (args.output_dir / "plots") if args.output_dir else (results_dir / "plots" if args.quick else bench_utils.PLOTS_DIR)
     outputs = {}
     for name in args.only.split(","):
-        benchmark_argv = ["--output", str(results_dir / f"{name}.json")]
+        benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
         if args.quick:
             benchmark_argv.append("--quick")
         if name != "grouping_scale":
