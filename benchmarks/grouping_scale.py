@@ -1,0 +1,183 @@
+"""Scale of the grouping itself: building the layer-wise groups of a 70B-class decoder on the meta device.
+
+A Llama-3-70B-shaped ``LlamaForCausalLM`` (hidden 8192, 80 layers, intermediate 28672, 64 heads, 8 KV
+heads, vocab 128256; 70.6B parameters) is built under ``torch.device("meta")``: no weight is allocated.
+``layer_map`` alone and ``param_groups`` (which maps the layers, finds the no-decay parameters and buckets
+every parameter) are timed, median of several calls; the Python heap peak (tracemalloc) and the growth of
+the resident set during one ``param_groups`` call are recorded, and every grouped parameter is checked to
+be on the meta device.
+
+Run ``python benchmarks/grouping_scale.py`` or ``--quick`` (the same model, one timed call of each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import bench_utils
+
+LLAMA_70B_SHAPE = dict(
+    hidden_size=8192,
+    num_hidden_layers=80,
+    intermediate_size=28672,
+    num_attention_heads=64,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    max_position_embeddings=8192,
+    tie_word_embeddings=False,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="One timed call of each function instead of seven.")
+    parser.add_argument("--layers", type=int, default=None, help="Decoder layers (default 80).")
+    parser.add_argument("--repeats", type=int, default=None, help="Timed calls of each function (default 7, quick 1).")
+    parser.add_argument("--layer-decay", type=float, default=0.9, help="The decay used to build the groups.")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="Weight decay (so that the no-decay parameters are found).")
+    bench_utils.add_threads_argument(parser)
+    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/grouping_scale.json).")
+    return parser
+
+
+def resident_set_bytes() -> int:
+    """The process's current resident set size, from /proc (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def build_meta_decoder(num_layers: int) -> torch.nn.Module:
+    """A Llama-3-70B-shaped causal LM with ``num_layers`` layers, every parameter on the meta device."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**(LLAMA_70B_SHAPE | {"num_hidden_layers": num_layers}))
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
+
+
+def median_seconds(function, repeats: int) -> dict[str, float]:
+    """Calls ``function`` ``repeats`` times and returns the spread of its wall time in seconds."""
+    seconds = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - started)
+    return bench_utils.median_and_spread(seconds)
+
+
+def memory_of_one_call(function) -> tuple[Any, dict[str, int]]:
+    """Runs ``function`` once under tracemalloc.
+
+    Returns:
+        Its result, and ``tracemalloc_peak_bytes`` (Python heap peak during the call),
+        ``rss_growth_bytes`` (resident set after minus before) and ``max_rss_growth_bytes`` (growth of the
+        process's peak resident set).
+    """
+    gc.collect()
+    rss_before = resident_set_bytes()
+    max_rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    result = function()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return result, {
+        "tracemalloc_peak_bytes": peak,
+        "rss_growth_bytes": resident_set_bytes() - rss_before,
+        "max_rss_growth_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - max_rss_before,
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The printed result table."""
+    layer_time, group_time, memory = results["layer_map_seconds"], results["param_groups_seconds"], results["memory"]
+    return "\n".join(
+        [
+            f"grouping scale: Llama-3-70B shape, {results['num_layers']} layers, {results['num_parameters'] / 1e9:.2f}B parameters "
+            f"({results['num_tensors']} tensors) on meta; built in {results['build_seconds']:.2f} s",
+            f"layer_map     median {layer_time['median']:.3f} s (min {layer_time['min']:.3f}, max {layer_time['max']:.3f}, n={layer_time['n']})",
+            f"param_groups  median {group_time['median']:.3f} s (min {group_time['min']:.3f}, max {group_time['max']:.3f}, n={group_time['n']}); "
+            f"{results['num_groups']} groups; goal < 1 s",
+            f"memory of one param_groups call: tracemalloc peak {memory['tracemalloc_peak_bytes'] / 2**20:.1f} MiB, "
+            f"RSS growth {memory['rss_growth_bytes'] / 2**20:.1f} MiB (bf16 weights would take "
+            f"{results['bf16_weight_bytes'] / 2**30:.0f} GiB)",
+            f"all grouped parameters on meta: {results['all_parameters_on_meta']}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Builds the model on meta, times and measures the grouping, prints the table and writes the JSON.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The results written to the JSON file.
+
+    Raises:
+        AssertionError: if a parameter was materialized off the meta device.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    num_layers = args.layers or LLAMA_70B_SHAPE["num_hidden_layers"]
+    repeats = args.repeats or (1 if args.quick else 7)
+    bench_utils.apply_threads(args.threads, args.quick)
+    started = time.time()
+    machine = bench_utils.machine_info("cpu")
+    bench_utils.quiet_transformers()
+    from finetune_llrd import layer_map, param_groups
+
+    build_started = time.perf_counter()
+    model = build_meta_decoder(num_layers)
+    build_seconds = time.perf_counter() - build_started
+
+    def build_groups():
+        return param_groups(model, lr=1e-5, layer_decay=args.layer_decay, weight_decay=args.weight_decay)
+
+    layer_map_seconds = median_seconds(lambda: layer_map(model), repeats)
+    param_groups_seconds = median_seconds(build_groups, repeats)
+    groups, memory = memory_of_one_call(build_groups)
+
+    grouped = [param for group in groups for param in group["params"]]
+    all_on_meta = all(param.is_meta for param in grouped) and all(param.is_meta for param in model.parameters())
+    assert all_on_meta, "a parameter left the meta device"
+    num_parameters = sum(param.numel() for param in model.parameters())
+    results = {
+        "config": LLAMA_70B_SHAPE | {"num_hidden_layers": num_layers},
+        "num_layers": num_layers,
+        "num_parameters": num_parameters,
+        "num_tensors": sum(1 for _ in model.parameters()),
+        "num_grouped_tensors": len(grouped),
+        "num_groups": len(groups),
+        "bf16_weight_bytes": 2 * num_parameters,
+        "build_seconds": build_seconds,
+        "layer_map_seconds": layer_map_seconds,
+        "param_groups_seconds": param_groups_seconds,
+        "memory": memory,
+        "all_parameters_on_meta": all_on_meta,
+    }
+    output = args.output or bench_utils.default_output("grouping_scale", args.quick)
+    bench_utils.write_result(output, "grouping_scale", argv, args.quick, machine, results, started)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

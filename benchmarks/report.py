@@ -1,0 +1,236 @@
+"""Prints the tables of BENCHMARKS.md, in Markdown, from the full runs' JSON in ``benchmarks/results``.
+
+Every figure in the tables is read from a JSON file that a benchmark wrote; each table is followed by the
+command that produced it. Run ``python benchmarks/report.py`` after the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import bench_utils
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=bench_utils.RESULTS_DIR, help="Where the benchmarks' JSON files are.")
+    return parser
+
+
+def load(results_dir: Path, name: str) -> dict[str, Any] | None:
+    """One benchmark's JSON, or None when it has not been run."""
+    path = results_dir / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def command_block(payload: dict[str, Any]) -> str:
+    """The command, the revision, the wall time and the machine load of one benchmark run."""
+    machine = payload["machine"]
+    return (
+        f"```\n{payload['command'].replace(str(bench_utils.REPO_ROOT) + '/', '')}\n```\n"
+        f"(revision `{payload['git_revision']}`, {payload['started_utc']}, {payload['wall_seconds'] / 60:.1f} min wall, "
+        f"load average {machine['load_average_at_start'][0]:.1f} at start and {machine['load_average_at_end'][0]:.1f} at the end "
+        f"on {machine['logical_cpus']} CPUs)\n"
+    )
+
+
+def machine_section(payloads: list[dict[str, Any]]) -> str:
+    """Machine and versions, from the first benchmark that ran."""
+    machine = payloads[0]["machine"]
+    return "\n".join(
+        [
+            f"- CPU: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch threads {machine['torch_threads']}, {machine['memory_gib']} GiB memory",
+            f"- {machine['platform']}",
+            f"- Python {machine['python']}, torch {machine['torch']}, transformers {machine['transformers']}, accelerate {machine['accelerate']}",
+            "",
+        ]
+    )
+
+
+def throughput_section(payload: dict[str, Any]) -> str:
+    """The throughput table."""
+    result = payload["results"]
+    lines = [
+        f"{result['model']} on {result['device']}{' (bf16)' if result['bf16'] else ''}, optim `{result['optim']}`, batch {result['batch_size']}, "
+        f"{result['rounds']} lockstep rounds x {result['measured_steps']} timed steps per arm (after {result['warmup_steps']} warm-up steps), "
+        f"logging every {result['logging_steps']} step(s).",
+        "",
+        "| arm | optimizer groups | median samples/s | step ms: q1 | median | q3 | optimizer creation ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm, name in (("stock", "stock `Trainer`"), ("llrd", f"`LLRDTrainer`, layer_decay {result['layer_decay']}")):
+        entry = result["arms"][arm]
+        step = entry["step_ms"]
+        lines.append(
+            f"| {name} | {entry['optimizer_groups']} | {entry['samples_per_second']:.2f} | {step['q1']:.0f} | {step['median']:.0f} | "
+            f"{step['q3']:.0f} | {result['optimizer_creation'][f'{arm}_ms']:.1f} |"
+        )
+    ratio = result["ratio"]
+    per_step = ratio["per_step"]
+    low, high = ratio["per_step_median_95ci"]
+    log = result["log_call"]
+    lines += [
+        "",
+        f"- **Ratio LLRD / stock of the median samples/s: {ratio['of_medians']:.3f}** (goal >= 0.99).",
+        f"- Per-step ratios (each LLRD step against the stock step beside it, n={per_step['n']}): median {per_step['median']:.3f}, "
+        f"95% bootstrap interval of the median {low:.3f}-{high:.3f}, quartiles {per_step['q1']:.3f}-{per_step['q3']:.3f}.",
+        f"- Per round: {', '.join(f'{value:.3f}' for value in ratio['per_round'])}.",
+        f"- `trainer.log` per call: stock {log['stock_us']:.1f} us, LLRD {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us per logging step for the per-depth rates).",
+        "",
+        command_block(payload),
+    ]
+    return "\n".join(lines)
+
+
+def optimizer_section(payload: dict[str, Any]) -> str:
+    """The optimizer-step table."""
+    result = payload["results"]
+    lines = [
+        f"torch.optim.AdamW on {result['device']} ({result['dtype']}), same tensors and random gradients, layer decay {result['layer_decay']}.",
+        "",
+        "| model | implementation | groups (stock / layer-wise) | stock step ms (median) | layer-wise step ms (median) | ratio of medians | per-pair ratio: median [95% interval] | q1-q3 | us per extra group |",
+        "|---|---|---|---:|---:|---:|---|---|---:|",
+    ]
+    for row in result["rows"]:
+        pair = row["ratio_per_pair"]
+        lines.append(
+            f"| {row['model']} ({row['num_parameters'] / 1e6:.1f}M, {row['num_tensors']} tensors) | {row['implementation']} | "
+            f"{row['groups']['two_groups']} / {row['groups']['layerwise']} | {row['step_ms']['two_groups']['median']:.2f} | "
+            f"{row['step_ms']['layerwise']['median']:.2f} | **{row['ratio']:.3f}** | {pair['median']:.3f} [{row['ratio_per_pair_median_95ci'][0]:.3f}-{row['ratio_per_pair_median_95ci'][1]:.3f}] | "
+            f"{pair['q1']:.3f}-{pair['q3']:.3f} | {row['extra_us_per_group']:.0f} |"
+        )
+    counts = ", ".join(f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"])
+    lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05.", ""]
+    if result.get("group_sweep"):
+        sweep = result["group_sweep"]
+        group_counts = list(sweep[0]["step_us"])
+        lines += [
+            f"Fixed cost of a group: 326 tensors of 4,096 elements split into {', '.join(group_counts)} groups ({sweep[0]['steps']} steps per count, median us per step):",
+            "",
+            "| implementation | " + " | ".join(f"{count} groups" for count in group_counts) + " | us per extra group (slope) |",
+            "|---|" + "---:|" * (len(group_counts) + 1),
+        ]
+        for row in sweep:
+            lines.append(f"| {row['implementation']} | " + " | ".join(f"{row['step_us'][count]:.0f}" for count in group_counts) + f" | **{row['us_per_group']:.1f}** |")
+        lines.append("")
+    lines.append(command_block(payload))
+    return "\n".join(lines)
+
+
+def grouping_section(payload: dict[str, Any]) -> str:
+    """The grouping-scale figures."""
+    result = payload["results"]
+    memory = result["memory"]
+    layer_time, group_time = result["layer_map_seconds"], result["param_groups_seconds"]
+    lines = [
+        f"Llama-3-70B shape ({result['num_parameters']:,} parameters, {result['num_tensors']} tensors) built on `meta` in {result['build_seconds']:.2f} s.",
+        "",
+        "| step | median s | min | max | calls |",
+        "|---|---:|---:|---:|---:|",
+        f"| `layer_map(model)` | {layer_time['median']:.3f} | {layer_time['min']:.3f} | {layer_time['max']:.3f} | {layer_time['n']} |",
+        f"| `param_groups(model, ...)` (maps the layers too) | **{group_time['median']:.3f}** | {group_time['min']:.3f} | {group_time['max']:.3f} | {group_time['n']} |",
+        "",
+        f"- {result['num_groups']} groups holding all {result['num_grouped_tensors']} tensors; every parameter still on `meta`: {result['all_parameters_on_meta']}.",
+        f"- One `param_groups` call: Python heap peak (tracemalloc) {memory['tracemalloc_peak_bytes'] / 2**20:.2f} MiB, resident-set growth "
+        f"{memory['rss_growth_bytes'] / 2**20:.2f} MiB, peak-RSS growth {memory['max_rss_growth_bytes'] / 2**20:.2f} MiB; the weights in bf16 would take "
+        f"{result['bf16_weight_bytes'] / 2**30:.0f} GiB.",
+        "",
+        command_block(payload),
+    ]
+    return "\n".join(lines)
+
+
+def quality_section(payload: dict[str, Any]) -> str:
+    """The quality tables, one set per task."""
+    results = payload["results"]
+    lines = [f"Seeds {results['seeds']}; grid: {', '.join(results['grid'])}.", ""]
+    for name, task in results["tasks"].items():
+        setup = task["setup"]
+        if not task.get("complete"):
+            lines += [f"#### {name}: incomplete ({len(task['runs'])} runs)", ""]
+            continue
+        summary = task["summary"]
+        arms = summary["arms"]
+        lines += [
+            f"#### {name}",
+            "",
+            f"{setup['max_steps']} steps x batch {setup['batch_size']} (max {setup['max_length']} tokens), "
+            f"train subset {setup['train_size'] or 'all'}; curve on `{setup['curve_split']}` every {setup['eval_every']} steps, "
+            f"selection on `{setup['select_split']}`" + (f" ({setup['select_size']} rows)" if setup["select_size"] else "") +
+            f", report on `{setup['report_split']}`.",
+            "",
+            "| configuration | report accuracy, mean +- std over seeds | selection accuracy (mean) | per seed |",
+            "|---|---:|---:|---|",
+        ]
+        for config in summary["configs"]:
+            per_seed = ", ".join(f"{run['report_accuracy']:.4f}" for run in task["runs"] if run["label"] == config["label"])
+            lines.append(f"| {config['label']} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |")
+        lines += [
+            "",
+            "| arm | best configuration (picked on selection split) | its report accuracy, mean +- std | best single run | mean over the whole grid |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for arm, arm_name in (("uniform", "uniform (stock `Trainer`)"), ("layerwise", "layer-wise (`LLRDTrainer`)")):
+            entry = arms[arm]
+            best = entry["best_single_run"]
+            lines.append(
+                f"| {arm_name} | {entry['best_config']} | **{entry['best_config_report']['mean']:.4f} +- {entry['best_config_report']['std']:.4f}** | "
+                f"{best['report_accuracy']:.4f} ({best['label']}, seed {best['seed']}) | {entry['grid_report']['mean']:.4f} +- {entry['grid_report']['std']:.4f} |"
+            )
+        tta = arms["time_to_accuracy"]
+        difference = arms["paired_difference"]
+        lines += [
+            "",
+            f"- Layer-wise minus uniform (best configurations, same seed): {difference['mean']:+.4f} +- {difference['std']:.4f} "
+            f"(per seed: {', '.join(f'{value:+.4f}' for value in difference['per_seed'])}).",
+            f"- Time to accuracy, target {tta['target']:.4f} = the uniform best configuration's mean final accuracy on `{setup['curve_split']}`: "
+            f"uniform reaches it at step {tta['uniform']['mean_curve_steps']}, layer-wise at step "
+            f"{tta['layerwise']['mean_curve_steps'] if tta['layerwise']['mean_curve_steps'] is not None else 'never (within the budget)'} "
+            f"(mean curves); per seed, uniform {format_steps(tta['uniform']['per_seed_steps'])}, layer-wise {format_steps(tta['layerwise']['per_seed_steps'])}.",
+            "",
+        ]
+    lines.append(command_block(payload))
+    return "\n".join(lines)
+
+
+def format_steps(per_seed: dict[str, int | None]) -> str:
+    """``{"0": 32, "1": None}`` -> ``32 / never``."""
+    return " / ".join("never" if steps is None else str(steps) for steps in per_seed.values())
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Prints every section whose JSON exists.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The Markdown printed.
+    """
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    sections = [
+        ("throughput", "Throughput overhead", throughput_section),
+        ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU", throughput_section),
+        ("optimizer_step", "Optimizer step cost", optimizer_section),
+        ("optimizer_step_cuda", "Optimizer step cost on GPU", optimizer_section),
+        ("grouping_scale", "Scale of the grouping", grouping_section),
+        ("quality", "Quality at equal budget", quality_section),
+    ]
+    payloads = [payload for name, _, _ in sections if (payload := load(args.results_dir, name)) is not None]
+    parts = ["### Machine and versions", "", machine_section(payloads)] if payloads else []
+    for name, title, render in sections:
+        payload = load(args.results_dir, name)
+        if payload is not None:
+            parts += [f"### {title}", "", render(payload)]
+    text = "\n".join(parts)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
