@@ -58,6 +58,7 @@ class LLRDTrainer(Trainer):
         self._rates_before_adaptation: list[float] | None = None
         self._resume_checkpoint: str | None = None
         self._nonfinite_loss: torch.Tensor | None = None
+        self._nonfinite_since_step: int | None = None
         super().__init__(*args, **kwargs)
         self._check_features_fit_the_setup()
         if self.model_init is None:
@@ -216,9 +217,14 @@ class LLRDTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if getattr(self.args, "stop_on_nonfinite_loss", False):
-            # Kept on the device; read once per optimizer step, before the step applies anything.
+            # Kept on the device: reading it is a host sync, done only where it costs nothing (see
+            # _nonfinite_loss_check_is_free).
             nonfinite = ~torch.isfinite(loss.detach())
-            self._nonfinite_loss = nonfinite if self._nonfinite_loss is None else self._nonfinite_loss | nonfinite
+            if self._nonfinite_loss is None:
+                self._nonfinite_loss = nonfinite
+                self._nonfinite_since_step = self.state.global_step + 1
+            else:
+                self._nonfinite_loss = self._nonfinite_loss | nonfinite
         if self._depths is not None and self.accelerator.sync_gradients and self._needs_gradient_norms():
             # The gradients are now reduced across ranks and accumulated, and not yet clipped.
             self._gradient_norms = self._depths.gradient_norms()
@@ -228,8 +234,8 @@ class LLRDTrainer(Trainer):
         args = self.args
         if not isinstance(args, LLRDTrainingArguments):
             return
-        if self._nonfinite_loss is not None:
-            self._stop_on_nonfinite_loss()
+        if self._nonfinite_loss is not None and self._checks_nonfinite_loss_before_every_step():
+            self._stop_on_nonfinite_loss(before_step=True)
         if self._depths is None:
             return
         if args.layer_lr_adaptation == "singh2015" and self._gradient_norms is not None:
@@ -242,19 +248,37 @@ class LLRDTrainer(Trainer):
         if args.log_layer_grad_norms and self._step_will_log():
             self._weights_before_step = self._depths.snapshot()
 
-    def _stop_on_nonfinite_loss(self) -> None:
+    def _checks_nonfinite_loss_before_every_step(self) -> bool:
+        # On the CPU reading the flag waits for nothing; on an accelerator it would stall the launch queue.
+        return self._nonfinite_loss.device.type == "cpu"
+
+    def _stop_on_nonfinite_loss(self, before_step: bool) -> None:
+        """Raises NonFiniteLossError when a loss since the last check was NaN or inf.
+
+        On an accelerator the flag is read only at steps where the stock Trainer synchronises anyway (logging,
+        evaluation, saving, the last step), so that the check adds no host sync; the weights the bad steps
+        touched are then never saved. On the CPU it is read before every optimizer step.
+        """
         flag = self._nonfinite_loss.to(torch.int32)
+        first_step = self._nonfinite_since_step
         self._nonfinite_loss = None
+        self._nonfinite_since_step = None
         if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if not flag.item():
             return
-        step = self.state.global_step + 1
+        step = self.state.global_step + 1 if before_step else self.state.global_step
         complete = complete_checkpoints(self.args.output_dir)
         last = f"The last checkpoint, {complete[-1]}, is intact: resume from it" if complete else "No checkpoint was saved yet"
+        if before_step:
+            where = f"at optimizer step {step} (epoch {self.state.epoch or 0:.2f}). Training stopped before that step changed any weight."
+        else:
+            where = (
+                f"at one of optimizer steps {first_step}-{step} (epoch {self.state.epoch or 0:.2f}; checked at logging, "
+                "evaluation and save steps, so as to add no device sync). Training stopped before saving any weight those steps changed."
+            )
         raise NonFiniteLossError(
-            f"The training loss is not finite (NaN or inf) at optimizer step {step} (epoch {self.state.epoch or 0:.2f}). "
-            f"Training stopped before that step changed any weight. {last} after lowering the learning rate "
+            f"The training loss is not finite (NaN or inf) {where} {last} after lowering the learning rate "
             f"(the head's is {self.args.head_learning_rate or self.args.learning_rate:g}), enabling gradient clipping "
             "(--max_grad_norm 1.0), or training in bf16 instead of fp16. Set --stop_on_nonfinite_loss false to "
             "train on as the stock Trainer does."
@@ -318,9 +342,17 @@ class _LayerwiseStepHooks(TrainerCallback):
         if self.trainer.optimizer is not None:
             self.trainer._after_optimizer_step()
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # DefaultFlowCallback ran first and has set the flags for this step; the save comes after this hook.
+        if self.trainer._nonfinite_loss is not None and (
+            control.should_log or control.should_evaluate or control.should_save or control.should_training_stop
+            or state.global_step >= state.max_steps
+        ):
+            self.trainer._stop_on_nonfinite_loss(before_step=False)
+
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; raised before the optimizer step that would apply it."""
+    """The training loss became NaN or inf; raised before the weights it touched are applied (CPU) or saved."""
 
 
 def depth_learning_rate_logs(groups: list[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:

@@ -160,6 +160,22 @@ def test_nonfinite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_
         assert torch.isfinite(param).all(), name
 
 
+def test_nonfinite_loss_on_an_accelerator_is_read_only_where_the_trainer_syncs_anyway(tmp_path, monkeypatch):
+    # What an accelerator gets: the flag stays on the device until a logging, evaluation or save step.
+    monkeypatch.setattr(LLRDTrainer, "_checks_nonfinite_loss_before_every_step", lambda self: False)
+    model = tiny_model("bert", num_labels=1, problem_type="regression")
+    args = training_args(
+        tmp_path, layer_decay=0.5, max_steps=8, save_strategy="steps", save_steps=2, logging_steps=100, per_device_train_batch_size=4
+    )
+    trainer = LLRDTrainer(model=model, args=args, train_dataset=_Regression(bad_index=21))
+    with pytest.raises(NonFiniteLossError, match=r"not finite \(NaN or inf\) at one of optimizer steps 5-6 ") as error:
+        trainer.train()
+    assert "before saving any weight those steps changed" in str(error.value)
+    assert f"The last checkpoint, {tmp_path / 'checkpoint-4'}, is intact" in str(error.value)
+    assert complete_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-2"), str(tmp_path / "checkpoint-4")]
+    assert not (tmp_path / "checkpoint-6").exists()
+
+
 def test_nonfinite_loss_can_be_let_through(tmp_path):
     model = tiny_model("bert", num_labels=1, problem_type="regression")
     args = training_args(tmp_path, layer_decay=0.5, max_steps=6, per_device_train_batch_size=4, stop_on_nonfinite_loss=False)
