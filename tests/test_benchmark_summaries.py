@@ -83,3 +83,14 @@ def test_summary_picks_the_best_configuration_on_the_selection_split_not_the_rep
     assert arms["time_to_accuracy"]["layerwise"] == {"mean_curve_steps": 4, "per_seed_steps": {"0": 2, "1": 4}}
     assert arms["paired_difference"]["per_seed"] == pytest.approx([0.04, 0.06])
     assert arms["paired_difference"]["mean"] == pytest.approx(0.05)
+
+
+def test_benchmarks_md_holds_the_report_of_the_committed_results(capsys):
+    import report
+
+    text = report.main([])
+    capsys.readouterr()
+    document = (Path(__file__).resolve().parent.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    begin, end = "<!-- report.py begins -->\n", "<!-- report.py ends -->"
+    pasted = document[document.index(begin) + len(begin):document.index(end)]
+    assert pasted.strip() == text.strip(), "BENCHMARKS.md is out of date: paste the output of python benchmarks/report.py"
