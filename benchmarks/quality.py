@@ -17,19 +17,22 @@ SST-2: curve = report = ``test.tsv`` (the 872-row GLUE dev set), selection = 872
 out from GLUE train). RTE: curve = selection = ``dev.tsv`` (139 pairs, cheap enough to evaluate often),
 report = ``test.tsv`` (1,384 pairs, evaluated once: ten times less noisy than dev).
 
-The default grid gives both arms two configurations: uniform lr in {1e-4, 2e-4}; layer-wise head lr 2e-4
-(the uniform arm's top rate) with decay in {0.8, 0.9}, whose depth-mean rates (1.04e-4, 1.42e-4) lie inside
-the uniform range. Equal grid sizes give both arms the same chance in the selection. ``--uniform-lrs``,
-``--layerwise-lrs`` and ``--layer-decays`` widen it.
+The default grid gives both arms four configurations: uniform lr in {5e-5, 1e-4, 2e-4, 4e-4}; layer-wise
+head lr in {2e-4, 4e-4} x decay in {0.8, 0.9}, whose depth-mean rates (1.0e-4 to 2.8e-4) lie inside the
+uniform range. Equal grid sizes give both arms the same chance in the selection. ``--uniform-lrs``,
+``--layerwise-lrs`` and ``--layer-decays`` change it.
 
-Run ``python benchmarks/quality.py --threads 1`` for the full grid (24 runs, about 1 to 2 hours on 2
-shared CPU cores) or ``--quick`` for a miniature of the same code.
+Run ``python benchmarks/quality.py --threads 1 --processes 2`` for the full grid (48 runs, the two tasks
+side by side in two processes: about 1.5 hours on 2 CPU cores) or ``--quick`` for a miniature of the same
+code. Every run is deterministic (one thread, fixed seeds), so the figures do not depend on ``--processes``.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
+import multiprocessing
 import math
 import statistics
 import sys
@@ -138,13 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="A miniature run (seconds): one seed, one configuration per arm, a few steps.")
     parser.add_argument("--tasks", default="sst2,rte", help="Comma-separated tasks among sst2, rte.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds; every configuration runs with each.")
-    parser.add_argument("--uniform-lrs", default="1e-4,2e-4", help="The uniform arm's learning rates.")
-    parser.add_argument("--layerwise-lrs", default="2e-4", help="The layer-wise arm's head learning rates.")
+    parser.add_argument("--uniform-lrs", default="5e-5,1e-4,2e-4,4e-4", help="The uniform arm's learning rates.")
+    parser.add_argument("--layerwise-lrs", default="2e-4,4e-4", help="The layer-wise arm's head learning rates.")
     parser.add_argument("--layer-decays", default="0.8,0.9", help="The layer-wise arm's decays.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of both arms.")
     parser.add_argument("--warmup-fraction", type=float, default=0.1, help="Linear warm-up as a fraction of the steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     bench_utils.add_threads_argument(parser)
+    parser.add_argument("--processes", type=int, default=1, help="Run the tasks side by side in this many processes (each with --threads threads).")
     parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/quality.json, or out/bench-quick/ with --quick).")
     return parser
 
@@ -153,14 +157,17 @@ def grid(args: argparse.Namespace) -> list[ArmConfig]:
     """The configurations of both arms, uniform first.
 
     Returns:
-        With ``--quick``, one configuration per arm (the middle uniform rate; the first decay and rate).
+        With ``--quick``, one configuration per arm: uniform 2e-4 (or the middle uniform rate) and the first
+        decay with the layer-wise rate nearest 2e-4.
     """
-    uniform = [ArmConfig("uniform", lr) for lr in parse_floats(args.uniform_lrs)]
-    layerwise = [
-        ArmConfig("layerwise", lr, decay) for decay in parse_floats(args.layer_decays) for lr in parse_floats(args.layerwise_lrs)
-    ]
+    uniform_lrs, layerwise_lrs, decays = parse_floats(args.uniform_lrs), parse_floats(args.layerwise_lrs), parse_floats(args.layer_decays)
     if args.quick:
-        return [uniform[len(uniform) // 2], layerwise[0]]
+        def nearest(rates: list[float]) -> float:
+            return min(rates, key=lambda rate: abs(math.log(rate / 2e-4)))
+
+        return [ArmConfig("uniform", nearest(uniform_lrs)), ArmConfig("layerwise", nearest(layerwise_lrs), decays[0])]
+    uniform = [ArmConfig("uniform", lr) for lr in uniform_lrs]
+    layerwise = [ArmConfig("layerwise", lr, decay) for decay in decays for lr in layerwise_lrs]
     return uniform + layerwise
 
 
@@ -438,35 +445,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench_utils.apply_threads(args.threads, args.quick)
     started = time.time()
     machine = bench_utils.machine_info(args.device)
-    bench_utils.quiet_transformers()
-    if not args.quick:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
     seeds = parse_ints(args.seeds)[:1] if args.quick else parse_ints(args.seeds)
     configs = grid(args)
     output = args.output or bench_utils.default_output("quality", args.quick)
     results: dict[str, Any] = {"grid": [config.label for config in configs], "seeds": seeds, "tasks": {}}
-    for task in args.tasks.split(","):
-        setup = quick_task(FULL_TASKS[task]) if args.quick else FULL_TASKS[task]
-        data = prepare_task(setup, tokenizer)
-        task_result = {"setup": asdict(setup), "runs": [], "complete": False}
+    tasks = args.tasks.split(",")
+
+    def record(task: str, task_result: dict[str, Any]) -> None:
         results["tasks"][task] = task_result
-        for seed in seeds:
-            for config in configs:
-                run = run_once(config, setup, data, tokenizer, seed, args)
-                task_result["runs"].append(run)
-                logger.info("%s seed %d %s: report accuracy %.4f, %.0f s", task, seed, config.label, run["report_accuracy"], run["train_seconds"])
-                bench_utils.write_result(output, "quality", argv, args.quick, machine, results, started)
-        task_result["summary"] = summarize_task(task_result["runs"])
-        task_result["complete"] = True
+        bench_utils.write_result(output, "quality", argv, args.quick, machine, results, started)
+
+    if args.processes > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(args.processes, len(tasks)), mp_context=context) as pool:
+            futures = {pool.submit(run_task, task, args, seeds, configs, None): task for task in tasks}
+            finished = {futures[future]: future.result() for future in concurrent.futures.as_completed(futures)}
+        for task in tasks:  # in the order asked for, whichever finished first
+            record(task, finished[task])
+    else:
+        for task in tasks:
+            run_task(task, args, seeds, configs, lambda task_result, task=task: record(task, task_result))
+    for task in tasks:
+        task_result = results["tasks"][task]
+        setup = quick_task(FULL_TASKS[task]) if args.quick else FULL_TASKS[task]
         print(format_task_table(task, task_result["summary"], setup))
-    bench_utils.write_result(output, "quality", argv, args.quick, machine, results, started)
     return results
+
+
+def run_task(task: str, args: argparse.Namespace, seeds: list[int], configs: list[ArmConfig], on_run) -> dict[str, Any]:
+    """Runs every configuration and seed of one task (in this process or a worker).
+
+    Args:
+        task: ``sst2`` or ``rte``.
+        args: the parsed command line.
+        seeds: the seeds of every configuration.
+        configs: the grid of both arms.
+        on_run: called with the task's partial result after every run (None: not called).
+
+    Returns:
+        The task's setup, runs and summary.
+    """
+    from transformers import AutoTokenizer
+
+    bench_utils.apply_threads(args.threads, args.quick)
+    bench_utils.quiet_transformers()
+    if not args.quick and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
+    setup = quick_task(FULL_TASKS[task]) if args.quick else FULL_TASKS[task]
+    data = prepare_task(setup, tokenizer)
+    task_result = {"setup": asdict(setup), "runs": [], "complete": False}
+    for seed in seeds:
+        for config in configs:
+            run = run_once(config, setup, data, tokenizer, seed, args)
+            task_result["runs"].append(run)
+            logger.info("%s seed %d %s: report accuracy %.4f, %.0f s", task, seed, config.label, run["report_accuracy"], run["train_seconds"])
+            if on_run is not None:
+                on_run(task_result)
+    task_result["summary"] = summarize_task(task_result["runs"])
+    task_result["complete"] = True
+    if on_run is not None:
+        on_run(task_result)
+    return task_result
 
 
 if __name__ == "__main__":
