@@ -1,7 +1,7 @@
 """Runs every benchmark in one process, then draws the plots.
 
 ``python benchmarks/run.py --quick`` runs each benchmark's miniature (about a minute on 2 CPU cores, as the
-smoke test does); without ``--quick`` it runs the full benchmarks (about 2.5 hours on 2 shared CPU cores, most of
+smoke test does); without ``--quick`` it runs the full benchmarks (about 3 hours on 2 CPU cores, most of
 it the quality grid) and writes ``benchmarks/results/*.json`` and ``benchmarks/plots/*.png``.
 """
 
