@@ -11,24 +11,12 @@ from finetune_llrd import (
 )
 from finetune_llrd.model_card import SECTION_END, SECTION_START, layerwise_settings
 from tiny_models import tiny_model
-from training import RandomTokens
+from training import RandomTokens, training_args
 
 
 def _trainer(tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path),
-        learning_rate=1e-3,
-        layer_decay=0.5,
-        weight_decay=0.01,
-        per_device_train_batch_size=8,
-        max_steps=2,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    settings.update(overrides)
-    return LLRDTrainer(model=tiny_model("bert"), args=LLRDTrainingArguments(**settings), train_dataset=RandomTokens())
+    args = training_args(tmp_path, **{"layer_decay": 0.5, "max_steps": 2, **overrides})
+    return LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
 
 
 def test_settings_are_the_fields_llrd_training_arguments_adds(tmp_path):
