@@ -138,6 +138,17 @@ def rte_rows(split: str) -> tuple[list[tuple[str, str]], list[int]]:
     return [(row["sentence1"], row["sentence2"]) for row in rows], [RTE_LABELS[row["label"]] for row in rows]
 
 
+def cola_rows(split: str) -> tuple[list[tuple[str]], list[int]]:
+    """CoLA sentences and acceptability labels (0/1) of one split (``train`` or ``dev``; no header row).
+
+    Returns:
+        ``(texts, labels)`` with texts as 1-tuples.
+    """
+    with open(DATA_DIR / "cola" / f"{split}.tsv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(row[0],) for row in rows], [int(row[1]) for row in rows]
+
+
 def median_and_spread(values: Sequence[float]) -> dict[str, float]:
     """Median, quartiles, min, max and count of a sample.
 
