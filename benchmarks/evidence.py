@@ -586,6 +586,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     paths = {spec: args.output_dir / spec.study / spec.file_name for spec in specs}
     pending = [spec for spec in specs if not paths[spec].is_file()][: args.max_runs]
     logger.info("%d runs asked for, %d already done, %d to run now", len(specs), len(specs) - len(pending), len(pending))
+    if not args.quick:
+        for model in sorted({spec.model for spec in pending}):  # built once here, not by workers racing
+            model_folder(model, args.models_dir)
     if args.processes > 1 and len(pending) > 1:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.processes, mp_context=context) as pool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_utils
+import evidence_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +199,70 @@ def quality_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "few-sample text"}
+
+
+def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, Any]) -> str:
+    """One model, task and budget of the evidence studies: arms, heatmap, configurations, command."""
+    study, model, task, budget = key
+    meta = summary["runs_meta"]
+    setup = meta["setup"]
+    size = f"{setup['image_size']} px" if setup["image_size"] else f"max {setup['max_length']} tokens"
+    metric = "Matthews correlation" if meta["metric"] == "matthews_correlation" else "accuracy"
+    lines = [
+        f"#### {STUDY_TITLES.get(study, study)}: {model} ({meta['num_blocks']} blocks) on {task}, {budget} budget",
+        "",
+        f"Model: {evidence_summary.MODEL_NOTES.get(model, model)}.",
+        f"{meta['steps']} steps x batch {setup['batch_size']} ({size}); {setup['train_size']} training examples, selection on "
+        f"{setup['select_size']} held out from the training file (curve every {setup['eval_every']} steps), report {metric} on "
+        f"`{setup['report_split']}`" + (f" ({setup['report_size']} rows)" if setup["report_size"] else "") +
+        f". Seeds {meta['seeds']}; {summary['num_runs']} runs.",
+        "",
+        f"| arm | best rate (selection split) | report {metric}, mean +- std | n | minus uniform, paired: mean [95% t interval] | rates within 1 point of the arm's best (span) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, entry in summary["arms"].items():
+        difference = entry.get("paired_difference")
+        if difference is None or name == "uniform" or difference["mean"] is None:
+            diff_text = ""
+        elif difference["interval_95"] is None:
+            diff_text = f"{difference['mean']:+.4f} (n=1)"
+        else:
+            low, high = difference["interval_95"]
+            diff_text = f"{difference['mean']:+.4f} [{low:+.4f}, {high:+.4f}]"
+        span = entry["rate_span"]
+        span_text = f"{', '.join(f'{rate:.0e}' for rate in span['rates'])} (x{span['span']:g} of a x{span['grid'][-1] / span['grid'][0]:g} grid)"
+        best = summary["configs"][entry["best_config"]]
+        lines.append(
+            f"| {name} | {best['learning_rate']:.0e} | {entry['best_report']['mean']:.4f} +- {entry['best_report']['std']:.4f} | "
+            f"{entry['best_report']['n']} | {diff_text} | {span_text} |"
+        )
+    grid = summary["heatmap"]
+    if len(grid["decays"]) > 1 and len(grid["rates"]) > 1:
+        lines += ["", f"Mean report {metric}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):", ""]
+        lines.append("| decay | " + " | ".join(f"{rate:.0e}" for rate in grid["rates"]) + " |")
+        lines.append("|---|" + "---:|" * len(grid["rates"]))
+        for decay, row in zip(grid["decays"], grid["scores"]):
+            lines.append(f"| {decay:g} | " + " | ".join("" if value is None else f"{value:.4f}" for value in row) + " |")
+    lines += ["", "<details><summary>every configuration</summary>", "", f"| configuration | report, mean +- std | selection, mean | per seed |", "|---|---:|---:|---|"]
+    for label, config in summary["configs"].items():
+        per_seed = ", ".join(f"{config['report_by_seed'][seed]:.4f}" for seed in sorted(config["report_by_seed"]))
+        lines.append(f"| {label} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |")
+    lines += ["", "</details>", ""]
+    lines += ["```", *meta["commands"], "```"]
+    lines.append(f"(revisions {', '.join(f'`{revision}`' for revision in meta['revisions'])}; {meta['run_hours']:.1f} process-hours, one torch thread per process)")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def evidence_sections(results_dir: Path) -> list[str]:
+    """One section per model, task and budget of the evidence studies that has runs."""
+    directory = results_dir / "evidence"
+    if not directory.is_dir():
+        return []
+    return [evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()]
+
+
 def format_steps(per_seed: dict[str, int | None]) -> str:
     """``{"0": 32, "1": None}`` -> ``32 / never``."""
     return " / ".join("never" if steps is None else str(steps) for steps in per_seed.values())
@@ -227,6 +292,9 @@ def main(argv: list[str] | None = None) -> str:
         payload = load(args.results_dir, name)
         if payload is not None:
             parts += [f"### {title}", "", render(payload)]
+    evidence = evidence_sections(args.results_dir)
+    if evidence:
+        parts += ["### Where layer-wise rates matter: real backbones to convergence", "", *evidence]
     text = "\n".join(parts)
     print(text)
     return text

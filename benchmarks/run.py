@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import bench_utils
+import evidence
 import grouping_scale
 import optimizer_step
 import plots
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "optimizer_step": optimizer_step.main,
     "throughput": throughput.main,
     "quality": quality.main,
+    "evidence": evidence.main,
 }
 
 
@@ -65,7 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     plots_dir = (args.output_dir / "plots") if args.output_dir else (results_dir / "plots" if args.quick else bench_utils.PLOTS_DIR)
     outputs = {}
     for name in args.only.split(","):
-        benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
+        if name == "evidence":
+            benchmark_argv = ["--output-dir", display_path(results_dir / "evidence")]
+            benchmark_argv += ["--studies", "vit,cnn,text"] if args.quick else []
+        else:
+            benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
         if args.quick:
             benchmark_argv.append("--quick")
         if name != "grouping_scale":
@@ -76,8 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         BENCHMARKS[name](benchmark_argv)
         print(f"[{name}: {time.perf_counter() - started:.1f} s]\n")
         outputs[name] = results_dir / f"{name}.json"
-    if "quality" in outputs:
-        plots.main(["--quality", str(outputs["quality"]), "--output-dir", str(plots_dir)])
+    if "quality" in outputs or "evidence" in outputs:
+        quality_json = outputs.get("quality", results_dir / "quality.json")
+        plots.main(["--quality", str(quality_json), "--evidence", str(results_dir / "evidence"), "--output-dir", str(plots_dir)])
     return outputs
 
 

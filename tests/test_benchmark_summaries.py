@@ -94,3 +94,68 @@ def test_benchmarks_md_holds_the_report_of_the_committed_results(capsys):
     begin, end = "<!-- report.py begins -->\n", "<!-- report.py ends -->"
     pasted = document[document.index(begin) + len(begin):document.index(end)]
     assert pasted.strip() == text.strip(), "BENCHMARKS.md is out of date: paste the output of python benchmarks/report.py"
+
+
+import evidence  # noqa: E402
+import evidence_summary  # noqa: E402
+
+
+def _evidence_run(arm, lr, seed, select, report, decay=1.0, reinit=0, curve=None):
+    spec = evidence.RunSpec("text", "e5-small", "rte", arm, lr, decay, reinit_top_layers=reinit, seed=seed)
+    return {
+        "spec": {"study": "text", "model": "e5-small", "task": "rte", "arm": arm, "learning_rate": lr, "layer_decay": decay,
+                 "layer_grouping": "block", "reinit_top_layers": reinit, "budget": "standard", "seed": seed},
+        "config_label": spec.config_label,
+        "curve": curve or [[10, select - 0.1], [20, select]],
+        "select_score": select,
+        "report_score": report,
+    }
+
+
+def test_evidence_run_files_name_every_setting():
+    spec = evidence.RunSpec("cnn", "efficientnet-lite0", "cifar10", "layerwise", 1e-3, 0.7, "stage", seed=2)
+    assert spec.config_label == "layerwise lr=1e-03 decay=0.7 grouping=stage"
+    assert spec.file_name == "efficientnet-lite0__cifar10__layerwise_lr1e-03_decay0.7_groupingstage__seed2.json"
+    reinit = evidence.RunSpec("text", "e5-small", "rte", "layerwise+reinit", 1e-4, 0.9, reinit_top_layers=2, budget="long")
+    assert reinit.file_name == "e5-small__rte__layerwise-reinit_lr1e-04_decay0.9_reinit2_budgetlong__seed0.json"
+
+
+def test_rate_span_keeps_the_rates_within_one_point_of_the_best():
+    span = evidence_summary.rate_span({1e-4: 0.80, 3e-4: 0.7905, 1e-3: 0.7895})
+    assert span == {"rates": [1e-4, 3e-4], "span": pytest.approx(3.0), "grid": [1e-4, 3e-4, 1e-3]}
+
+
+def test_t_interval_of_two_values_uses_one_degree_of_freedom():
+    low, high = evidence_summary.t_interval([0.01, 0.03])
+    half = 12.706204736 * 0.0141421356 / 1.4142135624  # t(0.975, 1) * std / sqrt(n)
+    assert (low, high) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    assert evidence_summary.t_interval([0.5]) is None
+
+
+def test_evidence_summary_picks_each_arms_rate_on_selection_and_pairs_by_seed():
+    runs = []
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        runs += [
+            _evidence_run("uniform", 1e-5, seed, select=0.60, report=0.61 + shift),
+            _evidence_run("uniform", 1e-4, seed, select=0.65, report=0.60 + shift),  # best on selection, not on report
+            _evidence_run("layerwise", 1e-5, seed, select=0.62, report=0.64 + shift, decay=0.8),
+            _evidence_run("layerwise", 1e-4, seed, select=0.66, report=0.66 + shift + 0.01 * seed, decay=0.8),
+            _evidence_run("reinit", 1e-4, seed, select=0.50, report=0.55 + shift, reinit=2),
+        ]
+    summary = evidence_summary.summarize_group(runs)
+    arms = summary["arms"]
+    assert list(arms) == ["uniform", "layerwise decay=0.8", "reinit reinit=2"]
+    assert arms["uniform"]["best_config"] == "uniform lr=1e-04"
+    assert arms["uniform"]["best_report"]["mean"] == pytest.approx(0.61)
+    assert arms["layerwise decay=0.8"]["best_config"] == "layerwise lr=1e-04 decay=0.8"
+    difference = arms["layerwise decay=0.8"]["paired_difference"]
+    assert difference["mean"] == pytest.approx(0.065) and difference["n"] == 2
+    assert arms["reinit reinit=2"]["paired_difference"]["mean"] == pytest.approx(-0.05)
+    assert arms["uniform"]["rate_span"]["rates"] == [1e-5, 1e-4]
+    assert arms["layerwise decay=0.8"]["rate_span"]["rates"] == [1e-4]
+    assert arms["uniform"]["best_curve"] == [[10, pytest.approx(0.55), 0.0], [20, pytest.approx(0.65), 0.0]]
+    assert summary["heatmap"] == {
+        "rates": [1e-5, 1e-4],
+        "decays": [1.0, 0.8],
+        "scores": [[pytest.approx(0.62), pytest.approx(0.61)], [pytest.approx(0.65), pytest.approx(0.675)]],
+    }

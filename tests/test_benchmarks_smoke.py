@@ -16,8 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FINETUNE_LLRD_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 pytestmark = pytest.mark.skipif(
-    not (DATA_DIR / "sst2" / "test.tsv").is_file() or not (DATA_DIR / "rte" / "test.tsv").is_file(),
-    reason="the SST-2 and RTE files of ../shared/data are missing",
+    not all((DATA_DIR / name).is_file() for name in ("sst2/test.tsv", "rte/test.tsv", "cola/dev.tsv", "cifar10/test.parquet")),
+    reason="the SST-2, RTE, CoLA or CIFAR-10 files of ../shared/data are missing",
 )
 
 
@@ -33,7 +33,7 @@ def quick_results(tmp_path_factory):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = {name: json.loads((output_dir / f"{name}.json").read_text()) for name in ("grouping_scale", "optimizer_step", "throughput", "quality")}
@@ -103,3 +103,37 @@ def test_quality_runs_both_arms_on_both_tasks(quick_results):
     assert "time to accuracy" in stdout
     for plot in ("quality_curves.png", "lr_per_depth.png"):
         assert (output_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_results):
+    output_dir, _, _ = quick_results
+    runs = {path.name: json.loads(path.read_text()) for path in sorted((output_dir / "evidence").glob("*/*.json"))}
+    assert sorted(runs) == [
+        "tiny-bert__cola__layerwise-reinit_lr1e-04_decay0.9_reinit2__seed0.json",
+        "tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json",
+        "tiny-bert__cola__reinit_lr1e-04_reinit1__seed0.json",
+        "tiny-bert__cola__reinit_lr1e-04_reinit2__seed0.json",
+        "tiny-bert__cola__reinit_lr1e-04_reinit3__seed0.json",
+        "tiny-bert__cola__uniform_lr3e-05__seed0.json",
+        "tiny-cnn__cifar10__layerwise_lr2e-04_decay0.7_groupingstage__seed0.json",
+        "tiny-cnn__cifar10__layerwise_lr2e-04_decay0.85__seed0.json",
+        "tiny-cnn__cifar10__uniform_lr2e-04__seed0.json",
+        "tiny-vit__cifar10__layerwise_lr5e-05_decay0.65__seed0.json",
+        "tiny-vit__cifar10__probe_lr1e-03__seed0.json",
+        "tiny-vit__cifar10__uniform_lr5e-05__seed0.json",
+    ]
+    for run in runs.values():
+        assert run["command"].startswith("python benchmarks/evidence.py --output-dir ")
+        assert run["git_revision"] and run["model_folder"] == run["spec"]["model"]
+        assert [step for step, _ in run["curve"]] == [2, 4]
+        assert run["select_score"] == run["curve"][-1][1]
+    assert runs["tiny-bert__cola__uniform_lr3e-05__seed0.json"]["metric"] == "matthews_correlation"
+    assert runs["tiny-vit__cifar10__uniform_lr5e-05__seed0.json"]["num_blocks"] == 4
+    layerwise = runs["tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json"]
+    assert [row["lr"] for row in layerwise["lr_per_depth"]] == pytest.approx([3e-5 * 0.9 ** (5 - depth) for depth in range(6)])
+    probe = runs["tiny-vit__cifar10__probe_lr1e-03__seed0.json"]
+    assert probe["trainable_params"] == 10 * 64 + 10  # the classifier on CLS + mean patch (2 x hidden 32)
+    for study, model in (("vit", "tiny-vit"), ("cnn", "tiny-cnn"), ("text", "tiny-bert")):
+        task = "cola" if study == "text" else "cifar10"
+        plot = output_dir / "plots" / f"evidence_{study}_{model}_{task}_standard.png"
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

