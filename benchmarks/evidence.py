@@ -58,7 +58,8 @@ EVIDENCE_DIR = bench_utils.RESULTS_DIR / "evidence"
 QUICK_EVIDENCE_DIR = bench_utils.QUICK_RESULTS_DIR / "evidence"
 DEFAULT_MODELS_DIR = bench_utils.REPO_ROOT / "out" / "models"
 BUILD_SCRIPT = bench_utils.REPO_ROOT.parent / "shared" / "models" / "build.sh"
-STUDIES = ("vit", "cnn", "text")
+STUDIES = ("vit", "cnn", "text", "adaptive", "search")
+ADAPTATIONS = ("singh2015", "auto_rgn", "autolr", "lars")
 TEXT_MODELS = ("e5-small", "minilm-l6")
 TEXT_TASKS = ("rte", "cola", "sst2")
 BUDGETS = {"standard": 1, "long": 3}
@@ -121,6 +122,7 @@ class RunSpec:
         reinit_top_layers: top blocks re-initialised before training (with the head).
         budget: ``standard`` or ``long``.
         seed: seeds the data order, the new head and dropout.
+        adaptation: ``layer_lr_adaptation`` (``none``, ``singh2015``, ``auto_rgn``, ``autolr``, ``lars``).
     """
 
     study: str
@@ -133,6 +135,7 @@ class RunSpec:
     reinit_top_layers: int = 0
     budget: str = "standard"
     seed: int = 0
+    adaptation: str = "none"
 
     @property
     def config_label(self) -> str:
@@ -144,6 +147,8 @@ class RunSpec:
             parts.append(f"grouping={self.layer_grouping}")
         if self.reinit_top_layers:
             parts.append(f"reinit={self.reinit_top_layers}")
+        if self.adaptation != "none":
+            parts.append(f"adapt={self.adaptation}")
         if self.budget != "standard":
             parts.append(f"budget={self.budget}")
         return " ".join(parts)
@@ -180,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-decays", default="0.9,0.8", help="Layer-wise decays of the text grid (1.0, uniform, is always in).")
     parser.add_argument("--reinit-lr", type=float, default=1e-4, help="Learning rate of the re-initialisation arms.")
     parser.add_argument("--reinit-decay", type=float, default=0.9, help="Decay of the decay + re-initialisation arm.")
+    parser.add_argument("--adapt-lr", type=float, default=1e-4, help="Rate of the adaptive arms (a rate of the text grid, so each has a twin without adaptation).")
+    parser.add_argument("--adapt-decay", type=float, default=0.9, help="Decay of the adaptive arms on top of layer-wise decay.")
+    parser.add_argument("--adaptations", default=",".join(ADAPTATIONS), help="layer_lr_adaptation methods of the adaptive study.")
+    parser.add_argument("--search-trials", type=int, default=12, help="Trials of the search study (seed 0, text tasks).")
     parser.add_argument("--processes", type=int, default=1, help="Runs side by side in this many processes.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     bench_utils.add_threads_argument(parser)
@@ -236,9 +245,29 @@ def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     return specs
 
 
+def adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
+    """Each ``layer_lr_adaptation`` method on top of uniform rates and on top of decay, at a rate of the text
+    grid, so that each run has a twin without adaptation (same seed) in the text study."""
+    models = ["tiny-bert"] if args.quick else args.models.split(",")
+    specs = []
+    for model in models:
+        for task in args.tasks.split(","):
+            for seed in seeds:
+                for method in args.adaptations.split(","):
+                    specs.append(RunSpec("text", model, task, "adaptive", args.adapt_lr, seed=seed, adaptation=method))
+                    specs.append(RunSpec("text", model, task, "layerwise", args.adapt_lr, args.adapt_decay, seed=seed, adaptation=method))
+    return specs
+
+
 def all_specs(args: argparse.Namespace) -> list[RunSpec]:
-    """Every run the command asks for, in the order they run."""
-    makers = {"vit": (vit_specs, args.vit_seeds), "cnn": (cnn_specs, args.vit_seeds), "text": (text_specs, args.text_seeds)}
+    """Every run the command asks for, in the order they run (the search study is not made of runs)."""
+    makers = {
+        "vit": (vit_specs, args.vit_seeds),
+        "cnn": (cnn_specs, args.vit_seeds),
+        "text": (text_specs, args.text_seeds),
+        "adaptive": (adaptive_specs, args.text_seeds),
+        "search": (lambda args, seeds: [], 1),
+    }
     specs = []
     for study in args.studies.split(","):
         if study not in makers:
@@ -411,6 +440,11 @@ def quick_setup(setup: TaskSetup) -> TaskSetup:
     )
 
 
+def is_stock(spec: RunSpec) -> bool:
+    """Whether the run uses the stock ``Trainer`` (the probe and the uniform arm)."""
+    return spec.arm in ("probe", "uniform")
+
+
 def training_arguments(spec: RunSpec, setup: TaskSetup, steps: int, output_dir: str, device: str):
     """``TrainingArguments`` for the stock arms (probe, uniform), ``LLRDTrainingArguments`` otherwise."""
     from transformers import TrainingArguments
@@ -438,10 +472,11 @@ def training_arguments(spec: RunSpec, setup: TaskSetup, steps: int, output_dir: 
         dataloader_num_workers=0,
         train_sampling_strategy="random" if setup.image_size else "group_by_length",
     )
-    if spec.arm in ("probe", "uniform"):
+    if is_stock(spec):
         return TrainingArguments(**common)
+    adaptation = {} if spec.adaptation == "none" else {"layer_lr_adaptation": spec.adaptation}
     return LLRDTrainingArguments(
-        **common, layer_decay=spec.layer_decay, layer_grouping=spec.layer_grouping, reinit_top_layers=spec.reinit_top_layers
+        **common, layer_decay=spec.layer_decay, layer_grouping=spec.layer_grouping, reinit_top_layers=spec.reinit_top_layers, **adaptation
     )
 
 
@@ -490,7 +525,7 @@ def run_once(spec: RunSpec, args: argparse.Namespace, output_path: Path) -> dict
     set_seed(spec.seed)
     model = load_model(spec, folder, setup)
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer_class = Trainer if spec.arm in ("probe", "uniform") else LLRDTrainer
+        trainer_class = Trainer if is_stock(spec) else LLRDTrainer
         trainer = trainer_class(
             model=model,
             args=training_arguments(spec, setup, steps, output_dir, args.device),
@@ -532,6 +567,54 @@ def run_once(spec: RunSpec, args: argparse.Namespace, output_path: Path) -> dict
     partial.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     partial.replace(output_path)
     return result
+
+
+def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
+    """The lr x decay search (``finetune_llrd.search``, Optuna TPE with median pruning) on one text task, seed 0,
+    each trial at the standard budget and evaluated on the selection split like the grid's runs.
+
+    Returns:
+        The result file (every trial, in order, with its selection score and steps).
+    """
+    from transformers import DataCollatorWithPadding
+    from transformers.trainer_callback import PrinterCallback
+
+    from finetune_llrd import LLRDTrainer
+    from finetune_llrd.search import SearchArguments, default_search_space, run_search
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = args.output_dir / "search" / f"{model}__{task}__trials{args.search_trials}__seed0.json"
+    if path.is_file():
+        return path
+    started = time.time()
+    setup = quick_setup(SETUPS[task]) if args.quick else SETUPS[task]
+    folder = tiny_model_folder(model, args.output_dir / "models") if args.quick else model_folder(model, args.models_dir)
+    splits, tokenizer = text_splits(setup, folder, model)
+    base = RunSpec("search", model, task, "layerwise", args.adapt_lr, args.adapt_decay)
+    num_parameters = sum(p.numel() for p in load_model(base, folder, setup).parameters())
+    space = default_search_space(num_parameters)
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = LLRDTrainer(
+            model_init=lambda: load_model(base, folder, setup),
+            args=training_arguments(base, setup, setup.max_steps, output_dir, args.device),
+            train_dataset=splits["train"],
+            eval_dataset=splits["select"],
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=score_function(setup.metric),
+        )
+        trainer.remove_callback(PrinterCallback)
+        outcome = run_search(trainer, SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps), space, "eval_score")
+    result = {
+        "model": model, "task": task, "metric": setup.metric, "setup": asdict(setup), "steps_per_trial": setup.max_steps,
+        "space": asdict(space), "best_params": outcome.best_params, "best_value": outcome.best_value, "trials": outcome.trials,
+        "git_revision": args.git_revision, "command": args.command, "wall_seconds": round(time.time() - started, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    logger.info("search %s %s: best %s = %.4f after %d trials", model, task, outcome.best_params, outcome.best_value, len(outcome.trials))
+    return path
 
 
 def num_blocks(model) -> int:
@@ -598,6 +681,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     else:
         for spec in pending:
             log_finished(*run_in_worker(spec, args, paths[spec]))
+    if "search" in args.studies.split(","):
+        for model in ["tiny-bert"] if args.quick else args.models.split(","):
+            for task in args.tasks.split(","):
+                search_study(model, task, args)
     return [paths[spec] for spec in specs]
 
 

@@ -39,8 +39,43 @@ MODEL_NOTES = {
 
 
 def load_runs(directory: Path) -> list[dict[str, Any]]:
-    """Every run file under ``directory`` (one folder per study)."""
-    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*/*.json"))]
+    """Every run file under ``directory`` (one folder per study; the search study's files are not runs)."""
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*/*.json")) if path.parent.name != "search"]
+
+
+def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], tolerance: float = 0.005) -> dict[str, Any]:
+    """How many trials and training steps the search needed to come within ``tolerance`` (half a point) of
+    the best configuration of the lr x decay grid, both judged on the selection split with seed 0.
+
+    Args:
+        search: a search study file (trials in the order they ran).
+        grid_runs: the grid's runs of the same model, task and standard budget (uniform and layer-wise arms).
+        tolerance: how close counts as reaching the grid's best.
+
+    Returns:
+        ``grid_best`` (label and selection score), ``grid_configs``, ``grid_steps`` (the grid's cost for one
+        seed), ``trials_needed`` and ``steps_needed`` (None: not reached), ``trials`` and ``steps`` (all).
+    """
+    seed0 = [run for run in grid_runs if run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise")
+             and run["spec"]["reinit_top_layers"] == 0 and run["spec"].get("adaptation", "none") == "none"]
+    best = max(seed0, key=lambda run: run["select_score"])
+    steps_so_far, trials_needed, steps_needed = 0, None, None
+    for index, trial in enumerate(search["trials"], start=1):
+        steps_so_far += trial["steps"] or 0
+        value = trial["value"] if trial["value"] is not None else trial["last_reported_value"]
+        if trials_needed is None and trial["state"] == "COMPLETE" and value >= best["select_score"] - tolerance - 1e-12:
+            trials_needed, steps_needed = index, steps_so_far
+    return {
+        "grid_best": {"label": best["config_label"], "select_score": best["select_score"]},
+        "grid_configs": len(seed0),
+        "grid_steps": sum(run["steps"] for run in seed0),
+        "trials_needed": trials_needed,
+        "steps_needed": steps_needed,
+        "trials": len(search["trials"]),
+        "steps": steps_so_far,
+        "best_params": search["best_params"],
+        "best_value": search["best_value"],
+    }
 
 
 def group_key(run: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -58,6 +93,8 @@ def arm_name(spec: dict[str, Any]) -> str:
         parts.append(f"grouping={spec['layer_grouping']}")
     if spec["reinit_top_layers"]:
         parts.append(f"reinit={spec['reinit_top_layers']}")
+    if spec.get("adaptation", "none") != "none":
+        parts.append(f"adapt={spec['adaptation']}")
     return " ".join(parts)
 
 

@@ -260,7 +260,34 @@ def evidence_sections(results_dir: Path) -> list[str]:
     directory = results_dir / "evidence"
     if not directory.is_dir():
         return []
-    return [evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()]
+    sections = [evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()]
+    searches = sorted((directory / "search").glob("*.json"))
+    if searches:
+        sections.append(search_section([json.loads(path.read_text(encoding="utf-8")) for path in searches], evidence_summary.load_runs(directory)))
+    return sections
+
+
+def search_section(searches: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+    """The search against the grid: trials and steps to come within half a point of the grid's best."""
+    lines = [
+        "#### The lr x decay search against the grid (seed 0, selection split)",
+        "",
+        "| model, task | grid's best configuration (selection score) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (score) | all trials, steps |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for search in searches:
+        grid = [run for run in runs if run["spec"]["model"] == search["model"] and run["spec"]["task"] == search["task"] and run["spec"]["budget"] == "standard"]
+        if not any(run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise") for run in grid):
+            continue
+        cost = evidence_summary.search_cost(search, grid)
+        needed = "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
+        best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
+        lines.append(
+            f"| {search['model']}, {search['task']} | {cost['grid_best']['label']} ({cost['grid_best']['select_score']:.4f}) | "
+            f"{cost['grid_configs']}, {cost['grid_steps']} | {needed} | {best} ({cost['best_value']:.4f}) | {cost['trials']}, {cost['steps']} |"
+        )
+    lines += ["", "```", *sorted({search["command"] for search in searches}), "```", ""]
+    return "\n".join(lines)
 
 
 def format_steps(per_seed: dict[str, int | None]) -> str:
