@@ -159,3 +159,28 @@ def test_evidence_summary_picks_each_arms_rate_on_selection_and_pairs_by_seed():
         "decays": [1.0, 0.8],
         "scores": [[pytest.approx(0.62), pytest.approx(0.61)], [pytest.approx(0.65), pytest.approx(0.675)]],
     }
+
+
+def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_best():
+    grid = [
+        _evidence_run("uniform", 1e-4, 0, select=0.60, report=0.6) | {"steps": 100},
+        _evidence_run("layerwise", 1e-4, 0, select=0.64, report=0.6, decay=0.9) | {"steps": 100},
+        _evidence_run("layerwise", 1e-4, 1, select=0.90, report=0.6, decay=0.9) | {"steps": 100},  # seed 1: not compared
+        _evidence_run("reinit", 1e-4, 0, select=0.99, report=0.6, reinit=2) | {"steps": 100},  # not in the lr x decay grid
+    ]
+    trial = {"state": "COMPLETE", "params": {}, "last_reported_value": None}
+    search = {
+        "best_params": {"learning_rate": 2e-4, "layer_decay": 0.8},
+        "best_value": 0.64,
+        "trials": [
+            trial | {"value": 0.50, "steps": 100},
+            {"state": "PRUNED", "params": {}, "value": None, "last_reported_value": 0.7, "steps": 25},
+            trial | {"value": 0.636, "steps": 100},
+            trial | {"value": 0.64, "steps": 100},
+        ],
+    }
+    cost = evidence_summary.search_cost(search, grid)
+    assert cost["grid_best"] == {"label": "layerwise lr=1e-04 decay=0.9", "select_score": 0.64}
+    assert (cost["grid_configs"], cost["grid_steps"]) == (2, 200)
+    assert (cost["trials_needed"], cost["steps_needed"]) == (3, 225)
+    assert (cost["trials"], cost["steps"]) == (4, 325)
