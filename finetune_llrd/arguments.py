@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .layer_map import LAYER_GROUPINGS
+from .layer_map import LAYER_GROUPINGS, parse_layer_mapping
 from .param_groups import validate_layerwise_settings
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
@@ -197,41 +196,3 @@ def check_deepspeed_config(config: dict) -> None:
             "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
             "optimizer, set with --optim, is used instead)."
         )
-
-
-def parse_layer_mapping(value: str | dict) -> dict[str, int]:
-    """Reads ``--layer_mapping``: a dict, a JSON object, or the path of a JSON file holding one.
-
-    Args:
-        value: the field's value.
-
-    Returns:
-        ``{regex: depth}``.
-
-    Raises:
-        ValueError: if it is not a JSON object of regex -> non-negative int.
-    """
-    if isinstance(value, str):
-        text = value
-        if not value.lstrip().startswith("{"):
-            if not os.path.isfile(value):
-                raise ValueError(
-                    f"layer_mapping must be a JSON object such as '{{\"^stem\\\\.\": 0}}' or the path of a JSON file; "
-                    f"{value!r} is neither."
-                )
-            with open(value, encoding="utf-8") as handle:
-                text = handle.read()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"layer_mapping is not valid JSON: {error}.") from error
-    if not isinstance(value, dict):
-        raise ValueError(f"layer_mapping must be a JSON object {{regex: depth}}, got {type(value).__name__}.")
-    for pattern, depth in value.items():
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"layer_mapping key {pattern!r} is not a valid regex: {error}.") from error
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"layer_mapping depth for {pattern!r} must be an integer >= 0, got {depth!r}.")
-    return dict(value)

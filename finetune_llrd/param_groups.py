@@ -9,29 +9,17 @@ ratios between depths.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import nn
 
-from .layer_map import LAYER_GROUPINGS, LayerMap, LayerMapping, clean_parameter_name, is_norm_module, layer_map
+from .layer_map import LAYER_GROUPINGS, LayerMap, LayerMapping, layer_map
+from .weight_decay import no_weight_decay_names
 
 logger = logging.getLogger(__name__)
-
-# Learned tokens and positions that are registered as bare parameters (not inside a Linear/Conv/Embedding):
-# cls / mask / distillation / register tokens, ViT-style position embeddings, relative position bias
-# tables, layer scales.
-_EXEMPT_FREE_PARAMETER = re.compile(
-    r"(?:^|_)(?:cls|mask|dist|distillation|reg|register|class)_?(?:token|tokens|embedding)$"
-    r"|pos_embed|position_embeddings?$|absolute_pos|bias_table$|^layer_scale|^lambda_?\d|^gamma_?\d?$|^ls\d"
-)
-# Relative position bias tables kept in an nn.Embedding (T5, MPNet): positions, not features.
-_EXEMPT_POSITION_MODULE = re.compile(r"relative_(?:attention|position)_bias|(?:^|[._])rel_pos")
-_WEIGHT_LAYERS = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.modules.conv._ConvNd)
 
 
 def validate_layerwise_settings(
@@ -110,67 +98,6 @@ def depth_learning_rates(
     return rates
 
 
-def no_weight_decay_names(model: nn.Module) -> set[str]:
-    """The parameters that should get no weight decay.
-
-    A parameter is exempt if it is 1-D (biases, norm weights, layer scales), belongs to a normalization
-    layer (judged by module class), is named ``bias`` / ``*_bias``, is a learned token or position
-    registered as a bare parameter (cls / mask / distillation / register tokens, ViT position
-    embeddings, relative position bias tables), is a learned position embedding of a vision model, is
-    listed by a module's ``no_weight_decay()`` (names or wildcards) or ``no_weight_decay_keywords()``
-    (the timm and Swin conventions), or carries ``_no_weight_decay = True`` (the Mamba convention).
-
-    Args:
-        model: the model.
-
-    Returns:
-        Names as in ``model.named_parameters()``.
-    """
-    exempt: set[str] = set()
-    is_vision = _is_vision_model(model)
-    original_shapes = _fsdp1_original_shapes(model)
-    for module_path, module in model.named_modules():
-        exempt_names, exempt_keywords = _declared_exemptions(module)
-        norm = is_norm_module(module)
-        for attribute, param in module.named_parameters(recurse=False):
-            name = f"{module_path}.{attribute}" if module_path else attribute
-            clean_path = clean_parameter_name(module_path)
-            ndim = len(original_shapes.get(id(param), param.shape))
-            if (
-                norm
-                or ndim <= 1
-                or attribute == "bias"
-                or attribute.endswith("_bias")
-                or getattr(param, "_no_weight_decay", False)
-                or (not isinstance(module, _WEIGHT_LAYERS) and _EXEMPT_FREE_PARAMETER.search(attribute))
-                or _EXEMPT_POSITION_MODULE.search(clean_path)
-                or (is_vision and re.search(r"position_embeddings?$|pos_embed", clean_path))
-            ):
-                exempt.add(name)
-        if exempt_names or exempt_keywords:
-            for relative, _ in module.named_parameters():
-                clean = clean_parameter_name(relative)
-                if (
-                    clean in exempt_names
-                    or any(fnmatch.fnmatchcase(clean, pattern) for pattern in exempt_names)
-                    or any(keyword in clean for keyword in exempt_keywords)
-                ):
-                    exempt.add(f"{module_path}.{relative}" if module_path else relative)
-    return exempt
-
-
-def _fsdp1_original_shapes(model: nn.Module) -> dict[int, tuple[int, ...]]:
-    """Under FSDP1 with ``use_orig_params=True`` each parameter is a 1-D slice of its shard; the flat
-    parameter keeps the original shapes."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    for module in model.modules():
-        flat = getattr(getattr(module, "_handle", None), "flat_param", None)
-        if flat is not None and getattr(flat, "_params", None) is not None:
-            for param, shape in zip(flat._params, flat._shapes):
-                shapes[id(param)] = tuple(shape)
-    return shapes
-
-
 def check_parameters_are_not_flattened(model: nn.Module) -> None:
     """Refuses FSDP1's flattened parameters, which mix depths and weight-decay classes in one tensor.
 
@@ -185,28 +112,6 @@ def check_parameters_are_not_flattened(model: nn.Module) -> None:
                 "fsdp_use_orig_params: true in the Accelerate config (use_orig_params=True), or use FSDP2 "
                 "(fsdp_version: 2)."
             )
-
-
-def _declared_exemptions(module: nn.Module) -> tuple[set[str], set[str]]:
-    names: set[str] = set()
-    keywords: set[str] = set()
-    declared = getattr(type(module), "no_weight_decay", None)
-    if callable(declared):
-        names = set(module.no_weight_decay())
-    declared_keywords = getattr(type(module), "no_weight_decay_keywords", None)
-    if callable(declared_keywords):
-        keywords = set(module.no_weight_decay_keywords())
-    return names, keywords
-
-
-def _is_vision_model(model: nn.Module) -> bool:
-    for module in model.modules():
-        main_input = getattr(module, "main_input_name", None)
-        if isinstance(main_input, str):
-            return main_input == "pixel_values"
-        if callable(getattr(type(module), "group_matcher", None)):
-            return True
-    return False
 
 
 def param_groups(
