@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .layer_map import LAYER_GROUPINGS, parse_layer_mapping
-from .param_groups import validate_layerwise_settings
+from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grouping
+from .rates import LayerwiseRates
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 LAYER_LR_ADAPTATIONS = ("none", "singh2015")
@@ -116,6 +116,8 @@ class LLRDTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        _ = self.layerwise_rates  # building the value checks the five rate settings
+        validate_layer_grouping(self.layer_grouping)
         _refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
@@ -130,14 +132,6 @@ class LLRDTrainingArguments(TrainingArguments):
                     "leave warmup_steps at 0."
                 )
             validate_slanted_triangular_kwargs(self.lr_scheduler_kwargs or {})
-        validate_layerwise_settings(
-            learning_rate=self.learning_rate,
-            layer_decay=self.layer_decay,
-            head_learning_rate=self.head_learning_rate,
-            embedding_learning_rate=self.embedding_learning_rate,
-            layer_decay_min_scale=self.layer_decay_min_scale,
-            layer_grouping=self.layer_grouping,
-        )
         if self.layer_mapping is not None:
             self.layer_mapping = parse_layer_mapping(self.layer_mapping)
         for name in ("gradual_unfreeze_steps", "reinit_top_layers"):
@@ -158,12 +152,21 @@ class LLRDTrainingArguments(TrainingArguments):
             self.ddp_find_unused_parameters = True
 
     @property
+    def layerwise_rates(self) -> LayerwiseRates:
+        """The five rate settings (``learning_rate``, ``layer_decay``, ``head_learning_rate``,
+        ``embedding_learning_rate``, ``layer_decay_min_scale``) as one value, for
+        ``param_groups(model, rates=args.layerwise_rates)``.
+
+        Raises:
+            ValueError: naming the first invalid setting.
+        """
+        return LayerwiseRates.from_attributes(self)
+
+    @property
     def uses_layerwise_groups(self) -> bool:
         """Whether the optimizer gets one group per depth rather than the stock decay / no-decay pair."""
         return (
-            self.layer_decay != 1.0
-            or self.head_learning_rate is not None
-            or self.embedding_learning_rate is not None
+            self.layerwise_rates.is_layerwise
             or self.layer_mapping is not None
             or self.gradual_unfreeze_steps > 0
             or self.layer_lr_adaptation != "none"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from finetune_llrd import depth_learning_rates, layer_map, lr_table, no_weight_decay_names, param_groups
+from finetune_llrd import layer_map, lr_table, no_weight_decay_names, param_groups
 from tiny_models import ARCHITECTURES, tiny_model
 
 
@@ -84,28 +84,6 @@ def test_no_weight_decay_means_one_group_per_depth():
     groups = param_groups(tiny_model("bert"), lr=1e-3, layer_decay=0.5)
     assert [g["layer"] for g in groups] == [0, 1, 2, 3, 4]
     assert {g["weight_decay"] for g in groups} == {0.0}
-
-
-def test_head_and_embedding_rates_and_the_floor():
-    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5) == [0.0625, 0.125, 0.25, 0.5, 1.0]
-    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, layer_decay_min_scale=0.2) == [0.2, 0.2, 0.25, 0.5, 1.0]
-    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.01) == [
-        0.01, 0.125, 0.25, 0.5, 4.0
-    ]
-    groups = param_groups(tiny_model("bert"), lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.0)
-    assert [(g["layer"], g["lr"]) for g in groups] == [(0, 0.0), (1, 0.125), (2, 0.25), (3, 0.5), (4, 4.0)]
-
-
-def test_electra_and_fastai_conventions_map_onto_the_arguments():
-    # ELECTRA: head at lr_e, layer k of n at lr_e * d ** (n + 2 - k), embeddings at lr_e * d ** (n + 2).
-    lr_e, d, n = 1e-4, 0.8, 3
-    rates = depth_learning_rates(n, lr=lr_e * d, layer_decay=d, head_learning_rate=lr_e)
-    electra = [lr_e * d ** (n + 2)] + [lr_e * d ** (n + 2 - k) for k in range(1, n + 1)] + [lr_e]
-    assert rates == pytest.approx(electra, rel=1e-12)
-    # fastai slice(lo, hi): geometric from lo (embeddings) to hi (head).
-    lo, hi = 1e-6, 1e-4
-    rates = depth_learning_rates(n, lr=hi, layer_decay=(lo / hi) ** (1 / (n + 1)))
-    assert rates == pytest.approx([lo * (hi / lo) ** (i / (n + 1)) for i in range(n + 2)], rel=1e-12)
 
 
 def test_frozen_depths_and_tied_weights():
