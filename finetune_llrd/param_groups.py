@@ -118,13 +118,9 @@ def param_groups(
         if lr is None or layer_decay is None:
             raise TypeError("param_groups needs lr and layer_decay, or rates=LayerwiseRates(...).")
         rates = validate_layerwise_settings(
-            learning_rate=lr,
-            layer_decay=layer_decay,
-            head_learning_rate=head_learning_rate,
-            embedding_learning_rate=embedding_learning_rate,
-            layer_decay_min_scale=layer_decay_min_scale,
-            layer_grouping=layer_grouping,
-            learning_rate_name="lr",
+            learning_rate=lr, layer_decay=layer_decay, head_learning_rate=head_learning_rate,
+            embedding_learning_rate=embedding_learning_rate, layer_decay_min_scale=layer_decay_min_scale,
+            layer_grouping=layer_grouping, learning_rate_name="lr",
         )
     else:
         _refuse_settings_beside_rates(lr, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale)
