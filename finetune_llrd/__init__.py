@@ -5,6 +5,7 @@ from .callbacks import GradualUnfreezingCallback
 from .layer_map import LayerMap, LayerMapError, layer_map
 from .model_card import add_layerwise_section, layerwise_model_card_section
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
+from .rates import LayerwiseRates
 from .reinit import reinit_top_layers
 from .schedules import get_slanted_triangular_schedule
 from .trainer import LLRDTrainer
@@ -17,6 +18,7 @@ __all__ = [
     "LLRDTrainingArguments",
     "LayerMap",
     "LayerMapError",
+    "LayerwiseRates",
     "add_layerwise_section",
     "depth_learning_rates",
     "get_slanted_triangular_schedule",

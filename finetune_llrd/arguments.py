@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .layer_map import LAYER_GROUPINGS
-from .param_groups import validate_layerwise_settings
+from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grouping
+from .rates import LayerwiseRates
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 LAYER_LR_ADAPTATIONS = ("none", "singh2015")
@@ -117,6 +116,8 @@ class LLRDTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        _ = self.layerwise_rates  # building the value checks the five rate settings
+        validate_layer_grouping(self.layer_grouping)
         _refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
@@ -131,14 +132,6 @@ class LLRDTrainingArguments(TrainingArguments):
                     "leave warmup_steps at 0."
                 )
             validate_slanted_triangular_kwargs(self.lr_scheduler_kwargs or {})
-        validate_layerwise_settings(
-            learning_rate=self.learning_rate,
-            layer_decay=self.layer_decay,
-            head_learning_rate=self.head_learning_rate,
-            embedding_learning_rate=self.embedding_learning_rate,
-            layer_decay_min_scale=self.layer_decay_min_scale,
-            layer_grouping=self.layer_grouping,
-        )
         if self.layer_mapping is not None:
             self.layer_mapping = parse_layer_mapping(self.layer_mapping)
         for name in ("gradual_unfreeze_steps", "reinit_top_layers"):
@@ -159,12 +152,21 @@ class LLRDTrainingArguments(TrainingArguments):
             self.ddp_find_unused_parameters = True
 
     @property
+    def layerwise_rates(self) -> LayerwiseRates:
+        """The five rate settings (``learning_rate``, ``layer_decay``, ``head_learning_rate``,
+        ``embedding_learning_rate``, ``layer_decay_min_scale``) as one value, for
+        ``param_groups(model, rates=args.layerwise_rates)``.
+
+        Raises:
+            ValueError: naming the first invalid setting.
+        """
+        return LayerwiseRates.from_attributes(self)
+
+    @property
     def uses_layerwise_groups(self) -> bool:
         """Whether the optimizer gets one group per depth rather than the stock decay / no-decay pair."""
         return (
-            self.layer_decay != 1.0
-            or self.head_learning_rate is not None
-            or self.embedding_learning_rate is not None
+            self.layerwise_rates.is_layerwise
             or self.layer_mapping is not None
             or self.gradual_unfreeze_steps > 0
             or self.layer_lr_adaptation != "none"
@@ -197,41 +199,3 @@ def check_deepspeed_config(config: dict) -> None:
             "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
             "optimizer, set with --optim, is used instead)."
         )
-
-
-def parse_layer_mapping(value: str | dict) -> dict[str, int]:
-    """Reads ``--layer_mapping``: a dict, a JSON object, or the path of a JSON file holding one.
-
-    Args:
-        value: the field's value.
-
-    Returns:
-        ``{regex: depth}``.
-
-    Raises:
-        ValueError: if it is not a JSON object of regex -> non-negative int.
-    """
-    if isinstance(value, str):
-        text = value
-        if not value.lstrip().startswith("{"):
-            if not os.path.isfile(value):
-                raise ValueError(
-                    f"layer_mapping must be a JSON object such as '{{\"^stem\\\\.\": 0}}' or the path of a JSON file; "
-                    f"{value!r} is neither."
-                )
-            with open(value, encoding="utf-8") as handle:
-                text = handle.read()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"layer_mapping is not valid JSON: {error}.") from error
-    if not isinstance(value, dict):
-        raise ValueError(f"layer_mapping must be a JSON object {{regex: depth}}, got {type(value).__name__}.")
-    for pattern, depth in value.items():
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ValueError(f"layer_mapping key {pattern!r} is not a valid regex: {error}.") from error
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"layer_mapping depth for {pattern!r} must be an integer >= 0, got {depth!r}.")
-    return dict(value)

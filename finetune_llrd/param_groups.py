@@ -1,37 +1,27 @@
 """Optimizer parameter groups with layer-wise learning rates.
 
 The rate at depth d of a model with L blocks is ``lr * layer_decay ** (L + 1 - d)`` (the BEiT / MAE /
-timm convention): the head (depth L+1) gets ``lr``, the top block ``lr * layer_decay``, the embeddings
-``lr * layer_decay ** (L + 1)``. The final rate is written into each group's ``lr``, so every optimizer
-and every scheduler that scales each group's initial rate (all of transformers' schedules) keeps the
-ratios between depths.
+timm convention; see :class:`finetune_llrd.rates.LayerwiseRates`): the head (depth L+1) gets ``lr``, the
+top block ``lr * layer_decay``, the embeddings ``lr * layer_decay ** (L + 1)``. The final rate is written
+into each group's ``lr``, so every optimizer and every scheduler that scales each group's initial rate (all
+of transformers' schedules) keeps the ratios between depths.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from .layer_map import LAYER_GROUPINGS, LayerMap, LayerMapping, clean_parameter_name, is_norm_module, layer_map
+from .layer_map import LayerMap, LayerMapping, layer_map, validate_layer_grouping
+from .rate_table import format_lr_table, lr_table  # noqa: F401 - importable from here as before
+from .rates import LayerwiseRates, check_finite_non_negative
+from .rates import depth_learning_rates  # noqa: F401 - importable from here as before
+from .weight_decay import no_weight_decay_names
 
 logger = logging.getLogger(__name__)
-
-# Learned tokens and positions that are registered as bare parameters (not inside a Linear/Conv/Embedding):
-# cls / mask / distillation / register tokens, ViT-style position embeddings, relative position bias
-# tables, layer scales.
-_EXEMPT_FREE_PARAMETER = re.compile(
-    r"(?:^|_)(?:cls|mask|dist|distillation|reg|register|class)_?(?:token|tokens|embedding)$"
-    r"|pos_embed|position_embeddings?$|absolute_pos|bias_table$|^layer_scale|^lambda_?\d|^gamma_?\d?$|^ls\d"
-)
-# Relative position bias tables kept in an nn.Embedding (T5, MPNet): positions, not features.
-_EXEMPT_POSITION_MODULE = re.compile(r"relative_(?:attention|position)_bias|(?:^|[._])rel_pos")
-_WEIGHT_LAYERS = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.modules.conv._ConvNd)
 
 
 def validate_layerwise_settings(
@@ -43,7 +33,7 @@ def validate_layerwise_settings(
     layer_decay_min_scale: float = 0.0,
     layer_grouping: str = "block",
     learning_rate_name: str = "learning_rate",
-) -> None:
+) -> LayerwiseRates:
     """Checks layer-wise settings, raising a ``ValueError`` that names the field and its allowed range.
 
     Args:
@@ -55,120 +45,16 @@ def validate_layerwise_settings(
         layer_grouping: ``"block"`` or ``"stage"``.
         learning_rate_name: the name of ``learning_rate`` in the caller's signature, for the message.
 
+    Returns:
+        The rate settings as one :class:`LayerwiseRates`.
+
     Raises:
         ValueError: on the first invalid setting.
     """
-    if not _is_finite_number(learning_rate) or learning_rate < 0:
-        raise ValueError(f"{learning_rate_name} must be a finite number >= 0, got {learning_rate!r}.")
-    if not _is_finite_number(layer_decay) or not 0.0 < layer_decay <= 1.0:
-        raise ValueError(
-            f"layer_decay must be in (0, 1] (1.0 turns layer-wise decay off; 0.65-0.95 are usual), got {layer_decay!r}."
-        )
-    for name, value in (("head_learning_rate", head_learning_rate), ("embedding_learning_rate", embedding_learning_rate)):
-        if value is not None and (not _is_finite_number(value) or value < 0):
-            raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}.")
-    if not _is_finite_number(layer_decay_min_scale) or not 0.0 <= layer_decay_min_scale <= 1.0:
-        raise ValueError(
-            f"layer_decay_min_scale must be in [0, 1] (a fraction of the learning rate), got {layer_decay_min_scale!r}."
-        )
-    if layer_grouping not in LAYER_GROUPINGS:
-        raise ValueError(f"layer_grouping must be one of {list(LAYER_GROUPINGS)}, got {layer_grouping!r}.")
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def depth_learning_rates(
-    num_layers: int,
-    *,
-    lr: float,
-    layer_decay: float,
-    head_learning_rate: float | None = None,
-    embedding_learning_rate: float | None = None,
-    layer_decay_min_scale: float = 0.0,
-) -> list[float]:
-    """The learning rate of every depth ``0..num_layers + 1``.
-
-    Args:
-        num_layers: L, the number of blocks.
-        lr: the head's rate and the base of the decay.
-        layer_decay: the factor between neighbouring depths.
-        head_learning_rate: replaces the head's rate (depth L+1); the blocks still decay from ``lr``.
-        embedding_learning_rate: replaces the embeddings' rate (depth 0).
-        layer_decay_min_scale: no decayed rate falls below ``lr * layer_decay_min_scale``.
-
-    Returns:
-        ``rates[d]`` is the rate at depth d.
-    """
-    floor = lr * layer_decay_min_scale
-    rates = [max(lr * layer_decay ** (num_layers + 1 - depth), floor) for depth in range(num_layers + 2)]
-    if head_learning_rate is not None:
-        rates[-1] = head_learning_rate
-    if embedding_learning_rate is not None:
-        rates[0] = embedding_learning_rate
+    check_finite_non_negative(learning_rate, learning_rate_name)
+    rates = LayerwiseRates(learning_rate, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale)
+    validate_layer_grouping(layer_grouping)
     return rates
-
-
-def no_weight_decay_names(model: nn.Module) -> set[str]:
-    """The parameters that should get no weight decay.
-
-    A parameter is exempt if it is 1-D (biases, norm weights, layer scales), belongs to a normalization
-    layer (judged by module class), is named ``bias`` / ``*_bias``, is a learned token or position
-    registered as a bare parameter (cls / mask / distillation / register tokens, ViT position
-    embeddings, relative position bias tables), is a learned position embedding of a vision model, is
-    listed by a module's ``no_weight_decay()`` (names or wildcards) or ``no_weight_decay_keywords()``
-    (the timm and Swin conventions), or carries ``_no_weight_decay = True`` (the Mamba convention).
-
-    Args:
-        model: the model.
-
-    Returns:
-        Names as in ``model.named_parameters()``.
-    """
-    exempt: set[str] = set()
-    is_vision = _is_vision_model(model)
-    original_shapes = _fsdp1_original_shapes(model)
-    for module_path, module in model.named_modules():
-        exempt_names, exempt_keywords = _declared_exemptions(module)
-        norm = is_norm_module(module)
-        for attribute, param in module.named_parameters(recurse=False):
-            name = f"{module_path}.{attribute}" if module_path else attribute
-            clean_path = clean_parameter_name(module_path)
-            ndim = len(original_shapes.get(id(param), param.shape))
-            if (
-                norm
-                or ndim <= 1
-                or attribute == "bias"
-                or attribute.endswith("_bias")
-                or getattr(param, "_no_weight_decay", False)
-                or (not isinstance(module, _WEIGHT_LAYERS) and _EXEMPT_FREE_PARAMETER.search(attribute))
-                or _EXEMPT_POSITION_MODULE.search(clean_path)
-                or (is_vision and re.search(r"position_embeddings?$|pos_embed", clean_path))
-            ):
-                exempt.add(name)
-        if exempt_names or exempt_keywords:
-            for relative, _ in module.named_parameters():
-                clean = clean_parameter_name(relative)
-                if (
-                    clean in exempt_names
-                    or any(fnmatch.fnmatchcase(clean, pattern) for pattern in exempt_names)
-                    or any(keyword in clean for keyword in exempt_keywords)
-                ):
-                    exempt.add(f"{module_path}.{relative}" if module_path else relative)
-    return exempt
-
-
-def _fsdp1_original_shapes(model: nn.Module) -> dict[int, tuple[int, ...]]:
-    """Under FSDP1 with ``use_orig_params=True`` each parameter is a 1-D slice of its shard; the flat
-    parameter keeps the original shapes."""
-    shapes: dict[int, tuple[int, ...]] = {}
-    for module in model.modules():
-        flat = getattr(getattr(module, "_handle", None), "flat_param", None)
-        if flat is not None and getattr(flat, "_params", None) is not None:
-            for param, shape in zip(flat._params, flat._shapes):
-                shapes[id(param)] = tuple(shape)
-    return shapes
 
 
 def check_parameters_are_not_flattened(model: nn.Module) -> None:
@@ -187,33 +73,11 @@ def check_parameters_are_not_flattened(model: nn.Module) -> None:
             )
 
 
-def _declared_exemptions(module: nn.Module) -> tuple[set[str], set[str]]:
-    names: set[str] = set()
-    keywords: set[str] = set()
-    declared = getattr(type(module), "no_weight_decay", None)
-    if callable(declared):
-        names = set(module.no_weight_decay())
-    declared_keywords = getattr(type(module), "no_weight_decay_keywords", None)
-    if callable(declared_keywords):
-        keywords = set(module.no_weight_decay_keywords())
-    return names, keywords
-
-
-def _is_vision_model(model: nn.Module) -> bool:
-    for module in model.modules():
-        main_input = getattr(module, "main_input_name", None)
-        if isinstance(main_input, str):
-            return main_input == "pixel_values"
-        if callable(getattr(type(module), "group_matcher", None)):
-            return True
-    return False
-
-
 def param_groups(
     model: nn.Module,
     *,
-    lr: float,
-    layer_decay: float,
+    lr: float | None = None,
+    layer_decay: float | None = None,
     weight_decay: float = 0.0,
     head_learning_rate: float | None = None,
     embedding_learning_rate: float | None = None,
@@ -221,6 +85,7 @@ def param_groups(
     layer_grouping: str = "block",
     layer_mapping: LayerMapping | None = None,
     layers: LayerMap | None = None,
+    rates: LayerwiseRates | None = None,
 ) -> list[dict[str, Any]]:
     """Builds torch optimizer parameter groups with layer-wise learning rates.
 
@@ -229,8 +94,8 @@ def param_groups(
 
     Args:
         model: the model to fine-tune.
-        lr: the head's learning rate and the base of the decay.
-        layer_decay: the factor between neighbouring depths, in (0, 1].
+        lr: the head's learning rate and the base of the decay (required unless ``rates`` is given).
+        layer_decay: the factor between neighbouring depths, in (0, 1] (required unless ``rates`` is given).
         weight_decay: the decay of weights; biases, norms, tokens and positions get 0.
         head_learning_rate: the head's rate, if not ``lr``.
         embedding_learning_rate: the embeddings' rate, if not ``lr * layer_decay ** (L + 1)``.
@@ -238,48 +103,80 @@ def param_groups(
         layer_grouping: ``"block"`` or ``"stage"`` (for staged backbones such as Swin or ConvNeXt).
         layer_mapping: your own ``{regex: depth}`` or ``name -> depth``; it wins over the automatic map.
         layers: a :class:`LayerMap` computed before (then ``layer_grouping`` and ``layer_mapping`` are unused).
+        rates: the five rate settings as one value, instead of ``lr``, ``layer_decay``, ``head_learning_rate``,
+            ``embedding_learning_rate`` and ``layer_decay_min_scale``.
 
     Returns:
         Groups ordered by depth, each a dict with ``params``, ``lr``, ``weight_decay``, ``layer`` (the
         depth) and ``param_names``.
+
+    Raises:
+        ValueError: for an invalid setting, or ``rates`` given together with one of the settings it holds.
+        TypeError: if neither ``rates`` nor ``lr`` and ``layer_decay`` are given.
     """
-    validate_layerwise_settings(
-        learning_rate=lr,
-        layer_decay=layer_decay,
-        head_learning_rate=head_learning_rate,
-        embedding_learning_rate=embedding_learning_rate,
-        layer_decay_min_scale=layer_decay_min_scale,
-        layer_grouping=layer_grouping,
-        learning_rate_name="lr",
-    )
-    if not _is_finite_number(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
+    if rates is None:
+        if lr is None or layer_decay is None:
+            raise TypeError("param_groups needs lr and layer_decay, or rates=LayerwiseRates(...).")
+        rates = validate_layerwise_settings(
+            learning_rate=lr, layer_decay=layer_decay, head_learning_rate=head_learning_rate,
+            embedding_learning_rate=embedding_learning_rate, layer_decay_min_scale=layer_decay_min_scale,
+            layer_grouping=layer_grouping, learning_rate_name="lr",
+        )
+    else:
+        _refuse_settings_beside_rates(lr, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale)
+        validate_layer_grouping(layer_grouping)
+    check_finite_non_negative(weight_decay, "weight_decay")
     check_parameters_are_not_flattened(model)
     if layers is None:
         layers = layer_map(model, grouping=layer_grouping, mapping=layer_mapping)
-    rates = depth_learning_rates(
-        layers.num_layers,
-        lr=lr,
-        layer_decay=layer_decay,
-        head_learning_rate=head_learning_rate,
-        embedding_learning_rate=embedding_learning_rate,
-        layer_decay_min_scale=layer_decay_min_scale,
-    )
-    _warn_if_not_increasing(rates)
+    depth_rates = rates.depth_rates(layers.num_layers)
+    _warn_if_not_increasing(depth_rates)
     exempt = no_weight_decay_names(model) if weight_decay > 0 else set()
+    return _group_by_depth_and_decay(model, layers, depth_rates, weight_decay, exempt)
 
-    buckets: dict[tuple[int, float], dict[str, Any]] = {}
+
+def _refuse_settings_beside_rates(
+    lr: float | None,
+    layer_decay: float | None,
+    head_learning_rate: float | None,
+    embedding_learning_rate: float | None,
+    layer_decay_min_scale: float,
+) -> None:
+    given = [
+        name
+        for name, value, default in (
+            ("lr", lr, None),
+            ("layer_decay", layer_decay, None),
+            ("head_learning_rate", head_learning_rate, None),
+            ("embedding_learning_rate", embedding_learning_rate, None),
+            ("layer_decay_min_scale", layer_decay_min_scale, 0.0),
+        )
+        if value != default
+    ]
+    if given:
+        raise ValueError(
+            f"param_groups got rates and also {', '.join(given)}: rates holds every rate setting; "
+            "give either rates or the settings one by one."
+        )
+
+
+def _group_by_depth_and_decay(
+    model: nn.Module, layers: LayerMap, depth_rates: Sequence[float], weight_decay: float, exempt: set[str]
+) -> list[dict[str, Any]]:
+    """One group per (depth, weight decay) pair, ordered by depth, the decayed group first."""
+    groups: dict[tuple[int, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         depth = layers.depths[name]
         decay = 0.0 if name in exempt else weight_decay
-        bucket = buckets.setdefault(
-            (depth, decay), {"params": [], "lr": rates[depth], "weight_decay": decay, "layer": depth, "param_names": []}
+        group = groups.setdefault(
+            (depth, decay),
+            {"params": [], "lr": depth_rates[depth], "weight_decay": decay, "layer": depth, "param_names": []},
         )
-        bucket["params"].append(param)
-        bucket["param_names"].append(name)
-    return [buckets[key] for key in sorted(buckets, key=lambda key: (key[0], -key[1]))]
+        group["params"].append(param)
+        group["param_names"].append(name)
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], -key[1]))]
 
 
 def _warn_if_not_increasing(rates: Sequence[float]) -> None:
@@ -289,65 +186,3 @@ def _warn_if_not_increasing(rates: Sequence[float]) -> None:
             "embedding_learning_rate overrides the decay against its direction.",
             ", ".join(f"{rate:.3g}" for rate in rates),
         )
-
-
-def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -> list[dict[str, Any]]:
-    """One row per depth of a list of groups (``param_groups`` output or ``optimizer.param_groups``).
-
-    Args:
-        groups: parameter groups carrying ``layer``.
-        layers: the map, for readable block names.
-
-    Returns:
-        Rows with ``depth``, ``block``, ``num_params``, ``num_params_no_decay``, ``lr`` and ``weight_decay``
-        (the decay of the depth's decayed parameters), ordered by depth. ``lr`` is the base rate: a group's
-        ``initial_lr`` once a scheduler has run (its ``lr`` moves with the schedule), else its ``lr``.
-    """
-    rows: dict[int, dict[str, Any]] = {}
-    for group in groups:
-        if "layer" not in group:
-            continue
-        depth = int(group["layer"])
-        row = rows.setdefault(
-            depth,
-            {
-                "depth": depth,
-                "block": layers.block_name(depth) if layers is not None else _default_block_name(depth, group),
-                "num_params": 0,
-                "num_params_no_decay": 0,
-                "lr": group.get("initial_lr", group["lr"]),
-                "weight_decay": 0.0,
-            },
-        )
-        count = sum(_full_size(param) for param in group["params"])
-        row["num_params"] += count
-        if group["weight_decay"] == 0:
-            row["num_params_no_decay"] += count
-        else:
-            row["weight_decay"] = group["weight_decay"]
-    return [rows[depth] for depth in sorted(rows)]
-
-
-def _full_size(param) -> int:
-    # DeepSpeed ZeRO-3 leaves an empty placeholder and keeps the real size in ds_numel.
-    return getattr(param, "ds_numel", None) or param.numel()
-
-
-def _default_block_name(depth: int, group: dict[str, Any]) -> str:
-    if depth == 0:
-        return "embeddings"
-    names = group.get("param_names") or []
-    return names[0].rsplit(".", 2)[0] if names else f"layer {depth}"
-
-
-def format_lr_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows of :func:`lr_table` as a plain-text table."""
-    header = f"{'depth':>5}  {'block':<44} {'params':>12} {'no-decay':>10} {'lr':>11} {'weight_decay':>12}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        block = row["block"] if len(row["block"]) <= 44 else "..." + row["block"][-41:]
-        lines.append(
-            f"{row['depth']:>5}  {block:<44} {row['num_params']:>12,} {row['num_params_no_decay']:>10,} "
-            f"{row['lr']:>11.3e} {row['weight_decay']:>12g}"
-        )
-    return "\n".join(lines)

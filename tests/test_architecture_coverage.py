@@ -12,7 +12,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from finetune_llrd import layer_map, param_groups
-from finetune_llrd.layer_map import _base_model_prefix
+from finetune_llrd.block_stacks import base_model_path
 from tiny_models import build_shrunk
 
 # Model types that cannot be built here: they need packages that are not installed (detectron2, natten,
@@ -34,7 +34,7 @@ def map_problems(model) -> list[str]:
     if layers.num_layers < 1 or empty:
         problems.append(f"L={layers.num_layers}, empty depths {empty[:5]}")
     modules = dict(model.named_modules())
-    base = _base_model_prefix(model, modules)
+    base = base_model_path(modules)
     if base is not None:
         outside = [n for n in names if not n.startswith(base + ".") and layers.depths[n] != layers.head_depth]
         if outside:

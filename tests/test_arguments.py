@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from finetune_llrd import LLRDTrainingArguments
+from finetune_llrd import LayerwiseRates, LLRDTrainingArguments
 
 
 def _build(**fields):
@@ -46,6 +46,14 @@ def test_defaults_leave_the_stock_optimizer():
     assert not args.uses_layerwise_groups
     assert _build(layer_decay=0.9).uses_layerwise_groups
     assert _build(head_learning_rate=1e-3).uses_layerwise_groups
+
+
+def test_layerwise_rates_hold_the_five_rate_settings():
+    args = _build(learning_rate=1e-3, layer_decay=0.8, head_learning_rate=2e-3, layer_decay_min_scale=0.1)
+    assert args.layerwise_rates == LayerwiseRates(1e-3, 0.8, 2e-3, None, 0.1)
+    args.layer_decay = 0.5  # as hyperparameter_search sets a trial's values
+    assert args.layerwise_rates.depth_rates(3) == [1e-4, 1.25e-4, 2.5e-4, 5e-4, 2e-3]
+    assert not _build(layer_decay_min_scale=0.5).uses_layerwise_groups
 
 
 def test_layer_mapping_from_a_file(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,49 @@ def test_inspect_vision_model_from_config_is_detected(tmp_path, capsys):
     assert main(["inspect", str(tmp_path), "--from-config", "--json", "--grouping", "stage"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["block"] for row in rows] == ["embeddings", "swin.encoder.layers.0", "swin.encoder.layers.1", "head"]
+
+
+def test_inspect_takes_the_training_flag_names(bert_dir, capsys):
+    settings = ["--layer_decay_min_scale", "0.2", "--embedding_learning_rate", "1e-6", "--layer_grouping", "stage"]
+    assert main(["inspect", bert_dir, "--json", "--learning_rate", "1e-3", "--layer_decay", "0.5", "--head_learning_rate", "2e-3",
+                 "--weight_decay", "0.1", "--from_config", "--num_labels", "2", *settings]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["lr"] for row in rows] == [1e-6, 2e-4, 2.5e-4, 5e-4, 2e-3]
+    assert {row["weight_decay"] for row in rows} == {0.1}
+    short_forms = ["--min-scale", "0.2", "--embedding-lr", "1e-6", "--grouping", "stage"]
+    assert main(["inspect", bert_dir, "--json", "--lr", "1e-3", "--layer-decay", "0.5", "--head-lr", "2e-3",
+                 "--weight-decay", "0.1", "--from-config", "--num-labels", "2", *short_forms]) == 0
+    assert json.loads(capsys.readouterr().out) == rows
+
+
+def test_inspect_takes_a_layer_mapping(bert_dir, capsys):
+    mapping = json.dumps({r"^bert\.pooler\.": 3, "position_embeddings": 1})
+    assert main(["inspect", bert_dir, "--json", "--from_config", "--layer_decay", "0.5", "--learning_rate", "1.0",
+                 "--weight_decay", "0", "--layer_mapping", mapping]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["num_params"] for row in rows] == [
+        99 * 32 + 2 * 32 + 2 * 32,  # word and token-type embeddings, LayerNorm
+        6_789 + 512 * 32,  # block 1 and the position table
+        6_789,
+        6_789 + 32 * 32 + 32,  # block 3 and the pooler
+        32 * 2 + 2,  # the classifier alone
+    ]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--layer_mapping", '{"[": 1}'], r"argument --layer_mapping: layer_mapping key '\[' is not a valid regex: unterminated character set"),
+        (["--layer_decay", "1.5"], r"finetune-llrd: error: layer_decay must be in \(0, 1\]"),
+        (["--learning_rate", "-1"], r"finetune-llrd: error: learning_rate must be a finite number >= 0, got -1\.0\."),
+        (["--weight_decay", "nan"], r"finetune-llrd: error: weight_decay must be a finite number >= 0, got nan\."),
+    ],
+)
+def test_inspect_refuses_bad_settings_naming_the_flag(bert_dir, capsys, flags, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["inspect", bert_dir, "--from_config", *flags])
+    assert stop.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_console_script_runs(bert_dir):

@@ -227,6 +227,12 @@ def test_mapping_depth_outside_range_is_refused():
         layer_map(model, mapping={r"classifier": -1})
 
 
+def test_invalid_regex_in_a_mapping_names_the_pattern_and_the_field():
+    model = tiny_model("bert")
+    with pytest.raises(ValueError, match=r"^layer_mapping key '\[a' is not a valid regex: unterminated character set at position 0\.$"):
+        layer_map(model, mapping={r"^classifier\.": 4, "[a": 1})
+
+
 def test_model_with_no_trainable_parameters_is_refused():
     model = tiny_model("bert").requires_grad_(False)
     with pytest.raises(LayerMapError, match="BertForSequenceClassification has no trainable parameters"):
