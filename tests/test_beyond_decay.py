@@ -11,7 +11,8 @@ from transformers import HfArgumentParser, TrainerCallback
 
 from finetune_llrd import GradualUnfreezingCallback, LLRDTrainer, LLRDTrainingArguments, layer_map, reinit_top_layers
 from finetune_llrd.cli import main as cli_main
-from finetune_llrd.diagnostics import DepthIndex, singh2015_factors
+from finetune_llrd.adaptation import singh2015_factors
+from finetune_llrd.diagnostics import DepthIndex
 from finetune_llrd.schedules import slanted_triangular_factor
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
