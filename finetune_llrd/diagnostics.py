@@ -153,14 +153,17 @@ class DepthStepMonitor(TrainerCallback):
         if self._weights_before_step is not None:
             self.update_ratios = self.depths.update_ratios(self._weights_before_step)
             self._weights_before_step = None
-        if self.rule is not None and self.rule.needs_update_ratios:
-            statistics = DepthStatistics(self.depths.depths, update_ratios=self.update_ratios.tolist())
-            self.rule.observe_step(statistics, groups, step=state.global_step + 1)
+        if self.rule is not None:
+            ratios = self.update_ratios.tolist() if self.rule.needs_update_ratios else None
+            self.rule.observe_step(DepthStatistics(self.depths.depths, update_ratios=ratios), groups, step=state.global_step + 1)
 
     def _measured_statistics(self) -> DepthStatistics:
-        """The norms measured for the step, on the host in one transfer."""
-        measured = {name: value for name, value in (("gradient_norms", self.gradient_norms), ("weight_norms", self.weight_norms))
-                    if value is not None}
+        """The norms the rule uses, measured for the step, on the host in one transfer."""
+        measured = {}
+        if self.rule.needs_gradient_norms:
+            measured["gradient_norms"] = self.gradient_norms
+        if self.rule.needs_weight_norms:
+            measured["weight_norms"] = self.weight_norms
         rows = torch.stack(list(measured.values())).tolist() if measured else []
         return DepthStatistics(self.depths.depths, **dict(zip(measured, rows)))
 

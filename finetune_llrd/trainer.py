@@ -39,8 +39,13 @@ class LLRDTrainer(Trainer):
 
     At every logging step it logs the rate of every depth (``lr/layer_00`` ... ``lr/head``), and with
     ``log_layer_grad_norms`` every depth's gradient norm and update-to-weight ratio. It also runs gradual
-    unfreezing, the adaptive rates of Singh et al. (2015), top-layer re-initialisation and the slanted
-    triangular schedule when the arguments ask for them.
+    unfreezing, the per-depth rate adaptations (``layer_lr_adaptation``), top-layer re-initialisation, the
+    slanted triangular schedule and the stop on a non-finite loss when the arguments ask for them.
+
+    The trainer only wires: ``depth_monitor`` (:class:`~finetune_llrd.diagnostics.DepthStepMonitor`) owns the
+    per-depth statistics and adaptation of every step, ``nonfinite_loss_stop``
+    (:class:`~finetune_llrd.callbacks.NonFiniteLossCallback`) the stop on a NaN or inf loss, and
+    ``finetune_llrd._trainer_internals`` the one private attribute of the stock Trainer it has to set.
 
     Args:
         *args: the stock Trainer's positional arguments.
@@ -82,25 +87,11 @@ class LLRDTrainer(Trainer):
         return None
 
     def _check_features_fit_the_setup(self) -> None:
-        args = self.args
-        if not isinstance(args, LLRDTrainingArguments):
+        if not isinstance(self.args, LLRDTrainingArguments) or not self.is_deepspeed_enabled:
             return
-        step_features = [
-            name
-            for name, active in (
-                ("gradual_unfreeze_steps", args.gradual_unfreeze_steps > 0),
-                ("layer_lr_adaptation", args.layer_lr_adaptation != "none"),
-                ("log_layer_grad_norms", args.log_layer_grad_norms),
-            )
-            if active
-        ]
-        if self.is_deepspeed_enabled and self._layerwise_args() is not None:
+        if self._layerwise_args() is not None:
             check_deepspeed_config(self.accelerator.state.deepspeed_plugin.hf_ds_config.config)
-        if step_features and self.is_deepspeed_enabled:
-            raise ValueError(
-                f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
-                "Use DDP or FSDP2, or turn these options off."
-            )
+        refuse_step_features_under_deepspeed(self.args)
 
     def train(
         self,
@@ -239,6 +230,29 @@ class LLRDTrainer(Trainer):
             head_depth = self._layers.head_depth if self._layers is not None else None
             logs.update(self.depth_monitor.logs(self.optimizer.param_groups, head_depth=head_depth))
         super().log(logs, start_time)
+
+
+def refuse_step_features_under_deepspeed(args: LLRDTrainingArguments) -> None:
+    """Refuses the options that work on the gradients between backward and the optimizer step, which
+    DeepSpeed keeps inside its engine.
+
+    Raises:
+        ValueError: naming the options that are on.
+    """
+    step_features = [
+        name
+        for name, active in (
+            ("gradual_unfreeze_steps", args.gradual_unfreeze_steps > 0),
+            ("layer_lr_adaptation", args.layer_lr_adaptation != "none"),
+            ("log_layer_grad_norms", args.log_layer_grad_norms),
+        )
+        if active
+    ]
+    if step_features:
+        raise ValueError(
+            f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
+            "Use DDP or FSDP2, or turn these options off."
+        )
 
 
 def _split_by_device_mesh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -231,6 +231,19 @@ def test_groups_reach_deepspeed_zero(tmp_path, stage):
     ]
 
 
+def test_rate_adaptation_is_refused_under_deepspeed(tmp_path):
+    pytest.importorskip("deepspeed")
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto",
+                                  "gradient_accumulation_steps": "auto"}))
+    result = accelerate_launch(
+        os.path.join(SCRIPTS, "launched_groups.py"), tmp_path, "--layer_lr_adaptation", "autolr", num_processes=1,
+        check=False, launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
+    )
+    assert result.returncode != 0
+    assert "layer_lr_adaptation cannot run under DeepSpeed, which keeps the gradients inside its engine" in result.stderr
+
+
 def test_deepspeed_optimizer_block_is_refused(tmp_path):
     config = {"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}
     with pytest.raises(ValueError, match="'optimizer' block: DeepSpeed would then build its own optimizer"):
