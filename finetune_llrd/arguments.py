@@ -13,7 +13,7 @@ from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grou
 from .rates import LayerwiseRates
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
-LAYER_LR_ADAPTATIONS = ("none", "singh2015")
+LAYER_LR_ADAPTATIONS = ("none", "singh2015", "auto_rgn", "autolr", "lars")
 
 
 @dataclass
@@ -86,10 +86,18 @@ class LLRDTrainingArguments(TrainingArguments):
     layer_lr_adaptation: str = field(
         default="none",
         metadata={
-            "help": "Per-step adaptation of each depth's rate from that depth's gradient norm: 'none', or 'singh2015' "
-            "(Singh et al. 2015: rate * (1 + log(1 + 1 / ||g_depth||)), on top of the decay and the schedule).",
+            "help": "Adaptation of each depth's rate from the training signal, on top of the decay and the schedule "
+            "(g_d, w_d: the depth's gradient and weights): 'none'; 'singh2015' (Singh et al. 2015: rate * (1 + "
+            "log(1 + 1 / ||g_d||)) each step); 'auto_rgn' (Lee et al. 2023: rate * RGN_d / max RGN, RGN_d = ||g_d|| / "
+            "||w_d||, each step); 'lars' (You et al. 2017: rate * 0.001 * ||w_d|| / (||g_d|| + weight_decay * ||w_d||) "
+            "each step); 'autolr' (Ro & Choi 2021: every layer_lr_adaptation_interval steps, rescales the depths "
+            "below the head so that their weight changes rise from bottom to top).",
             "choices": list(LAYER_LR_ADAPTATIONS),
         },
+    )
+    layer_lr_adaptation_interval: int = field(
+        default=50,
+        metadata={"help": "layer_lr_adaptation=autolr: optimizer steps between two adjustments of the rates."},
     )
     reinit_top_layers: int = field(
         default=0,
@@ -142,6 +150,9 @@ class LLRDTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"layer_lr_adaptation must be one of {list(LAYER_LR_ADAPTATIONS)}, got {self.layer_lr_adaptation!r}."
             )
+        interval = self.layer_lr_adaptation_interval
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"layer_lr_adaptation_interval must be an integer >= 1, got {interval!r}.")
         if self.gradual_unfreeze_steps > 0:
             # Frozen depths produce no gradients; DDP must be told to expect that.
             if self.ddp_find_unused_parameters is False:

@@ -1,16 +1,22 @@
-"""Per-depth gradient norms, the rate adaptation of Singh et al. (2015), and update-to-weight ratios.
+"""Per-depth statistics of the optimizer steps: gradient norms, weight norms, update-to-weight ratios,
+the adaptive rates that use them, and their logs.
 
-Everything here works on tensors that stay on the device: one fused norm over all gradients, then a
-scatter into depths. The caller decides when a value goes to the host (once per step for the
-adaptation, once per logging step for the logs).
+`DepthIndex` works on tensors that stay on the device: one fused norm over all gradients, then a scatter
+into depths. `DepthStepMonitor` decides when a value goes to the host (once per step for an adaptation,
+once per logging step for the logs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from transformers import TrainerCallback
+from transformers.trainer_utils import IntervalStrategy
+
+from .adaptation import DepthRateRule, DepthStatistics, adaptation_rule
 
 
 class DepthIndex:
@@ -58,6 +64,10 @@ class DepthIndex:
         """Every depth's gradient norm (of the gradients as they are now)."""
         return self.per_depth_norms([param.grad for param in self.params])
 
+    def weight_norms(self) -> torch.Tensor:
+        """Every depth's weight norm (of the parameters as they are now)."""
+        return self.per_depth_norms([param.detach() for param in self.params])
+
     def snapshot(self) -> list[torch.Tensor | None]:
         """Copies of the parameters that have a gradient (those the next step will change)."""
         return [param.detach().clone() if param.grad is not None else None for param in self.params]
@@ -70,17 +80,147 @@ class DepthIndex:
         return torch.where(size > 0, change / size.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(size))
 
 
-def singh2015_factors(gradient_norms: torch.Tensor) -> torch.Tensor:
-    """The factor of Singh et al. (2015) for each depth: ``1 + log(1 + 1 / ||g||)``.
+class DepthStepMonitor(TrainerCallback):
+    """The per-depth statistics of every optimizer step and the rate adaptation that uses them.
 
-    A depth whose gradient is zero or not finite keeps its rate (factor 1).
+    For a run it owns the index of the optimizer's parameters by depth and the adaptation rule that
+    ``layer_lr_adaptation`` names (see ``adaptation.py``). For each step it owns every depth's gradient norm
+    (after the gradients were reduced across ranks and accumulated, before clipping), weight norm (when the
+    rule uses it), the rule's multipliers and their undo, the rates the step actually used, and the
+    update-to-weight ratios.
+
+    The trainer calls it at two points: :meth:`gradients_ready` once the gradients of an optimizer step are
+    complete, and :meth:`logs` when it logs. The rest runs as callback events around the optimizer step,
+    after clipping and before the scheduler: the multipliers apply to that step only, and the groups hold
+    the scheduled rates again afterwards. Nothing runs when no optimizer group carries ``layer``.
+    """
+
+    def __init__(self):
+        self.depths: DepthIndex | None = None
+        self.rule: DepthRateRule | None = None
+        self.log_statistics = False
+        self.gradient_norms: torch.Tensor | None = None
+        self.weight_norms: torch.Tensor | None = None
+        self.update_ratios: torch.Tensor | None = None
+        self.applied_rates: list[tuple[int, float]] | None = None
+        self._scheduled_rates: list[float] | None = None
+        self._weights_before_step: list[torch.Tensor | None] | None = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        # After accelerator.prepare: FSDP2 has replaced the parameters in the groups by their shards.
+        groups = optimizer.param_groups if optimizer is not None else []
+        self.depths = DepthIndex(groups) if any("layer" in group for group in groups) else None
+        self.rule = adaptation_rule(args) if self.depths is not None else None
+        self.log_statistics = bool(getattr(args, "log_layer_grad_norms", False))
+        self.gradient_norms = self.weight_norms = self.update_ratios = None
+        self.applied_rates = self._scheduled_rates = self._weights_before_step = None
+
+    def gradients_ready(self) -> None:
+        """Measures the step's per-depth norms. Call it once the gradients of an optimizer step are reduced
+        across ranks and accumulated, before clipping (``LLRDTrainer.training_step`` does)."""
+        if self.depths is None:
+            return
+        rule = self.rule
+        if self.log_statistics or (rule is not None and rule.needs_gradient_norms):
+            self.gradient_norms = self.depths.gradient_norms()
+        if rule is not None and rule.needs_weight_norms:
+            self.weight_norms = self.depths.weight_norms()
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if self.depths is None or optimizer is None:
+            return
+        groups = optimizer.param_groups
+        if self.rule is not None and (self.gradient_norms is not None or not self.rule.needs_gradient_norms):
+            factors = self.rule.factors(self._measured_statistics(), groups)
+            position = {depth: index for index, depth in enumerate(self.depths.depths)}
+            self._scheduled_rates = [group["lr"] for group in groups]
+            for group in groups:
+                if "layer" in group:
+                    group["lr"] = group["lr"] * factors[position[int(group["layer"])]]
+        needs_ratios = self.rule is not None and self.rule.needs_update_ratios
+        if needs_ratios or (self.log_statistics and step_will_log(args, state)):
+            self._weights_before_step = self.depths.snapshot()
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if self.depths is None or optimizer is None:
+            return
+        groups = optimizer.param_groups
+        self.applied_rates = [(group["layer"], group["lr"]) for group in groups if "layer" in group]
+        if self._scheduled_rates is not None:
+            for group, rate in zip(groups, self._scheduled_rates):
+                group["lr"] = rate
+            self._scheduled_rates = None
+        if self._weights_before_step is not None:
+            self.update_ratios = self.depths.update_ratios(self._weights_before_step)
+            self._weights_before_step = None
+        if self.rule is not None:
+            ratios = self.update_ratios.tolist() if self.rule.needs_update_ratios else None
+            self.rule.observe_step(DepthStatistics(self.depths.depths, update_ratios=ratios), groups, step=state.global_step + 1)
+
+    def _measured_statistics(self) -> DepthStatistics:
+        """The norms the rule uses, measured for the step, on the host in one transfer."""
+        measured = {}
+        if self.rule.needs_gradient_norms:
+            measured["gradient_norms"] = self.gradient_norms
+        if self.rule.needs_weight_norms:
+            measured["weight_norms"] = self.weight_norms
+        rows = torch.stack(list(measured.values())).tolist() if measured else []
+        return DepthStatistics(self.depths.depths, **dict(zip(measured, rows)))
+
+    def logs(self, groups: Sequence[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
+        """The per-depth entries of a training log: every depth's rate in the optimizer step just taken, as
+        applied (adaptation included), and with ``log_layer_grad_norms`` its gradient norm, weight norm (when
+        the adaptation measures it) and update ratio.
+
+        Args:
+            groups: the optimizer's groups, whose rates are logged until a step has been taken.
+            head_depth: L+1; by default the deepest depth present.
+        """
+        if self.applied_rates is not None:
+            groups = [{"layer": depth, "lr": rate} for depth, rate in self.applied_rates]
+        logs = depth_learning_rate_logs(groups, head_depth=head_depth)
+        if self.log_statistics and self.depths is not None:
+            for prefix, values in (("grad_norm", self.gradient_norms), ("weight_norm", self.weight_norms),
+                                   ("update_ratio", self.update_ratios)):
+                if values is not None:
+                    logs.update(depth_logs(prefix, self.depths.depths, values.tolist(), head_depth))
+            self.update_ratios = None
+        return logs
+
+
+def step_will_log(args, state) -> bool:
+    """Whether the optimizer step about to run ends on a logging step (logging_strategy="steps")."""
+    if args.logging_strategy != IntervalStrategy.STEPS:
+        return False
+    next_step = state.global_step + 1
+    return (args.logging_first_step and next_step == 1) or bool(state.logging_steps and next_step % state.logging_steps == 0)
+
+
+def depth_learning_rate_logs(groups: Sequence[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
+    """The current rate of every depth, keyed ``lr/layer_00`` ... ``lr/layer_L`` and ``lr/head``.
 
     Args:
-        gradient_norms: one gradient norm per depth.
+        groups: optimizer parameter groups carrying ``layer``; groups without it are skipped.
+        head_depth: L+1; by default the deepest depth present.
 
     Returns:
-        The factors, same shape.
+        An empty dict when no group carries ``layer``.
     """
-    usable = torch.isfinite(gradient_norms) & (gradient_norms > 0)
-    safe = torch.where(usable, gradient_norms, torch.ones_like(gradient_norms))
-    return torch.where(usable, 1 + torch.log1p(1 / safe), torch.ones_like(gradient_norms))
+    rates: dict[int, float] = {}
+    for group in groups:
+        if "layer" in group:
+            rates.setdefault(int(group["layer"]), float(group["lr"]))
+    if not rates:
+        return {}
+    return depth_logs("lr", sorted(rates), [rates[d] for d in sorted(rates)], head_depth)
+
+
+def depth_logs(prefix: str, depths: Sequence[int], values: Sequence[float], head_depth: int | None = None) -> dict[str, float]:
+    """``{prefix}/layer_XX`` for every depth and ``{prefix}/head`` for ``head_depth`` (by default the deepest),
+    zero-padded to the width of the deepest block."""
+    head = max(depths) if head_depth is None else head_depth
+    width = max(2, len(str(head - 1)))
+    return {
+        f"{prefix}/head" if depth == head else f"{prefix}/layer_{depth:0{width}d}": value
+        for depth, value in zip(depths, values)
+    }

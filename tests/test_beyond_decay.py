@@ -11,7 +11,7 @@ from transformers import HfArgumentParser, TrainerCallback
 
 from finetune_llrd import GradualUnfreezingCallback, LLRDTrainer, LLRDTrainingArguments, layer_map, reinit_top_layers
 from finetune_llrd.cli import main as cli_main
-from finetune_llrd.diagnostics import DepthIndex, singh2015_factors
+from finetune_llrd.diagnostics import DepthIndex
 from finetune_llrd.schedules import slanted_triangular_factor
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
@@ -96,7 +96,7 @@ def test_unfreezing_callback_needs_layered_groups():
         GradualUnfreezingCallback(0)
 
 
-# ---- gradient norms and the adaptation of Singh et al. (2015) ----
+# ---- per-depth gradient norms and update ratios (the adaptations: test_adaptation.py) ----
 
 
 def test_per_depth_gradient_norms_match_a_direct_computation():
@@ -113,34 +113,6 @@ def test_per_depth_gradient_norms_match_a_direct_computation():
         for d in range(5)
     ]
     assert norms.tolist() == pytest.approx(expected, rel=1e-5)
-
-
-def test_singh2015_factor():
-    norms = torch.tensor([1.0, 0.01, 100.0, 0.0, float("nan")])
-    expected = [1 + math.log(2), 1 + math.log(101), 1 + math.log(1.01), 1.0, 1.0]
-    assert singh2015_factors(norms).tolist() == pytest.approx(expected, rel=1e-6)
-
-
-def test_adaptive_rates_scale_each_depth_by_its_gradient_norm(tmp_path):
-    model = tiny_model("bert")
-    args = training_args(
-        tmp_path, layer_decay=0.5, layer_lr_adaptation="singh2015", log_layer_grad_norms=True, logging_steps=1,
-        max_steps=3, lr_scheduler_type="linear", optim="sgd", weight_decay=0.0,
-    )
-    trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
-    trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert len(logs) == 3
-    for step, entry in enumerate(logs):
-        schedule = 1 - step / 3
-        for depth in range(5):
-            key = "head" if depth == 4 else f"layer_{depth:02d}"
-            base = 1e-3 * 0.5 ** (4 - depth) * schedule
-            factor = 1 + math.log1p(1 / entry[f"grad_norm/{key}"])
-            assert entry[f"lr/{key}"] == pytest.approx(base * factor, rel=1e-6)
-    # The adaptation lives for one step: the groups hold the plain scheduled rates again.
-    assert [g["lr"] for g in trainer.optimizer.param_groups][-1] == pytest.approx(0.0, abs=1e-15)
-    assert trainer.lr_scheduler.get_last_lr()[-1] == pytest.approx(0.0, abs=1e-15)
 
 
 def test_gradient_norms_are_of_the_accumulated_gradients(tmp_path):
@@ -284,7 +256,6 @@ def test_slanted_triangular_from_the_command_line(tmp_path):
     [
         ({"gradual_unfreeze_steps": -1}, r"gradual_unfreeze_steps must be an integer >= 0"),
         ({"reinit_top_layers": -2}, r"reinit_top_layers must be an integer >= 0"),
-        ({"layer_lr_adaptation": "lars"}, r"layer_lr_adaptation must be one of \['none', 'singh2015'\]"),
         ({"gradual_unfreeze_steps": 5, "ddp_find_unused_parameters": False}, r"gradual_unfreeze_steps needs ddp_find_unused_parameters=True"),
         ({"lr_scheduler_type": "slanted_triangular", "warmup_steps": 10}, r"slanted_triangular warms up by itself"),
         ({"lr_scheduler_type": "slanted_triangular", "lr_scheduler_kwargs": {"cut_frac": 1.5}}, r"cut_frac must be in \(0, 1\)"),
@@ -299,28 +270,39 @@ def test_bad_values_name_the_field(fields, message):
 # ---- under DDP: two real ranks through accelerate launch ----
 
 
-def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
+def _ddp_and_single_process(tmp_path, options):
+    """Trains tests/scripts/train_tiny.py with ``options`` on 2 DDP ranks of 4 samples and on 1 process of 8.
+
+    Returns:
+        ``(world sizes, training logs of rank 0, of rank 1, of the single process, final weights of the same three)``.
+    """
+    import subprocess
+    import sys
+
     from launch import accelerate_launch
 
     script = os.path.join(os.path.dirname(__file__), "scripts", "train_tiny.py")
+    accelerate_launch(script, tmp_path / "ddp", *options, "--per_device_train_batch_size", "4")
+    subprocess.run([sys.executable, script, tmp_path / "single", *options, "--per_device_train_batch_size", "8"], check=True,
+                   capture_output=True)
+    runs = (("ddp", 0), ("ddp", 1), ("single", 0))
+    records = []
+    for run, rank in runs:
+        with open(tmp_path / run / f"rank{rank}.json") as handle:
+            records.append(json.load(handle))
+    worlds = tuple(record["world_size"] for record in records)
+    logs = [[e for e in record["log_history"] if "loss" in e] for record in records]
+    weights = [torch.load(tmp_path / run / f"rank{rank}.pt") for run, rank in runs]
+    return worlds, *logs, *weights
+
+
+def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
     options = [
         "--layer_decay", "0.5", "--gradual_unfreeze_steps", "2", "--layer_lr_adaptation", "singh2015",
         "--log_layer_grad_norms", "true", "--max_steps", "4",
     ]
-    accelerate_launch(script, tmp_path / "ddp", *options, "--per_device_train_batch_size", "4")
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, script, tmp_path / "single", *options, "--per_device_train_batch_size", "8"], check=True,
-                   capture_output=True)
-
-    def logs(run, rank):
-        with open(tmp_path / run / f"rank{rank}.json") as handle:
-            record = json.load(handle)
-        return record["world_size"], [e for e in record["log_history"] if "loss" in e]
-
-    (world0, ddp0), (world1, ddp1), (world_single, single) = logs("ddp", 0), logs("ddp", 1), logs("single", 0)
-    assert (world0, world1, world_single) == (2, 2, 1)
+    worlds, ddp0, ddp1, single, rank0, rank1, alone = _ddp_and_single_process(tmp_path, options)
+    assert worlds == (2, 2, 1)
     assert len(ddp0) == len(single) == 4
     keys = [k for k in single[0] if k.startswith(("lr/", "grad_norm/"))]
     assert len(keys) == 10
@@ -329,7 +311,6 @@ def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
         assert [a[k] for k in keys] == pytest.approx([c[k] for k in keys], rel=1e-4)  # the reduced gradients
         assert a["loss"] == pytest.approx(c["loss"], rel=1e-4)
 
-    rank0, rank1, alone = (torch.load(tmp_path / run / f"rank{r}.pt") for run, r in (("ddp", 0), ("ddp", 1), ("single", 0)))
     initial = {n: p for n, p in tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).named_parameters()}
     for name in initial:
         assert torch.equal(rank0[name], rank1[name]), name
@@ -340,3 +321,25 @@ def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
             assert torch.equal(rank0[name], initial[name]), name
         elif name.startswith(("bert.encoder.layer.2.", "classifier.")) and name.endswith("weight"):
             assert not torch.equal(rank0[name], initial[name]), name
+
+
+@pytest.mark.parametrize("method", ["auto_rgn", "autolr", "lars"])
+def test_each_adaptation_under_ddp_matches_one_process(tmp_path, method):
+    # One rate for all depths, so that AutoLR finds its order broken and adjusts (every 2 steps).
+    options = [
+        "--layer_lr_adaptation", method, "--layer_lr_adaptation_interval", "2", "--weight_decay", "0.01",
+        "--log_layer_grad_norms", "true", "--max_steps", "4",
+    ]
+    worlds, ddp0, ddp1, single, rank0, rank1, alone = _ddp_and_single_process(tmp_path, options)
+    assert worlds == (2, 2, 1)
+    assert len(ddp0) == len(single) == 4
+    keys = [k for k in single[0] if k.startswith(("lr/", "grad_norm/", "weight_norm/", "update_ratio/"))]
+    assert len(keys) == (20 if method in ("auto_rgn", "lars") else 15)
+    for a, b, c in zip(ddp0, ddp1, single):
+        assert [a[k] for k in keys] == [b[k] for k in keys]  # both ranks apply the same rates
+        assert [a[k] for k in keys] == pytest.approx([c[k] for k in keys], rel=1e-4)  # from the reduced gradients
+    uniform = [[entry[k] for k in keys if k.startswith("lr/")] for entry in single]
+    assert any(len(set(rates)) > 1 for rates in uniform)  # the adaptation did change the rates
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.allclose(rank0[name], alone[name], atol=1e-6, rtol=1e-4), name

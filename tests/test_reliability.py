@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups
 from finetune_llrd.checkpoints import CheckpointError, complete_checkpoints
-from finetune_llrd.trainer import NonFiniteLossError
+from finetune_llrd.callbacks import NonFiniteLossCallback, NonFiniteLossError
 from launch import accelerate_launch, free_port
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
@@ -162,7 +162,7 @@ def test_nonfinite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_
 
 def test_nonfinite_loss_on_an_accelerator_is_read_only_where_the_trainer_syncs_anyway(tmp_path, monkeypatch):
     # What an accelerator gets: the flag stays on the device until a logging, evaluation or save step.
-    monkeypatch.setattr(LLRDTrainer, "_checks_nonfinite_loss_before_every_step", lambda self: False)
+    monkeypatch.setattr(NonFiniteLossCallback, "checks_before_every_step", lambda self: False)
     model = tiny_model("bert", num_labels=1, problem_type="regression")
     args = training_args(
         tmp_path, layer_decay=0.5, max_steps=8, save_strategy="steps", save_steps=2, logging_steps=100, per_device_train_batch_size=4
@@ -229,6 +229,19 @@ def test_groups_reach_deepspeed_zero(tmp_path, stage):
     assert [first[k] for k in ("lr/layer_00", "lr/layer_01", "lr/layer_02", "lr/layer_03", "lr/head")] == [
         1e-3 / 16, 1e-3 / 8, 1e-3 / 4, 1e-3 / 2, 1e-3
     ]
+
+
+def test_rate_adaptation_is_refused_under_deepspeed(tmp_path):
+    pytest.importorskip("deepspeed")
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto",
+                                  "gradient_accumulation_steps": "auto"}))
+    result = accelerate_launch(
+        os.path.join(SCRIPTS, "launched_groups.py"), tmp_path, "--layer_lr_adaptation", "autolr", num_processes=1,
+        check=False, launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
+    )
+    assert result.returncode != 0
+    assert "layer_lr_adaptation cannot run under DeepSpeed, which keeps the gradients inside its engine" in result.stderr
 
 
 def test_deepspeed_optimizer_block_is_refused(tmp_path):

@@ -7,7 +7,8 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, param_groups
-from finetune_llrd.trainer import _split_by_device_mesh, depth_learning_rate_logs
+from finetune_llrd.diagnostics import depth_learning_rate_logs
+from finetune_llrd.trainer import _split_by_device_mesh
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
 
