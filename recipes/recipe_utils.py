@@ -134,6 +134,7 @@ class DataArgumentsMixin:
     )
 
     def __post_init__(self):
+        # The sizes the recipes take, each checked where a recipe has it (--max_seq_length is the text recipes').
         for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "max_predict_samples"):
             value = getattr(self, name, None)
             if value is not None and value < 1:
