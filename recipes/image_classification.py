@@ -459,9 +459,9 @@ def main(argv=None):
     # model's forward().
     training_args.remove_unused_columns = False
     splits, sources = load_splits(data_args, model_args, training_args)
-    columns = check_image_columns(data_args, splits, sources)
-    labels = LabelSet.from_column(splits["train"], columns[1])
-    check_labels(splits, sources, columns[1], labels, sources["train"])
+    image_column, label_column = check_image_columns(data_args, splits, sources)
+    labels = LabelSet.from_column(splits["train"], label_column)
+    check_labels(splits, sources, label_column, labels, sources["train"])
     keep_splits_to_run(splits, training_args)
 
     task, head_suffix = "image-classification", "ForImageClassification"
@@ -475,7 +475,7 @@ def main(argv=None):
     if model_args.image_size is not None:
         resize_image_processor(image_processor, model_args.image_size)
         forward_options = image_size_forward_options(model, model_args.image_size)
-    apply_transforms(splits, image_processor, columns, labels, data_args, training_args)
+    apply_transforms(splits, image_processor, (image_column, label_column), labels, data_args, training_args)
 
     trainer = build_trainer(
         model,

@@ -250,7 +250,9 @@ def test_model_input_size_follows_the_processor():
     assert model_input_size(clip) == (224, 224)
 
 
-CIFAR10_SUBSETS = f"--train_file {CIFAR10_TRAIN} --validation_file {CIFAR10_TEST} --max_train_samples 32 --max_eval_samples 32"
+CIFAR10_SUBSETS = (
+    f"--train_file {CIFAR10_TRAIN} --validation_file {CIFAR10_TEST} --max_train_samples 32 --max_eval_samples 32"
+)
 
 
 def test_eval_strategy_without_do_train_trains(run_image):
@@ -278,9 +280,13 @@ def test_an_imagenet_head_lists_its_first_labels_and_their_count():
     config = ViTConfig(num_labels=1000, architectures=["ViTForImageClassification"])
     with pytest.raises(ValueError) as error:
         set_labels(
-            config, ["cat", "dog"], head_suffix="ForImageClassification", model_name_or_path="google/vit-base-patch16-224",
-            labels_source="train.parquet", ignore_mismatched_sizes=False,
-        )  # fmt: skip
+            config,
+            ["cat", "dog"],
+            head_suffix="ForImageClassification",
+            model_name_or_path="google/vit-base-patch16-224",
+            labels_source="train.parquet",
+            ignore_mismatched_sizes=False,
+        )
     assert str(error.value) == (
         "google/vit-base-patch16-224 is a ViTForImageClassification whose head predicts 1000 labels ['LABEL_0', "
         "'LABEL_1', 'LABEL_2', 'LABEL_3', 'LABEL_4', ...], but train.parquet has 2 ['cat', 'dog']. Pass "
