@@ -17,54 +17,47 @@ Data comes from one of:
 Any ``AutoModelForImageClassification`` backbone works, and timm models (``timm/...`` ids) when timm is
 installed. Training images get the standard augmentation (a random resized crop to the model's input size
 and a random horizontal flip) and then the model's image processor for rescaling and normalization;
-evaluation images get the image processor alone (its resize, crop and normalization). Without
-``--do_train`` / ``--do_eval`` the recipe trains and evaluates. It writes ``all_results.json`` and a model
-card with the layer-wise settings and the per-depth learning rates to ``--output_dir``, and prints the final
-metrics and the per-depth learning rates.
+evaluation images get the image processor alone (its resize, crop and normalization). ``--image_size``
+changes the input size, ``--drop_path_rate`` sets stochastic depth, and the Trainer's
+``--label_smoothing_factor`` smooths the labels. Without ``--do_train`` the recipe trains (and, without
+``--do_eval`` either, evaluates). It writes ``all_results.json`` and a model card with the layer-wise settings
+and the per-depth learning rates to ``--output_dir``, and prints the final metrics and the per-depth learning
+rates.
 """
 
+import inspect
 import logging
 import math
 import os
 from dataclasses import dataclass, field
+from functools import partial
 
 import datasets
 import numpy as np
 import torch
 from datasets import Dataset, load_dataset
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, set_seed
+from transformers import AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, PretrainedConfig
+from transformers.integrations import is_deepspeed_zero3_enabled
 
-from finetune_llrd import LLRDTrainer
 from recipe_utils import (
-    LabelSet,
-    RecipeTrainingArguments,
-    check_data_files,
-    check_labels,
-    check_processes_joined,
-    default_to_train_and_eval,
-    find_checkpoint_to_resume,
-    load_data_file,
-    load_metric,
-    parse_arguments,
-    print_layerwise_lr_table,
-    require_columns,
-    require_rows,
-    set_labels,
-    setup_logging,
-    take_samples,
-    treat_loss_as_batch_mean,
+    DataArgumentsMixin, LabelSet, build_trainer, check_data_files, check_labels, keep_splits_to_run, load_config,
+    load_data_file, load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs, prepare_run,
+    require_rows_and_columns, take_samples, train_evaluate_and_report,
 )
+from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
 # Label column names tried, in order, when --label_column is not given.
 LABEL_COLUMN_GUESSES = ("label", "labels", "fine_label")
+# Config attributes that set stochastic depth, in the order tried (EfficientNet calls it drop_connect_rate).
+STOCHASTIC_DEPTH_ATTRIBUTES = ("drop_path_rate", "drop_connect_rate")
 
 
 @dataclass
-class ModelArguments:
-    """Which model, config and image processor to fine-tune from."""
+class ModelArguments(BaseModelArguments):
+    """Which model, config and image processor to fine-tune from, at which input size and stochastic depth."""
 
     model_name_or_path: str = field(
         metadata={
@@ -72,41 +65,41 @@ class ModelArguments:
             "timm/vit_base_patch16_224.augreg_in21k with timm installed) or the path of a local model folder."
         }
     )
-    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
     image_processor_name: str | None = field(
         default=None, metadata={"help": "Image processor name or path, if not the model's."}
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets from the Hub."})
-    model_revision: str = field(
-        default="main", metadata={"help": "The model version to use: a branch name, tag name or commit id."}
-    )
-    token: str | None = field(
+    image_size: int | None = field(
         default=None,
-        metadata={"help": "Hub token for private models and datasets; by default the one `hf auth login` stored."},
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow models whose code lives on the Hub; only for repositories you trust."},
-    )
-    ignore_mismatched_sizes: bool = field(
-        default=False,
         metadata={
-            "help": "Replace a pretrained classification head whose number of classes differs from the data's "
-            "(needed to fine-tune an ImageNet-1k classifier on another label set)."
+            "help": "Train and evaluate on N x N images instead of the image processor's size (evaluation resizes "
+            "in the processor's ratio of resize to crop). DINOv2 interpolates its position embeddings, as do "
+            "ViT-style models whose forward takes interpolate_pos_encoding (passed to them), so a smaller size "
+            "is valid and much cheaper. The model is checked on one image of that size before training."
+        },
+    )
+    drop_path_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stochastic depth: the rate at which the deepest residual branches are dropped in training "
+            "(the config's drop_path_rate, EfficientNet's drop_connect_rate, timm's drop_path_rate). Default: the "
+            "checkpoint's. Refused for a model without it (ViT and DeiT in transformers have none)."
         },
     )
 
+    def __post_init__(self):
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"--image_size must be a positive integer, got {self.image_size}.")
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"--drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(DataArgumentsMixin):
     """Which images to train and evaluate on, and how to read them."""
 
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hub dataset (cifar10, cifar100, food101, beans, ...)."}
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    dataset_revision: str | None = field(default=None, metadata={"help": "The Hub dataset's branch, tag or commit."})
-    train_split_name: str = field(default="train", metadata={"help": "The Hub dataset's training split."})
     validation_split_name: str = field(
         default="validation",
         metadata={"help": "The Hub dataset's evaluation split (cifar10 and cifar100 have none: use test)."},
@@ -125,19 +118,12 @@ class DataTrainingArguments:
         default=None,
         metadata={"help": "Training data: a .parquet file (as on the Hub), or .csv / .jsonl with image paths."},
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Evaluation data, as --train_file."})
     image_column: str | None = field(
         default=None, metadata={"help": "The column holding the images. Default: the first column of images."}
     )
     label_column: str | None = field(
         default=None,
         metadata={"help": f"The column holding the labels. Default: the first of {', '.join(LABEL_COLUMN_GUESSES)}."},
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Train on a random subset (seeded by --seed) of this many images."}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on a random subset (seeded by --seed) of this many images."}
     )
 
     def __post_init__(self):
@@ -155,36 +141,22 @@ class DataTrainingArguments:
         check_data_files({"train_file": self.train_file, "validation_file": self.validation_file})
         if self.train_val_split is not None and not 0.0 < self.train_val_split < 1.0:
             raise ValueError(f"--train_val_split must be a fraction in (0, 1), got {self.train_val_split}.")
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {value}.")
+        super().__post_init__()
 
 
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits "train" (always, for the classes) and "eval", with a description of where each comes from."""
     if data_args.dataset_name is not None:
-        raw = load_dataset(
+        requested = {"train": (data_args.train_split_name, "--train_split_name")}
+        if training_args.do_eval and data_args.train_val_split is None:
+            requested["eval"] = (data_args.validation_split_name, "--validation_split_name (or --train_val_split)")
+        splits, sources = load_hub_splits(
             data_args.dataset_name,
             data_args.dataset_config_name,
-            cache_dir=model_args.cache_dir,
-            token=model_args.token,
+            requested,
+            model_args=model_args,
             revision=data_args.dataset_revision,
         )
-        hub_splits = {"train": data_args.train_split_name}
-        if training_args.do_eval and data_args.train_val_split is None:
-            hub_splits["eval"] = data_args.validation_split_name
-        splits, sources = {}, {}
-        for split, hub_split in hub_splits.items():
-            if hub_split not in raw:
-                argument = (
-                    "--train_split_name" if split == "train" else "--validation_split_name (or --train_val_split)"
-                )
-                raise ValueError(
-                    f"{data_args.dataset_name} has no split {hub_split!r}; its splits are {list(raw)}. "
-                    f"Choose one with {argument}."
-                )
-            splits[split], sources[split] = raw[hub_split], f"split {hub_split!r} of {data_args.dataset_name}"
     elif data_args.train_dir is not None or data_args.validation_dir is not None:
         folders = {"train": data_args.train_dir, "eval": data_args.validation_dir}
         folders = {split: folder for split, folder in folders.items() if folder is not None}
@@ -197,8 +169,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         splits = {split: raw[split] for split in folders}
         sources = {split: f"image folder {folder}" for split, folder in folders.items()}
     else:
-        files = {"train": data_args.train_file, "eval": data_args.validation_file}
-        files = {split: path for split, path in files.items() if path is not None}
+        files = {split: path for split, path in data_args.data_files().items() if path is not None}
         splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
         sources = dict(files)
 
@@ -355,74 +326,98 @@ class EvalTransform:
         return self.image_processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
 
 
-def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
-        "labels": torch.tensor([example["labels"] for example in examples]),
-    }
-
-
-def main(argv=None):
-    # 1. Arguments: the command line, or one .json / .yaml file with all of them.
-    model_args, data_args, training_args = parse_arguments(
-        (ModelArguments, DataTrainingArguments, RecipeTrainingArguments), argv
-    )
-    setup_logging(training_args, logger)
-    check_processes_joined(training_args)
-    default_to_train_and_eval(training_args)
-    # The transforms below read the image and label columns, which the Trainer would otherwise drop as
-    # unknown to the model's forward().
-    training_args.remove_unused_columns = False
-    checkpoint = find_checkpoint_to_resume(training_args)
-    set_seed(training_args.seed)
-
-    # 2. Data: read it and check the image and label columns before any model is loaded.
-    splits, sources = load_splits(data_args, model_args, training_args)
+def check_image_columns(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[str, str]:
+    """The image column and the label column, after checking that every split has them; every split's image
+    column is decoded as images (a column of image paths is cast to images)."""
     image_column = resolve_image_column(data_args, splits["train"], sources["train"])
     label_column = resolve_label_column(data_args, splits["train"], sources["train"])
-    column_arguments = {image_column: "--image_column", label_column: "--label_column"}
+    require_rows_and_columns(splits, sources, {image_column: "--image_column", label_column: "--label_column"})
     for split, dataset in splits.items():
-        require_rows(dataset, sources[split])
-        require_columns(dataset, (image_column, label_column), sources[split], column_arguments)
         splits[split] = as_image_column(dataset, image_column, sources[split])
-    labels = LabelSet.from_column(splits["train"], label_column)
-    for split, dataset in splits.items():
-        check_labels(dataset, label_column, labels, sources[split], sources["train"])
-    if not training_args.do_train:
-        splits.pop("train")
-    if not training_args.do_eval:
-        splits.pop("eval", None)
+    return image_column, label_column
 
-    # 3. Model and image processor.
-    hub_options = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_options)
-    set_labels(
-        config,
-        labels.names,
-        head_suffix="ForImageClassification",
-        model_name_or_path=model_args.model_name_or_path,
-        labels_source=sources["train"],
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-    )
-    config.finetuning_task = "image-classification"
-    model = AutoModelForImageClassification.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **hub_options,
-    )
-    treat_loss_as_batch_mean(model)
-    image_processor = AutoImageProcessor.from_pretrained(
-        model_args.image_processor_name or model_args.model_name_or_path, **hub_options
+
+def set_drop_path_rate(config: PretrainedConfig, rate: float | None) -> None:
+    """Sets the stochastic depth of the model ``config`` builds (nothing when ``rate`` is None).
+
+    Raises:
+        ValueError: for a config without stochastic depth.
+    """
+    if rate is None:
+        return
+    if config.model_type == "timm_wrapper":
+        config.model_args = {**(config.model_args or {}), "drop_path_rate": rate}  # passed to timm.create_model
+        return
+    for attribute in STOCHASTIC_DEPTH_ATTRIBUTES:
+        if hasattr(config, attribute):
+            setattr(config, attribute, rate)
+            return
+    raise ValueError(
+        f"--drop_path_rate {rate}: {type(config).__name__} has no stochastic depth (no "
+        f"{' or '.join(STOCHASTIC_DEPTH_ATTRIBUTES)}). Leave --drop_path_rate out, or choose a model that has it "
+        "(DINOv2, BEiT, Swin, ConvNeXt, EfficientNet, timm models)."
     )
 
-    # 4. Transforms, applied on the fly as batches are drawn.
-    max_samples = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples}
+
+def resize_image_processor(image_processor, image_size: int) -> None:
+    """Makes ``image_processor`` (and so the transforms built on it) produce ``image_size`` x ``image_size``
+    images. A processor that resizes and then center-crops keeps its ratio of resize to crop (DINOv2's
+    256 -> 224 becomes 128 -> 112 for 112).
+
+    Raises:
+        ValueError: for timm's image processors, whose own transforms fix the input size.
+    """
+    if getattr(image_processor, "train_transforms", None) is not None:
+        raise ValueError("--image_size does not apply to timm models: timm's own transforms set the input size.")
+    height, width = model_input_size(image_processor)
+    size = image_processor.size
+    if getattr(image_processor, "do_center_crop", False):
+        image_processor.crop_size = {"height": image_size, "width": image_size}
+        if size.get("shortest_edge"):
+            shortest_edge = round(size.get("shortest_edge") * image_size / min(height, width))
+            image_processor.size = {"shortest_edge": shortest_edge}
+        else:
+            image_processor.size = {
+                "height": round(size.get("height") * image_size / height),
+                "width": round(size.get("width") * image_size / width),
+            }
+    elif size.get("height") and size.get("width"):
+        image_processor.size = {"height": image_size, "width": image_size}
+    else:
+        image_processor.size = {"shortest_edge": image_size}
+
+
+def image_size_forward_options(model, image_size: int) -> dict[str, bool]:
+    """The forward arguments the model needs for ``image_size`` x ``image_size`` images
+    (``interpolate_pos_encoding`` where its forward takes it), after checking it on one blank image.
+
+    Raises:
+        ValueError: naming the model and the size, if the model does not take images of that size.
+    """
+    takes_interpolation = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+    options = {"interpolate_pos_encoding": True} if takes_interpolation else {}
+    if is_deepspeed_zero3_enabled():  # the weights are partitioned until DeepSpeed wraps the model: no forward yet
+        return options
+    pixel_values = torch.zeros(1, getattr(model.config, "num_channels", 3), image_size, image_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(pixel_values=pixel_values, **options)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"{type(model).__name__} does not take {image_size}x{image_size} images (--image_size {image_size}): "
+            f"{error}"
+        ) from error
+    finally:
+        model.train(was_training)
+    return options
+
+
+def apply_transforms(splits, image_processor, columns: tuple[str, str], labels: LabelSet, data_args, training_args):
+    """Replaces every split by its random subset of ``--max_*_samples`` images, transformed on the fly as
+    batches are drawn: augmented for training (:class:`TrainTransform`), processed for evaluation."""
+    image_column, label_column = columns
     transforms = {"train": TrainTransform(image_processor), "eval": EvalTransform(image_processor)}
     for split, dataset in splits.items():
         transform = transforms[split]
@@ -433,52 +428,67 @@ def main(argv=None):
                 "labels": [labels.ids[value] for value in batch[label_column]],
             }
 
-        splits[split] = take_samples(dataset, max_samples[split], training_args.seed).with_transform(apply)
+        splits[split] = take_samples(dataset, data_args.max_samples(split), training_args.seed).with_transform(apply)
 
-    # 5. Metric.
+
+def collate(examples: list[dict], forward_options: dict[str, bool] | None = None) -> dict[str, torch.Tensor]:
+    """The batch of images and labels, with ``forward_options`` for the model (:func:`image_size_forward_options`)."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([example["labels"] for example in examples]),
+        **(forward_options or {}),
+    }
+
+
+def accuracy_metrics():
+    """``compute_metrics``: the accuracy of the most likely class."""
     metric = load_metric("accuracy")
 
     def compute_metrics(prediction: EvalPrediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return metric(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids)
+        predictions = np.argmax(logits_of(prediction.predictions), axis=-1)
+        return metric(predictions=predictions, references=prediction.label_ids)
 
-    # 6. Train.
-    trainer = LLRDTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=splits.get("train"),
-        eval_dataset=splits.get("eval"),
-        processing_class=image_processor,
-        data_collator=collate,
-        compute_metrics=compute_metrics,
+    return compute_metrics
+
+
+def main(argv=None):
+    model_args, data_args, training_args, checkpoint = prepare_run(
+        ModelArguments, DataTrainingArguments, argv, logger
     )
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = {**train_result.metrics, "train_samples": len(splits["train"])}
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
+    # The transforms read the image and label columns, which the Trainer would otherwise drop as unknown to the
+    # model's forward().
+    training_args.remove_unused_columns = False
+    splits, sources = load_splits(data_args, model_args, training_args)
+    image_column, label_column = check_image_columns(data_args, splits, sources)
+    labels = LabelSet.from_column(splits["train"], label_column)
+    check_labels(splits, sources, label_column, labels, sources["train"])
+    keep_splits_to_run(splits, training_args)
 
-    # 7. Evaluate.
-    if training_args.do_eval:
-        metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
+    task, head_suffix = "image-classification", "ForImageClassification"
+    config = load_config(model_args, labels.names, sources["train"], finetuning_task=task, head_suffix=head_suffix)
+    set_drop_path_rate(config, model_args.drop_path_rate)
+    model = load_model(AutoModelForImageClassification, model_args, config)
+    image_processor = AutoImageProcessor.from_pretrained(
+        model_args.image_processor_name or model_args.model_name_or_path, **model_args.hub_options()
+    )
+    forward_options = {}
+    if model_args.image_size is not None:
+        resize_image_processor(image_processor, model_args.image_size)
+        forward_options = image_size_forward_options(model, model_args.image_size)
+    apply_transforms(splits, image_processor, (image_column, label_column), labels, data_args, training_args)
 
-    # 8. Model card (pushed with the model on --push_to_hub), then the per-depth rates under the metrics.
-    card_kwargs = {
-        "finetuned_from": model_args.model_name_or_path,
-        "tasks": "image-classification",
-        "tags": ["image-classification", "vision"],
-    }
-    if data_args.dataset_name is not None:
-        card_kwargs.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
-    else:
-        trainer.create_model_card(**card_kwargs)
-    print_layerwise_lr_table(trainer)
+    trainer = build_trainer(
+        model,
+        image_processor,
+        training_args,
+        splits,
+        data_collator=partial(collate, forward_options=forward_options),
+        compute_metrics=accuracy_metrics(),
+    )
+    model_card = model_card_kwargs(
+        model_args, data_args, tasks="image-classification", tags=["image-classification", "vision"]
+    )
+    train_evaluate_and_report(trainer, splits, checkpoint=checkpoint, model_card=model_card)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""What the recipes share: the trainer and its arguments, argument files, logging, the output directory, local
-data files, labels, metrics and the printed summary.
+"""What the recipes share: their common arguments, the set-up of a run, data files and Hub splits, labels,
+the model, metrics, and training, evaluation and the report at the end.
 
-Nothing here computes layer-wise rates: that is `finetune_llrd`'s (`LLRDTrainingArguments`, `LLRDTrainer`,
-`finetune_llrd.model_card`).
+Each recipe keeps what is specific to its task (how its data is read and checked, its processor, its
+transforms or tokenization, its metric and its predictions); ``tests/test_recipes_differences.py`` pins
+that split. Nothing here computes layer-wise rates: that is `finetune_llrd`'s (`LLRDTrainingArguments`,
+`LLRDTrainer`, `finetune_llrd.model_card`).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -17,11 +20,14 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 import transformers
+import yaml
 from datasets import Dataset, load_dataset
-from transformers import HfArgumentParser, PretrainedConfig, Trainer
+from transformers import AutoConfig, HfArgumentParser, PretrainedConfig, PreTrainedModel, Trainer, set_seed
+from transformers.utils import is_torch_xla_available
 
-from finetune_llrd import LLRDTrainingArguments
+from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
 from finetune_llrd.checkpoints import complete_checkpoints, resolve_resume_checkpoint
 from finetune_llrd.param_groups import format_lr_table
 
@@ -30,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Suffix -> `datasets` builder. TSV is read by the csv builder with a tab delimiter and no quote handling.
 DATA_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+STAGES = ("do_train", "do_eval", "do_predict")
+# Label names shown in full in an error message; longer lists show their first few and their count.
+NAMES_SHOWN = 10
 
 
 @dataclass
@@ -37,7 +46,8 @@ class RecipeTrainingArguments(LLRDTrainingArguments):
     """`LLRDTrainingArguments` plus ``--overwrite_output_dir``, which transformers 5 dropped from `TrainingArguments`.
 
     As in transformers' example scripts before that, the flag guards ``--output_dir``: see
-    :func:`find_checkpoint_to_resume`.
+    :func:`find_checkpoint_to_resume`. On a machine without an accelerator, ``use_cpu`` is set (see
+    :meth:`__post_init__`).
     """
 
     overwrite_output_dir: bool = field(
@@ -48,6 +58,136 @@ class RecipeTrainingArguments(LLRDTrainingArguments):
             "resumes from the last checkpoint of one that does."
         },
     )
+
+    def __post_init__(self):
+        # Without an accelerator every process runs on the CPU anyway. Saying so is what transformers needs to
+        # join launched processes over gloo (`accelerate launch --multi_gpu` on a laptop) and to allow --bf16.
+        if not self.use_cpu and not accelerator_available():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator (CUDA, MPS, XPU, HPU, NPU, ...) or an XLA device."""
+    return torch.accelerator.is_available() or is_torch_xla_available()
+
+
+@dataclass
+class ModelArguments:
+    """Which pretrained model to fine-tune, and where to fetch it from: what every recipe takes. A recipe's
+    own ``ModelArguments`` adds its processor and model options."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "A Hub model id or the path of a local model folder."}
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets from the Hub."})
+    model_revision: str = field(
+        default="main", metadata={"help": "The model version to use: a branch name, tag name or commit id."}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={"help": "Hub token for private models and datasets; by default the one `hf auth login` stored."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow models whose code lives on the Hub; only for repositories you trust."},
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a pretrained classification head whose number of labels differs from the data's "
+            "(needed to fine-tune an ImageNet-1k classifier on another label set)."
+        },
+    )
+
+    def hub_options(self) -> dict[str, Any]:
+        """The keyword arguments of every ``from_pretrained`` call: cache, revision, token, remote code."""
+        return {
+            "cache_dir": self.cache_dir,
+            "revision": self.model_revision,
+            "token": self.token,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+
+@dataclass
+class DataArgumentsMixin:
+    """The data arguments every recipe takes: a Hub dataset and its splits, local files, and random subsets.
+
+    A recipe's ``DataTrainingArguments`` subclasses it, adds its own arguments and checks them in its
+    ``__post_init__``, which ends with ``super().__post_init__()``.
+    """
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "The Hub dataset's branch, tag or commit."})
+    train_split_name: str = field(default="train", metadata={"help": "The Hub dataset's training split."})
+    validation_split_name: str = field(default="validation", metadata={"help": "The Hub dataset's evaluation split."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training data."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local evaluation data, as --train_file."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on a random subset (seeded by --seed) of this many examples."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on a random subset (seeded by --seed) of this many examples."}
+    )
+
+    def __post_init__(self):
+        # The sizes the recipes take, each checked where a recipe has it (--max_seq_length is the text recipes').
+        for name in ("max_seq_length", "max_train_samples", "max_eval_samples", "max_predict_samples"):
+            value = getattr(self, name, None)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value}.")
+
+    def data_files(self) -> dict[str, str | None]:
+        """Split ("train", "eval", "test") -> its local file, or None."""
+        return {"train": self.train_file, "eval": self.validation_file}
+
+    def hub_splits(self) -> dict[str, tuple[str, str]]:
+        """Split -> (the Hub dataset's split, the argument that chooses it), as :func:`load_hub_splits` takes them."""
+        return {
+            "train": (self.train_split_name, "--train_split_name"),
+            "eval": (self.validation_split_name, "--validation_split_name"),
+        }
+
+    def max_samples(self, split: str) -> int | None:
+        """The --max_*_samples of a split ("train", "eval", "eval_mismatched", "test_matched", ...)."""
+        return {"train": self.max_train_samples, "eval": self.max_eval_samples}.get(split.split("_")[0])
+
+
+@dataclass
+class PredictionDataArgumentsMixin(DataArgumentsMixin):
+    """`DataArgumentsMixin` plus the data to predict (``--do_predict``): a Hub split or a local file."""
+
+    test_split_name: str = field(default="test", metadata={"help": "The Hub dataset's prediction split."})
+    test_file: str | None = field(default=None, metadata={"help": "Local data to predict, as --train_file."})
+    max_predict_samples: int | None = field(
+        default=None, metadata={"help": "Predict a random subset (seeded by --seed) of this many examples."}
+    )
+
+    def data_files(self) -> dict[str, str | None]:
+        return {**super().data_files(), "test": self.test_file}
+
+    def hub_splits(self) -> dict[str, tuple[str, str]]:
+        return {**super().hub_splits(), "test": (self.test_split_name, "--test_split_name")}
+
+    def max_samples(self, split: str) -> int | None:
+        return self.max_predict_samples if split.startswith("test") else super().max_samples(split)
+
+
+@dataclass
+class TokenizationArgumentsMixin:
+    """How the text recipes tokenize (each adds its own ``max_seq_length``)."""
+
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={"help": "Pad every example to --max_seq_length (default: pad each batch to its longest example)."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization (default: the main process alone)."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again rather than read the cache."})
 
 
 def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
@@ -67,6 +207,15 @@ def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str] | None 
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def arguments_given(argv: Sequence[str]) -> set[str]:
+    """The names of the arguments ``argv`` gives (``--do-train`` counts as ``do_train``), or the keys of the
+    single ``.json`` / ``.yaml`` file it names: what the user said, as opposed to the defaults."""
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        with open(argv[0], encoding="utf-8") as handle:
+            return set(json.load(handle) if argv[0].endswith(".json") else yaml.safe_load(handle))
+    return {argument.split("=", 1)[0][2:].replace("-", "_") for argument in argv if argument.startswith("--")}
 
 
 def setup_logging(training_args: RecipeTrainingArguments, recipe_logger: logging.Logger) -> None:
@@ -96,9 +245,10 @@ def setup_logging(training_args: RecipeTrainingArguments, recipe_logger: logging
 def check_processes_joined(training_args: RecipeTrainingArguments) -> None:
     """Refuses processes that a launcher started together but that did not join one distributed run.
 
-    On a machine without GPUs, ``accelerate launch --multi_gpu`` or ``torchrun`` start the processes, but
-    they join over gloo only with ``--use_cpu``; otherwise each would train alone on all the data and
-    write into the same ``--output_dir``.
+    Launched processes join over the accelerator's backend (NCCL on GPUs) or, on a machine without an
+    accelerator, over gloo on the CPU (:class:`RecipeTrainingArguments` sets ``use_cpu`` there). Where
+    neither applies (an accelerator that accelerate cannot join processes over, such as Apple's MPS), each
+    process would train alone on all the data and write into the same ``--output_dir``.
 
     Raises:
         RuntimeError: if the launcher's WORLD_SIZE is not the trainer's world size.
@@ -107,17 +257,35 @@ def check_processes_joined(training_args: RecipeTrainingArguments) -> None:
     if launched > 1 and training_args.world_size != launched:
         raise RuntimeError(
             f"The launcher started {launched} processes, but they did not join one distributed run (world size "
-            f"{training_args.world_size}): each would train alone and write into {training_args.output_dir}. On a "
-            "machine without GPUs, pass --use_cpu so that the processes join over gloo."
+            f"{training_args.world_size}): each would train alone and write into {training_args.output_dir}. The "
+            f"processes cannot join over this machine's {training_args.device.type} device; pass --use_cpu so that "
+            "they join over gloo on the CPU."
         )
 
 
-def default_to_train_and_eval(training_args: RecipeTrainingArguments) -> None:
-    """With none of --do_train / --do_eval / --do_predict given, a recipe trains and evaluates."""
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        logger.info("None of --do_train, --do_eval, --do_predict was given: training and evaluating.")
-        training_args.do_train = True
+def choose_stages(training_args: RecipeTrainingArguments, given: set[str]) -> None:
+    """Sets ``do_train`` / ``do_eval`` from what the user said: a recipe trains unless told not to.
+
+    transformers turns ``do_eval`` on for any ``--eval_strategy``, so "none of --do_train / --do_eval /
+    --do_predict is set" cannot tell "evaluate every epoch" (which means training) from "only evaluate".
+    What was given on the command line (or in the arguments file) can: the recipe trains unless
+    ``--do_train`` was given (``--do_train false``), or only ``--do_eval`` / ``--do_predict`` were; with
+    none of the three given, it trains and evaluates.
+
+    Args:
+        training_args: the parsed arguments, changed in place.
+        given: the names of the arguments the user gave (:func:`arguments_given`).
+    """
+    stages = given & set(STAGES)
+    if "do_train" in stages:
+        return
+    training_args.do_train = not any(getattr(training_args, stage) for stage in stages)
+    if not stages:
         training_args.do_eval = True
+    logger.info(
+        f"--do_train not given: {'training' if training_args.do_train else 'not training'}"
+        f"{' and evaluating' if training_args.do_eval else ''}."
+    )
 
 
 def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | None:
@@ -150,6 +318,33 @@ def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | N
         )
         return last_checkpoint
     return None
+
+
+def prepare_run(
+    model_arguments: type, data_arguments: type, argv: Sequence[str] | None, recipe_logger: logging.Logger
+) -> tuple[Any, Any, RecipeTrainingArguments, str | None]:
+    """Parses the arguments and sets a run up as every recipe does: logging, the check that launched processes
+    joined, whether to train / evaluate (:func:`choose_stages`), the checkpoint to resume from, the seed.
+
+    Args:
+        model_arguments: the recipe's `ModelArguments` class.
+        data_arguments: the recipe's `DataTrainingArguments` class.
+        argv: the command line (``sys.argv[1:]`` by default), or one ``.json`` / ``.yaml`` file.
+        recipe_logger: the recipe's logger, set to the run's log level.
+
+    Returns:
+        The model, data and training arguments, and the checkpoint to resume from (or None).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    model_args, data_args, training_args = parse_arguments(
+        (model_arguments, data_arguments, RecipeTrainingArguments), argv
+    )
+    setup_logging(training_args, recipe_logger)
+    check_processes_joined(training_args)
+    choose_stages(training_args, arguments_given(argv))
+    checkpoint = find_checkpoint_to_resume(training_args)
+    set_seed(training_args.seed)
+    return model_args, data_args, training_args, checkpoint
 
 
 def data_file_builder(path: str) -> str:
@@ -258,6 +453,107 @@ def require_columns(dataset: Dataset, columns: Iterable[str | None], source: str
             raise ValueError(f"{source} has no column {column!r}; its columns are {dataset.column_names}.{hint}")
 
 
+def load_hub_splits(
+    name: str,
+    config_name: str | None,
+    requested: dict[str, tuple[str, str]],
+    *,
+    model_args: ModelArguments,
+    revision: str | None,
+    optional: Iterable[str] = (),
+) -> tuple[dict[str, Dataset], dict[str, str]]:
+    """Loads a Hub dataset and picks the splits a run needs.
+
+    Args:
+        name: the Hub dataset.
+        config_name: its configuration.
+        requested: split ("train", "eval", ...) -> (the Hub split, the argument that chooses it).
+        model_args: for the cache folder and the Hub token.
+        revision: the dataset's branch, tag or commit.
+        optional: splits skipped, rather than refused, when the dataset lacks them.
+
+    Returns:
+        The splits, and a description of where each comes from.
+
+    Raises:
+        ValueError: naming the dataset's splits and the argument to set, if a split is missing.
+    """
+    raw = load_dataset(name, config_name, cache_dir=model_args.cache_dir, token=model_args.token, revision=revision)
+    splits, sources = {}, {}
+    for split, (hub_split, argument) in requested.items():
+        if hub_split in raw:
+            splits[split], sources[split] = raw[hub_split], f"split {hub_split!r} of {name}"
+        elif split not in optional:
+            raise ValueError(
+                f"{name} has no split {hub_split!r}; its splits are {list(raw)}. Choose one with {argument}."
+            )
+    return splits, sources
+
+
+def select_data_files(
+    data_args: DataArgumentsMixin, required: dict[str, bool], wanted: dict[str, bool]
+) -> dict[str, str]:
+    """The local files to read: split -> path, for every wanted split that has a file.
+
+    Args:
+        data_args: the data arguments, with their files.
+        required: split ("train", "eval", "test") -> whether the run needs it (--do_train, --do_eval, --do_predict).
+        wanted: split -> whether to read its file when there is one.
+
+    Raises:
+        ValueError: naming the argument to give, for a required split without a file.
+    """
+    stages = {"train": "--do_train", "eval": "--do_eval", "test": "--do_predict"}
+    arguments = {"train": "--train_file", "eval": "--validation_file", "test": "--test_file"}
+    files = {}
+    for split, path in data_args.data_files().items():
+        if required[split] and path is None:
+            raise ValueError(f"{stages[split]} needs {arguments[split]}.")
+        if wanted[split] and path is not None:
+            files[split] = path
+    return files
+
+
+def require_rows_and_columns(
+    splits: dict[str, Dataset],
+    sources: dict[str, str],
+    columns: dict[str | None, str],
+    label_columns: dict[str, str] | None = None,
+) -> None:
+    """Checks that every split holds rows and ``columns``, and every split but the test splits ``label_columns``.
+
+    Args:
+        splits: split -> dataset.
+        sources: split -> where it comes from, for the messages.
+        columns: column -> the argument that chooses it (``{"sentence": "--text_column"}``); None keys are skipped.
+        label_columns: as ``columns``, for the columns that the test splits (to predict) may lack.
+
+    Raises:
+        ValueError: naming the split's source, and the column with its argument.
+    """
+    for split, dataset in splits.items():
+        require_rows(dataset, sources[split])
+        require_columns(dataset, columns, sources[split], columns)
+        if label_columns and not split.startswith("test"):
+            require_columns(dataset, label_columns, sources[split], label_columns)
+
+
+def keep_splits_to_run(splits: dict[str, Dataset], training_args: RecipeTrainingArguments) -> None:
+    """Drops the splits that were read only to check the data or find the labels: "train" without
+    ``--do_train``, the evaluation splits without ``--do_eval``, the test splits without ``--do_predict``."""
+    stage_of = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
+    for split in [split for split in splits if not stage_of[split.split("_")[0]]]:
+        del splits[split]
+
+
+def names_preview(names: Sequence[Any]) -> str:
+    """The names as a list, or, past ``NAMES_SHOWN``, the first few followed by ``...``: a checkpoint made for
+    ImageNet has 1,000 labels."""
+    if len(names) <= NAMES_SHOWN:
+        return str(list(names))
+    return str(list(names[: NAMES_SHOWN // 2]))[:-1] + ", ...]"
+
+
 @dataclass(frozen=True)
 class LabelSet:
     """The classes of a label column: their names (by class id) and the class id of every raw label value."""
@@ -282,22 +578,29 @@ class LabelSet:
         return cls(names=[str(value) for value in values], ids={value: index for index, value in enumerate(values)})
 
 
-def check_labels(dataset: Dataset, column: str, labels: LabelSet, source: str, origin: str) -> None:
-    """Raises a ValueError naming ``source`` and ``column`` if the column holds a label ``labels`` does not know.
+def check_labels(
+    splits: dict[str, Dataset], sources: dict[str, str], column: str, labels: LabelSet, origin: str
+) -> None:
+    """Raises a ValueError naming the split's source and ``column`` if a labelled split (any but the test
+    splits) holds a label ``labels`` does not know.
 
     Args:
-        dataset: a labelled split.
-        column: its label column.
+        splits: split -> dataset.
+        sources: split -> the file, or the Hub split, for the message.
+        column: the label column.
         labels: the classes.
-        source: the file, or the Hub split, for the message.
         origin: where the classes come from ("the GLUE task rte", "train.tsv"), for the message.
     """
-    unknown = sorted(set(dataset.unique(column)) - set(labels.ids), key=str)
-    if unknown:
-        raise ValueError(
-            f"Column {column!r} of {source} holds labels {unknown[:10]} that are not among the {len(labels.names)} "
-            f"labels {labels.names} of {origin}. Fix the data, or choose the label column with --label_column."
-        )
+    for split, dataset in splits.items():
+        if split.startswith("test"):
+            continue
+        unknown = sorted(set(dataset.unique(column)) - set(labels.ids), key=str)
+        if unknown:
+            raise ValueError(
+                f"Column {column!r} of {sources[split]} holds labels {unknown[:10]} that are not among the "
+                f"{len(labels.names)} labels {names_preview(labels.names)} of {origin}. Fix the data, or choose the "
+                "label column with --label_column."
+            )
 
 
 def set_labels(
@@ -331,8 +634,8 @@ def set_labels(
     if pretrained_head and config.num_labels != num_labels and not ignore_mismatched_sizes:
         raise ValueError(
             f"{model_name_or_path} is a {config.architectures[0]} whose head predicts {config.num_labels} labels "
-            f"{list(config.id2label.values())}, but {labels_source} has {num_labels}"
-            f"{'' if names is None else ' ' + str(list(names))}. Pass --ignore_mismatched_sizes to train a new "
+            f"{names_preview(list(config.id2label.values()))}, but {labels_source} has {num_labels}"
+            f"{'' if names is None else ' ' + names_preview(names)}. Pass --ignore_mismatched_sizes to train a new "
             "head, or check --label_column."
         )
     if names is None:
@@ -340,6 +643,51 @@ def set_labels(
     else:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: index for index, name in enumerate(names)}
+
+
+def load_config(
+    model_args: ModelArguments,
+    label_names: Sequence[str] | None,
+    labels_source: str,
+    *,
+    finetuning_task: str,
+    head_suffix: str,
+) -> PretrainedConfig:
+    """The pretrained config with the data's labels (see :func:`set_labels`) and the task's name.
+
+    Args:
+        model_args: the model, its config and where to fetch them.
+        label_names: the label names by class id; None for a regression.
+        labels_source: where the labels come from, for messages.
+        finetuning_task: recorded in the config ("image-classification", a GLUE task, ...).
+        head_suffix: the class-name suffix of the task's models ("ForSequenceClassification").
+    """
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path, **model_args.hub_options()
+    )
+    set_labels(
+        config,
+        label_names,
+        head_suffix=head_suffix,
+        model_name_or_path=model_args.model_name_or_path,
+        labels_source=labels_source,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+    )
+    config.finetuning_task = finetuning_task
+    return config
+
+
+def load_model(auto_class: type, model_args: ModelArguments, config: PretrainedConfig) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` of the model with ``config``, its loss read as a batch mean
+    (:func:`treat_loss_as_batch_mean`)."""
+    model = auto_class.from_pretrained(
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **model_args.hub_options(),
+    )
+    treat_loss_as_batch_mean(model)
+    return model
 
 
 def take_samples(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
@@ -418,6 +766,133 @@ def local_metric(name: str, config_name: str | None = None) -> Callable[..., dic
     raise ValueError(f"No local implementation of the metric {name!r} (config {config_name!r}).")
 
 
+def tokenize_splits(
+    splits: dict[str, Dataset],
+    sources: dict[str, str],
+    tokenize: Callable[[dict[str, list]], dict[str, list]],
+    *,
+    data_args: DataArgumentsMixin,
+    training_args: RecipeTrainingArguments,
+) -> None:
+    """Replaces every split by its random subset of ``--max_*_samples`` rows, tokenized by ``tokenize`` (batched,
+    the raw columns dropped), on the main process first so that the others read its cache.
+
+    Args:
+        splits: split -> dataset, changed in place.
+        sources: split -> where it comes from, for the progress bar.
+        tokenize: maps a batch of raw rows to the model's inputs (and ``labels``).
+        data_args: ``--max_*_samples``, ``--preprocessing_num_workers``, ``--overwrite_cache``.
+        training_args: the seed, and the processes.
+    """
+    with training_args.main_process_first(desc="tokenization"):
+        for split, dataset in splits.items():
+            dataset = take_samples(dataset, data_args.max_samples(split), training_args.seed)
+            splits[split] = dataset.map(
+                tokenize,
+                batched=True,
+                remove_columns=dataset.column_names,
+                num_proc=data_args.preprocessing_num_workers,
+                load_from_cache_file=not data_args.overwrite_cache,
+                desc=f"Tokenizing {sources[split]}",
+            )
+
+
+def pad_to_multiple_of(training_args: RecipeTrainingArguments) -> int | None:
+    """8 under mixed precision (tensor cores work on multiples of 8), else None."""
+    return 8 if training_args.fp16 or training_args.bf16 else None
+
+
+def logits_of(predictions: np.ndarray | tuple) -> np.ndarray:
+    """The logits of a model's predictions, which are a tuple when the model returns more than its logits."""
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def model_card_kwargs(
+    model_args: ModelArguments, data_args: DataArgumentsMixin, tasks: str, tags: list[str] | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of ``Trainer.create_model_card`` / ``push_to_hub``: the base model, the task, and
+    the Hub dataset (with its configuration) the model was fine-tuned on."""
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": tasks}
+    if tags is not None:
+        card["tags"] = tags
+    if data_args.dataset_name is not None:
+        card.update(dataset_tags=data_args.dataset_name, dataset=data_args.dataset_name)
+        if data_args.dataset_config_name is not None:
+            card["dataset_args"] = data_args.dataset_config_name
+    return card
+
+
+def build_trainer(
+    model: PreTrainedModel,
+    processing_class: Any,
+    training_args: RecipeTrainingArguments,
+    splits: dict[str, Dataset],
+    *,
+    data_collator: Callable | None,
+    compute_metrics: Callable,
+) -> LLRDTrainer:
+    """The `LLRDTrainer` of a recipe: it trains on ``splits["train"]`` and evaluates on ``splits["eval"]``,
+    and saves ``processing_class`` (the tokenizer or image processor) with the model."""
+    return LLRDTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits.get("train"),
+        eval_dataset=splits.get("eval"),
+        processing_class=processing_class,
+        data_collator=data_collator,
+        compute_metrics=compute_metrics,
+    )
+
+
+def train_evaluate_and_report(
+    trainer: LLRDTrainer,
+    splits: dict[str, Dataset],
+    *,
+    checkpoint: str | None,
+    model_card: dict[str, Any],
+    predict: Callable[[LLRDTrainer], None] | None = None,
+) -> None:
+    """Runs what the arguments ask for and reports it, as every recipe does.
+
+    Trains (``--do_train``, resuming from ``checkpoint``) and saves the model, its state and the training
+    metrics; evaluates on every evaluation split ("eval", and "eval_mismatched" for MNLI); calls ``predict``
+    (``--do_predict``); writes the model card, or pushes it with the model (``--push_to_hub``); prints the
+    per-depth learning rates; and warns when the run trained nothing.
+
+    Args:
+        trainer: the recipe's trainer (:func:`build_trainer`).
+        splits: split -> the dataset, as the model takes it.
+        checkpoint: the checkpoint to resume training from, or None.
+        model_card: the keyword arguments of ``create_model_card`` (:func:`model_card_kwargs`).
+        predict: the recipe's predictions: writes them to ``--output_dir``.
+    """
+    args = trainer.args
+    if args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics = {**train_result.metrics, "train_samples": len(splits["train"])}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    for split in [split for split in splits if split.startswith("eval")]:
+        metrics = trainer.evaluate(eval_dataset=splits[split], metric_key_prefix=split)
+        metrics[f"{split}_samples"] = len(splits[split])
+        trainer.log_metrics(split, metrics)
+        trainer.save_metrics(split, metrics)
+    if args.do_predict and predict is not None:
+        predict(trainer)
+    if args.push_to_hub:
+        trainer.push_to_hub(**model_card)
+    else:
+        trainer.create_model_card(**model_card)
+    print_layerwise_lr_table(trainer)
+    if not args.do_train and trainer.is_world_process_zero():
+        logger.warning(
+            f"This run trained nothing (--do_train false, or only --do_eval / --do_predict given): every score above "
+            f"is that of {trainer.model.name_or_path} as loaded. Drop those flags, or pass --do_train, to fine-tune."
+        )
+
+
 def treat_loss_as_batch_mean(model) -> None:
     """Tells the Trainer that the model's loss is a mean over its batch.
 
@@ -425,7 +900,8 @@ def treat_loss_as_batch_mean(model) -> None:
     ``num_items_in_batch``; it then multiplies the loss by the number of processes and does not divide it by
     the gradient-accumulation steps. The classification heads of BERT-style models return a plain mean, so
     under DDP or accumulation their loss and gradients would be scaled. ``accepts_loss_kwargs`` is the
-    Trainer's own switch for this.
+    Trainer's own switch for this. (With ``--label_smoothing_factor`` the Trainer's `LabelSmoother` computes
+    the loss instead, and with this switch it too is a mean over the batch.)
     """
     model.accepts_loss_kwargs = False
 

@@ -73,10 +73,11 @@ def save_tiny_text_model(directory: str, texts: list[str], num_labels: int | Non
     return directory
 
 
-def save_tiny_vit(directory: str, num_labels: int = 10, image_size: int = 32) -> str:
-    """A tiny ViT (3 blocks, hidden 32, 8x8 patches) saved with a ViT image processor."""
+def save_tiny_vit(directory: str, num_labels: int = 10, image_size: int = 32, model_type: str = "vit") -> str:
+    """A tiny ViT (3 blocks, hidden 32, 8x8 patches; or another vision architecture of ``tiny_models``) saved
+    with a ViT image processor."""
     os.makedirs(directory, exist_ok=True)
-    tiny_model("vit", num_labels=num_labels, image_size=image_size).save_pretrained(directory)
+    tiny_model(model_type, num_labels=num_labels, image_size=image_size).save_pretrained(directory)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(directory)
     return directory
 

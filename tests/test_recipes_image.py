@@ -1,6 +1,7 @@
 """recipes/image_classification.py on a tiny ViT and the real CIFAR-10 (parquet, as on the Hub)."""
 
 import csv
+import logging
 import os
 
 import numpy as np
@@ -8,11 +9,31 @@ import pytest
 import torch
 from datasets import load_dataset
 from PIL import Image
-from transformers import CLIPImageProcessor, ConvNextImageProcessor, ViTImageProcessor
+from transformers import (
+    AutoModelForImageClassification,
+    BitImageProcessor,
+    CLIPImageProcessor,
+    ConvNextImageProcessor,
+    Dinov2Config,
+    EfficientNetConfig,
+    TimmWrapperConfig,
+    ViTConfig,
+    ViTImageProcessor,
+)
 
 import image_classification
-from image_classification import EvalTransform, TrainTransform, model_input_size, random_resized_crop_box
+from image_classification import (
+    EvalTransform,
+    TrainTransform,
+    image_size_forward_options,
+    model_input_size,
+    random_resized_crop_box,
+    resize_image_processor,
+    set_drop_path_rate,
+)
 from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_vit, shared_data
+from recipe_utils import load_data_file, set_labels, take_samples
+from tiny_models import tiny_model
 
 CIFAR10_TRAIN, CIFAR10_TEST = shared_data("cifar10", "train.parquet"), shared_data("cifar10", "test.parquet")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -52,8 +73,8 @@ def cifar10_images(tmp_path_factory):
 
 @pytest.fixture
 def run_image(tiny_vit, tmp_path):
-    def run(arguments: str, model=None):
-        output_dir = str(tmp_path / "out")
+    def run(arguments: str, model=None, output_dir=None):
+        output_dir = output_dir or str(tmp_path / "out")
         common = f"""
             --model_name_or_path {model or tiny_vit} --output_dir {output_dir} --cache_dir {tmp_path / "cache"}
             --per_device_train_batch_size 16 --per_device_eval_batch_size 32 --num_train_epochs 1
@@ -227,3 +248,134 @@ def test_model_input_size_follows_the_processor():
     assert model_input_size(ConvNextImageProcessor()) == (384, 384)
     clip = CLIPImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224})
     assert model_input_size(clip) == (224, 224)
+
+
+CIFAR10_SUBSETS = (
+    f"--train_file {CIFAR10_TRAIN} --validation_file {CIFAR10_TEST} --max_train_samples 32 --max_eval_samples 32"
+)
+
+
+def test_eval_strategy_without_do_train_trains(run_image):
+    output_dir = run_image(f"{CIFAR10_SUBSETS} --eval_strategy epoch")
+    results = read_json(output_dir, "all_results.json")
+    assert (results["train_samples"], results["epoch"], results["eval_samples"]) == (32, 1.0, 32)
+    state = read_json(output_dir, "trainer_state.json")
+    assert state["global_step"] == 2
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_accuracy" in entry] == [1.0]
+
+
+def test_a_run_that_trains_nothing_says_so(run_image, tiny_vit, tmp_path, caplog):
+    for stages in ("--do_eval", "--do_train false --eval_strategy epoch"):
+        output_dir = str(tmp_path / stages.split()[-1])
+        with caplog.at_level(logging.WARNING, logger="recipe_utils"):
+            run_image(f"{CIFAR10_SUBSETS} {stages}", output_dir=output_dir)
+        assert "train_samples" not in read_json(output_dir, "all_results.json")
+        assert caplog.messages[-1] == (
+            "This run trained nothing (--do_train false, or only --do_eval / --do_predict given): every score above "
+            f"is that of {tiny_vit} as loaded. Drop those flags, or pass --do_train, to fine-tune."
+        )
+
+
+def test_an_imagenet_head_lists_its_first_labels_and_their_count():
+    config = ViTConfig(num_labels=1000, architectures=["ViTForImageClassification"])
+    with pytest.raises(ValueError) as error:
+        set_labels(
+            config,
+            ["cat", "dog"],
+            head_suffix="ForImageClassification",
+            model_name_or_path="google/vit-base-patch16-224",
+            labels_source="train.parquet",
+            ignore_mismatched_sizes=False,
+        )
+    assert str(error.value) == (
+        "google/vit-base-patch16-224 is a ViTForImageClassification whose head predicts 1000 labels ['LABEL_0', "
+        "'LABEL_1', 'LABEL_2', 'LABEL_3', 'LABEL_4', ...], but train.parquet has 2 ['cat', 'dog']. Pass "
+        "--ignore_mismatched_sizes to train a new head, or check --label_column."
+    )
+
+
+def test_image_size_resizes_the_processor_and_the_dinov2_grid(run_image, tmp_path):
+    tiny_dinov2 = save_tiny_vit(str(tmp_path / "dinov2"), num_labels=10, model_type="dinov2")
+    output_dir = run_image(f"{CIFAR10_SUBSETS} --image_size 16", model=tiny_dinov2)
+    assert read_json(output_dir, "all_results.json")["train_samples"] == 32
+    assert read_json(output_dir, "preprocessor_config.json")["size"] == {"height": 16, "width": 16}
+    # The fine-tuned model still holds its 4 x 4 grid of position embeddings (32 px, 8 px patches) and
+    # interpolates it to the 2 x 2 grid of 16 px images.
+    model = AutoModelForImageClassification.from_pretrained(output_dir)
+    assert model.dinov2.embeddings.position_embeddings.shape == (1, 1 + 16, 32)
+    assert model(pixel_values=torch.zeros(2, 3, 16, 16)).logits.shape == (2, 10)
+
+
+def test_image_size_passes_interpolate_pos_encoding_to_vit(run_image):
+    output_dir = run_image(f"{CIFAR10_SUBSETS} --image_size 24")
+    assert read_json(output_dir, "preprocessor_config.json")["size"] == {"height": 24, "width": 24}
+    assert read_json(output_dir, "trainer_state.json")["global_step"] == 2
+
+
+def test_image_size_forward_options_check_the_model_on_one_image():
+    vit, dinov2 = tiny_model("vit", num_labels=3).train(), tiny_model("dinov2", num_labels=3).eval()
+    assert image_size_forward_options(vit, 16) == {"interpolate_pos_encoding": True}
+    assert image_size_forward_options(dinov2, 48) == {}
+    assert vit.training and not dinov2.training  # the check leaves each model in its mode
+    with pytest.raises(ValueError) as error:
+        image_size_forward_options(vit, 4)  # smaller than one 8 x 8 patch
+    assert str(error.value).startswith("ViTForImageClassification does not take 4x4 images (--image_size 4): ")
+
+
+def test_resize_image_processor_keeps_the_ratio_of_resize_to_crop():
+    vit = ViTImageProcessor(size={"height": 224, "width": 224})
+    resize_image_processor(vit, 112)
+    assert (vit.size, model_input_size(vit)) == ({"height": 112, "width": 112}, (112, 112))
+    # DINOv2's processor: shortest edge 256, center crop 224.
+    dinov2 = BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224})
+    resize_image_processor(dinov2, 112)
+    assert (dinov2.size, dinov2.crop_size) == ({"shortest_edge": 128}, {"height": 112, "width": 112})
+    image = Image.new("RGB", (300, 200))
+    assert EvalTransform(dinov2)([image]).shape == (1, 3, 112, 112)
+    assert TrainTransform(dinov2)([image]).shape == (1, 3, 112, 112)
+    convnext = ConvNextImageProcessor(size={"shortest_edge": 384})
+    resize_image_processor(convnext, 160)
+    assert convnext.size == {"shortest_edge": 160}
+    assert EvalTransform(convnext)([image]).shape == (1, 3, 160, 160)
+
+
+def test_drop_path_rate_reaches_the_model(run_image, tmp_path):
+    tiny_dinov2 = save_tiny_vit(str(tmp_path / "dinov2"), num_labels=10, model_type="dinov2")
+    output_dir = run_image(f"{CIFAR10_SUBSETS} --drop_path_rate 0.2", model=tiny_dinov2)
+    assert read_json(output_dir, "config.json")["drop_path_rate"] == 0.2
+    model = AutoModelForImageClassification.from_pretrained(output_dir)
+    assert [layer.drop_path.drop_prob for layer in model.dinov2.encoder.layer] == [0.2, 0.2, 0.2]
+
+
+def test_drop_path_rate_names_each_models_setting_and_refuses_a_model_without_it(run_image, tiny_vit):
+    configs = Dinov2Config(), EfficientNetConfig(), TimmWrapperConfig(model_args={"pretrained_strict": False})
+    for config in configs:
+        set_drop_path_rate(config, 0.3)
+    assert configs[0].drop_path_rate == 0.3 and configs[1].drop_connect_rate == 0.3
+    assert configs[2].model_args == {"pretrained_strict": False, "drop_path_rate": 0.3}
+    with pytest.raises(ValueError) as error:
+        run_image(f"{CIFAR10_SUBSETS} --drop_path_rate 0.1")
+    assert str(error.value) == (
+        "--drop_path_rate 0.1: ViTConfig has no stochastic depth (no drop_path_rate or drop_connect_rate). Leave "
+        "--drop_path_rate out, or choose a model that has it (DINOv2, BEiT, Swin, ConvNeXt, EfficientNet, timm "
+        "models)."
+    )
+
+
+def test_label_smoothing_is_the_loss_of_training_and_evaluation(run_image):
+    output_dir = run_image(f"{CIFAR10_SUBSETS} --label_smoothing_factor 0.1 --per_device_eval_batch_size 32")
+    eval_loss = read_json(output_dir, "all_results.json")["eval_loss"]
+
+    # The same 32 evaluation images, through the saved model: (1 - 0.1) * cross-entropy + 0.1 * the mean over
+    # the 10 classes of -log p (transformers' LabelSmoother), averaged over the images.
+    images = take_samples(load_data_file(CIFAR10_TEST), 32, seed=42)
+    model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
+    pixel_values = EvalTransform(ViTImageProcessor.from_pretrained(output_dir))(images["img"])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(pixel_values=pixel_values).logits, dim=-1)
+    cross_entropy = -log_probs[torch.arange(32), torch.tensor(images["label"])]
+    smoothed = (0.9 * cross_entropy - 0.1 * log_probs.mean(dim=-1)).mean().item()
+    assert eval_loss == pytest.approx(smoothed, abs=1e-6)
+    # The briefly trained tiny model is close to uniform, so the two losses are close, but 500 times the
+    # tolerance apart (5.6e-4).
+    assert abs(eval_loss - cross_entropy.mean().item()) > 5e-4

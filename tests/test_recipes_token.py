@@ -1,6 +1,7 @@
 """recipes/token_classification.py: CoNLL-2003-style NER on a tiny BERT, scored with seqeval."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -75,8 +76,8 @@ def tiny_bert_encoder(tmp_path_factory):
 
 @pytest.fixture
 def run_token(tiny_bert_encoder, tmp_path):
-    def run(arguments: str):
-        output_dir = str(tmp_path / "out")
+    def run(arguments: str, output_dir=None):
+        output_dir = output_dir or str(tmp_path / "out")
         common = f"""
             --model_name_or_path {tiny_bert_encoder} --output_dir {output_dir} --cache_dir {tmp_path / "cache"}
             --per_device_train_batch_size 2 --per_device_eval_batch_size 4 --num_train_epochs 2
@@ -122,6 +123,32 @@ def test_parquet_with_classlabel_tags(run_token, tmp_path):
     output_dir = run_token(f"--train_file {path} --validation_file {path}")
     assert read_json(output_dir, "config.json")["id2label"] == {"0": "O", "1": "B-PER", "2": "I-PER"}
     assert read_json(output_dir, "all_results.json")["eval_samples"] == 2
+
+
+def test_eval_strategy_without_do_train_trains(run_token, conll_file):
+    output_dir = run_token(f"--train_file {conll_file} --validation_file {conll_file} --eval_strategy epoch")
+    results = read_json(output_dir, "all_results.json")
+    assert (results["train_samples"], results["epoch"], results["eval_samples"]) == (4, 2.0, 4)
+    state = read_json(output_dir, "trainer_state.json")
+    assert state["global_step"] == 4
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_f1" in entry] == [1.0, 2.0]
+
+
+def test_a_run_that_trains_nothing_says_so(run_token, tiny_bert_encoder, conll_file, tmp_path, caplog):
+    stages = {
+        "evaluate": "--do_eval",
+        "predict": f"--do_predict --test_file {conll_file}",
+        "evaluate-every-epoch": "--do_train false --eval_strategy epoch",
+    }
+    for name, flags in stages.items():
+        output_dir = str(tmp_path / name)
+        with caplog.at_level(logging.WARNING, logger="recipe_utils"):
+            run_token(f"--train_file {conll_file} --validation_file {conll_file} {flags}", output_dir)
+        assert "train_samples" not in read_json(output_dir, "all_results.json")
+        assert caplog.messages[-1] == (
+            "This run trained nothing (--do_train false, or only --do_eval / --do_predict given): every score above "
+            f"is that of {tiny_bert_encoder} as loaded. Drop those flags, or pass --do_train, to fine-tune."
+        )
 
 
 def test_files_other_than_tables_are_read_as_conll_text():

@@ -1,0 +1,208 @@
+"""What the three recipes share and where they are meant to differ, in the spirit of accelerate's
+``ExampleDifferenceTests`` (its ``tests/test_examples.py``): a recipe keeps only what is specific to its task,
+and everything else comes from ``recipes/recipe_utils.py``. A change to what differs must change the sets
+below, on purpose."""
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import os
+import re
+import typing
+
+import pytest
+
+import recipe_utils
+from recipe_helpers import RECIPES_DIR
+
+RECIPES = ("text_classification", "image_classification", "token_classification")
+
+# The shared steps every main() takes, in this order; a recipe's own steps come between them.
+SHARED_STEPS = [
+    "prepare_run",
+    "load_splits",  # each recipe's own, under one name
+    "keep_splits_to_run",
+    "load_config",
+    "load_model",
+    "build_trainer",
+    "model_card_kwargs",
+    "train_evaluate_and_report",
+]
+
+# Each main()'s calls, in order: the steps that are meant to differ stand between the shared ones.
+MAIN_CALLS = {
+    "text_classification": [
+        "prepare_run", "load_splits", "check_text_columns", "resolve_labels", "keep_splits_to_run",
+        "load_config", "load_model", "drop_test_labels", "text_tokenizer", "tokenize_splits",
+        "DataCollatorWithPadding", "pad_to_multiple_of", "text_metrics", "build_trainer", "model_card_kwargs",
+        "partial", "train_evaluate_and_report",
+    ],
+    "image_classification": [
+        "prepare_run", "load_splits", "check_image_columns", "check_labels", "keep_splits_to_run", "load_config",
+        "set_drop_path_rate", "load_model", "resize_image_processor", "image_size_forward_options",
+        "apply_transforms", "build_trainer", "partial", "accuracy_metrics", "model_card_kwargs",
+        "train_evaluate_and_report",
+    ],
+    "token_classification": [
+        "prepare_run", "load_splits", "require_rows_and_columns", "resolve_tags", "keep_splits_to_run",
+        "load_config", "load_fast_tokenizer", "load_model", "min", "partial", "tokenize_splits",
+        "DataCollatorForTokenClassification", "pad_to_multiple_of", "seqeval_metrics", "build_trainer",
+        "model_card_kwargs", "partial", "train_evaluate_and_report",
+    ],
+}  # fmt: skip
+
+# What each recipe defines itself: its task's data, processing, metric and predictions.
+OWN_DEFINITIONS = {
+    "text_classification": {
+        "GlueTask", "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_text_columns",
+        "check_text_columns", "resolve_labels", "tokenize_texts", "text_tokenizer", "drop_test_labels",
+        "text_metrics", "write_predictions", "main",
+    },
+    "image_classification": {
+        "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_image_column", "resolve_label_column",
+        "as_image_column", "model_input_size", "random_resized_crop_box", "TrainTransform", "EvalTransform",
+        "check_image_columns", "set_drop_path_rate", "resize_image_processor", "image_size_forward_options",
+        "apply_transforms", "collate", "accuracy_metrics", "main",
+    },
+    "token_classification": {
+        "ModelArguments", "DataTrainingArguments", "is_conll_file", "read_conll_file", "load_splits",
+        "resolve_tags", "inside_tag_ids", "align_tags", "seqeval_scores", "tokenize_and_align_tags",
+        "load_fast_tokenizer", "word_level_tags", "seqeval_metrics", "write_predicted_tags", "main",
+    },
+}  # fmt: skip
+
+# The arguments (flags) each recipe adds to the shared ones.
+OWN_MODEL_ARGUMENTS = {
+    "text_classification": {"tokenizer_name"},
+    "image_classification": {"image_processor_name", "image_size", "drop_path_rate"},
+    "token_classification": {"tokenizer_name"},
+}
+OWN_DATA_ARGUMENTS = {
+    "text_classification": {
+        "task_name", "column_names", "text_column", "text_pair_column", "label_column", "max_seq_length",
+    },
+    "image_classification": {
+        "train_val_split", "train_dir", "validation_dir", "image_column", "label_column",
+    },
+    "token_classification": {
+        "conll_columns", "tokens_column", "label_column", "label_all_tokens", "max_seq_length",
+        "return_entity_level_metrics",
+    },
+}  # fmt: skip
+# Shared arguments a recipe declares again only to say more in --help (type and default stay the shared ones).
+REWORDED_ARGUMENTS = {
+    "text_classification": {"model_name_or_path", "dataset_name", "train_file"},
+    "image_classification": {"model_name_or_path", "dataset_name", "validation_split_name", "train_file"},
+    "token_classification": {"model_name_or_path", "dataset_name", "train_file", "test_file"},
+}
+# The shared data arguments each recipe takes: the Hub dataset, files and subsets; the data to predict; tokenization.
+DATA_MIXINS = {
+    "text_classification": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
+    "image_classification": (recipe_utils.DataArgumentsMixin,),
+    "token_classification": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
+}
+
+
+def _tree(recipe: str) -> ast.Module:
+    with open(os.path.join(RECIPES_DIR, f"{recipe}.py"), encoding="utf-8") as handle:
+        return ast.parse(handle.read())
+
+
+def _main(recipe: str) -> ast.FunctionDef:
+    return next(node for node in _tree(recipe).body if isinstance(node, ast.FunctionDef) and node.name == "main")
+
+
+def _called_names(function: ast.FunctionDef) -> list[str]:
+    calls = [node for node in ast.walk(function) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
+    return [call.func.id for call in sorted(calls, key=lambda call: (call.lineno, call.col_offset))]
+
+
+def _functions(module: str) -> dict[str, str]:
+    """Module-level function name -> its code (arguments and body, without its name and docstring)."""
+    functions = {}
+    for node in _tree(module).body:
+        if isinstance(node, ast.FunctionDef):
+            body = node.body[1:] if ast.get_docstring(node) else node.body
+            functions[node.name] = ast.dump(node.args) + ast.dump(ast.Module(body=body, type_ignores=[]))
+    return functions
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {field.name: field for field in dataclasses.fields(cls)}
+
+
+def _declared(cls: type) -> set[str]:
+    return set(cls.__dict__.get("__annotations__", {}))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_main_takes_the_shared_steps_and_its_own_between_them(recipe):
+    calls = _called_names(_main(recipe))
+    assert calls == MAIN_CALLS[recipe]
+    assert [call for call in calls if call in SHARED_STEPS] == SHARED_STEPS
+    module = importlib.import_module(recipe)
+    for name in SHARED_STEPS:
+        owner = recipe_utils if name != "load_splits" else module
+        assert getattr(module, name) is getattr(owner, name), name
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_main_reads_in_one_screen_of_named_steps(recipe):
+    main = _main(recipe)
+    assert main.end_lineno - main.lineno + 1 <= 80
+    with open(os.path.join(RECIPES_DIR, f"{recipe}.py"), encoding="utf-8") as handle:
+        body = handle.read().splitlines()[main.lineno - 1 : main.end_lineno]
+    assert not [line for line in body if re.match(r"\s*# \d+\.", line)]  # no numbered narration
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_each_recipe_defines_only_what_its_task_needs(recipe):
+    defined = {node.name for node in _tree(recipe).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert defined == OWN_DEFINITIONS[recipe]
+    # None of them is a copy, under its name or another, of a shared function or of another recipe's.
+    shared = _functions("recipe_utils")
+    assert not defined & set(shared)
+    ours = set(_functions(recipe).values())
+    for other in RECIPES:
+        if other != recipe:
+            assert not ours & set(_functions(other).values()), other
+    assert not ours & set(shared.values())
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_each_recipe_adds_only_its_own_arguments_to_the_shared_ones(recipe):
+    module = importlib.import_module(recipe)
+    model_arguments, data_arguments = module.ModelArguments, module.DataTrainingArguments
+    assert model_arguments.__bases__ == (recipe_utils.ModelArguments,)
+    assert data_arguments.__bases__ == DATA_MIXINS[recipe]
+
+    reworded = REWORDED_ARGUMENTS[recipe]
+    assert _declared(model_arguments) | _declared(data_arguments) == (
+        OWN_MODEL_ARGUMENTS[recipe] | OWN_DATA_ARGUMENTS[recipe] | reworded
+    )
+    shared, shared_types = _fields(recipe_utils.ModelArguments), typing.get_type_hints(recipe_utils.ModelArguments)
+    for mixin in DATA_MIXINS[recipe]:
+        shared.update(_fields(mixin))
+        shared_types.update(typing.get_type_hints(mixin))
+    own_types = {**typing.get_type_hints(model_arguments), **typing.get_type_hints(data_arguments)}
+    assert set(_fields(model_arguments)) | set(_fields(data_arguments)) == (
+        set(shared) | OWN_MODEL_ARGUMENTS[recipe] | OWN_DATA_ARGUMENTS[recipe]
+    )
+    for name in reworded:
+        own = {**_fields(model_arguments), **_fields(data_arguments)}[name]
+        assert (own_types[name], own.default) == (shared_types[name], shared[name].default), name
+        assert own.metadata["help"] != shared[name].metadata["help"], name
+
+
+def test_the_recipes_share_their_steps_from_one_module():
+    # Every recipe_utils function a main() calls is a public, documented helper with its arguments named.
+    for name in SHARED_STEPS:
+        if name == "load_splits":
+            continue
+        function = getattr(recipe_utils, name)
+        assert function.__doc__, name
+        assert not any(
+            parameter.kind is inspect.Parameter.VAR_KEYWORD
+            for parameter in inspect.signature(function).parameters.values()
+        ), name
