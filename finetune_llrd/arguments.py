@@ -115,6 +115,14 @@ class LLRDTrainingArguments(TrainingArguments):
             "that step, so the last checkpoint stays the last good one. False trains on, as the stock Trainer does."
         },
     )
+    save_on_preemption: bool = field(
+        default=False,
+        metadata={
+            "help": "On SIGTERM or SIGUSR1 (a cluster's preemption notice), finish the current optimizer step on all "
+            "ranks, write a complete checkpoint there and exit with code 75 (EX_TEMPFAIL), leaving "
+            "output_dir/preempted.json; run the same command with --resume_from_checkpoint True to continue."
+        },
+    )
 
     def __post_init__(self):
         _refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)

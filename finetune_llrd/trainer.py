@@ -18,6 +18,7 @@ from .diagnostics import DepthIndex, singh2015_factors
 from .layer_map import LayerMap, LayerMapping, layer_map
 from .model_card import add_layerwise_section
 from .param_groups import format_lr_table, lr_table, param_groups
+from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
 
@@ -63,6 +64,11 @@ class LLRDTrainer(Trainer):
         self._check_features_fit_the_setup()
         if self.model_init is None:
             self._reinit_top_layers(self.model)
+        # Preemption (issue 13): added before the callback that checks for a non-finite loss at step end, so
+        # that check sees the save this callback asks for.
+        self._preemption = PreemptionCallback() if getattr(self.args, "save_on_preemption", False) else None
+        if self._preemption is not None:
+            self.add_callback(self._preemption)
         self.add_callback(_LayerwiseStepHooks(self))
         if getattr(self.args, "gradual_unfreeze_steps", 0) > 0:
             self.add_callback(GradualUnfreezingCallback(self.args.gradual_unfreeze_steps))
@@ -101,11 +107,22 @@ class LLRDTrainer(Trainer):
         ignore_keys_for_eval: list[str] | None = None,
     ):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
-        with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one."""
+        with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one.
+
+        With ``save_on_preemption``, a run stopped by SIGTERM or SIGUSR1 raises ``TrainingPreempted`` (a
+        ``SystemExit`` with code 75) once its checkpoint is written."""
         self._resume_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        return super().train(
-            resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
-        )
+        # Preemption (issue 13): the signal handlers go back however training ends.
+        try:
+            output = super().train(
+                resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
+            )
+        finally:
+            if self._preemption is not None:
+                self._preemption.restore_signal_handlers()
+        if self._preemption is not None:
+            self._preemption.exit_if_preempted()
+        return output
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)
