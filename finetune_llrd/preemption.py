@@ -96,11 +96,6 @@ class PreemptionCallback(TrainerCallback):
         self._output_dir: str | None = None
         self._logs_here = True
 
-    @property
-    def preempted(self) -> bool:
-        """Whether this run stopped on a preemption signal."""
-        return self.stop_step is not None
-
     # ---- signals ----
 
     def _handle_signal(self, signum, frame) -> None:
@@ -166,6 +161,11 @@ class PreemptionCallback(TrainerCallback):
         self._create_group(args)
         if args.should_save:
             _remove(os.path.join(args.output_dir, PREEMPTED_MARKER))
+            if args.save_only_model:
+                logger.warning(
+                    "save_only_model=True: a checkpoint written on preemption holds no optimizer, scheduler or RNG "
+                    "state, so a resumed run will not continue exactly."
+                )
         self.install_signal_handlers()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -249,8 +249,9 @@ class PreemptionCallback(TrainerCallback):
         raise preempted
 
     def _evaluation_decides_the_save(self, args, state, control, epoch_end: bool) -> bool:
-        # With save_strategy="best" the Trainer replaces should_save by "was this evaluation the best?".
-        if args.save_strategy != SaveStrategy.BEST:
+        # With save_strategy="best" the Trainer replaces should_save by "was this evaluation the best?"; at the
+        # last step there is no next one to wait for.
+        if args.save_strategy != SaveStrategy.BEST or state.global_step >= state.max_steps:
             return False
         evaluates_at_epoch_end = (
             epoch_end and args.eval_strategy == IntervalStrategy.EPOCH and args.eval_delay <= (state.epoch or 0)

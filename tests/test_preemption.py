@@ -465,3 +465,21 @@ def test_sigkill_to_one_rank_ends_the_launcher_soon_and_resume_is_exact(two_rank
     _assert_same_weights(_weights(output_dir), _weights(two_ranks))
     _assert_same_logs(_loss_logs(output_dir), _loss_logs(two_ranks), rel=1e-5)
     print(f"launcher exit {returncode} {seconds:.1f} s after SIGKILL to rank 1")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_reaches_every_rank(tmp_path):
+    # What Kubernetes and SLURM's time limit do: SIGTERM to `accelerate launch`, which passes it to the ranks and
+    # kills them after TORCH_ELASTIC_SHUTDOWN_TIMEOUT; here they save and exit long before that.
+    output_dir = tmp_path / "run"
+    process = _start(output_dir, PREEMPT_TEST_STEP_SECONDS="0.3", TORCH_ELASTIC_SHUTDOWN_TIMEOUT="60")
+    _wait_for_step(output_dir, 1, 10, process)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) != 0
+    assert time.monotonic() - signalled < 60
+    marker = _read_json(output_dir, PREEMPTED_MARKER)
+    stop = marker["step"]
+    assert 10 <= stop < 16 and marker["signal"] == "SIGTERM"
+    assert _read_int(output_dir / "progress0") == _read_int(output_dir / "progress1") == stop
+    assert complete_checkpoints(str(output_dir)) == [str(output_dir / f"checkpoint-{step}") for step in (8, stop)]
