@@ -17,7 +17,6 @@ import time
 import pytest
 import torch
 import transformers
-from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainerState
 
 from finetune_llrd import LLRDTrainer
