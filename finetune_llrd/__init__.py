@@ -1,10 +1,11 @@
 """Layer-wise learning rates for fine-tuning Hugging Face models."""
 
 from .arguments import LLRDTrainingArguments
-from .callbacks import GradualUnfreezingCallback
+from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback
 from .layer_map import LayerMap, LayerMapError, layer_map
 from .model_card import add_layerwise_section, layerwise_model_card_section
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
+from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback, TrainingPreempted
 from .rates import LayerwiseRates
 from .reinit import reinit_top_layers
 from .schedules import get_slanted_triangular_schedule
@@ -19,6 +20,10 @@ __all__ = [
     "LayerMap",
     "LayerMapError",
     "LayerwiseRates",
+    "NonFiniteLossCallback",
+    "PREEMPTED_EXIT_CODE",
+    "PreemptionCallback",
+    "TrainingPreempted",
     "add_layerwise_section",
     "depth_learning_rates",
     "get_slanted_triangular_schedule",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
+from .deepspeed_checks import check_deepspeed_scheduler
 from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grouping
 from .rates import LayerwiseRates
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
@@ -122,6 +123,14 @@ class LLRDTrainingArguments(TrainingArguments):
             "that step, so the last checkpoint stays the last good one. False trains on, as the stock Trainer does."
         },
     )
+    save_on_preemption: bool = field(
+        default=False,
+        metadata={
+            "help": "On SIGTERM or SIGUSR1 (a cluster's preemption notice), finish the current optimizer step on all "
+            "ranks, write a complete checkpoint there and exit with code 75 (EX_TEMPFAIL), leaving "
+            "output_dir/preempted.json; run the same command with --resume_from_checkpoint True to continue."
+        },
+    )
 
     def __post_init__(self):
         _ = self.layerwise_rates  # building the value checks the five rate settings
@@ -199,7 +208,8 @@ def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: b
 
 def check_deepspeed_config(config: dict) -> None:
     """Refuses a DeepSpeed config with an ``optimizer`` block: DeepSpeed would then build its own optimizer
-    from all parameters, silently dropping the layer-wise groups.
+    from all parameters, silently dropping the layer-wise groups; and a ``scheduler`` block whose scheduler
+    sets one rate for every group (:func:`finetune_llrd.deepspeed_checks.check_deepspeed_scheduler`).
 
     Raises:
         ValueError: saying what to remove.
@@ -210,3 +220,4 @@ def check_deepspeed_config(config: dict) -> None:
             "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
             "optimizer, set with --optim, is used instead)."
         )
+    check_deepspeed_scheduler(config)

@@ -18,6 +18,7 @@ from .diagnostics import DepthStepMonitor
 from .layer_map import LayerMap, LayerMapping, layer_map
 from .model_card import add_layerwise_section
 from .param_groups import format_lr_table, lr_table, param_groups
+from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
 
@@ -62,7 +63,12 @@ class LLRDTrainer(Trainer):
         self._check_features_fit_the_setup()
         if self.model_init is None:
             self._reinit_top_layers(self.model)
-        # Callbacks run in the order added: the loss check before the adaptation, unfreezing last.
+        # Callbacks run in the order added: preemption first (the loss check at step end must see the save it
+        # asks for), then the loss check before the adaptation, unfreezing last.
+        self.preemption: PreemptionCallback | None = None
+        if getattr(self.args, "save_on_preemption", False):
+            self.preemption = PreemptionCallback()
+            self.add_callback(self.preemption)
         self.nonfinite_loss_stop: NonFiniteLossCallback | None = None
         if getattr(self.args, "stop_on_nonfinite_loss", False):
             self.nonfinite_loss_stop = NonFiniteLossCallback()
@@ -100,11 +106,22 @@ class LLRDTrainer(Trainer):
         ignore_keys_for_eval: list[str] | None = None,
     ):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
-        with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one."""
+        with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one.
+
+        With ``save_on_preemption``, a run stopped by SIGTERM or SIGUSR1 raises ``TrainingPreempted`` (a
+        ``SystemExit`` with code 75) once its checkpoint is written."""
         self._resume_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        return super().train(
-            resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
-        )
+        # The signal handlers go back however training ends.
+        try:
+            output = super().train(
+                resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
+            )
+        finally:
+            if self.preemption is not None:
+                self.preemption.restore_signal_handlers()
+        if self.preemption is not None:
+            self.preemption.exit_if_preempted()
+        return output
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)

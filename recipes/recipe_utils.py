@@ -59,6 +59,22 @@ class RecipeTrainingArguments(LLRDTrainingArguments):
         },
     )
 
+    save_on_preemption: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGUSR1 (a cluster's preemption notice), finish the optimizer step, write one complete "
+            "checkpoint, write preempted.json and exit with code 75, so that the job can be requeued and resumed "
+            "(see recipes/README.md, 'On a cluster'). --save_on_preemption false leaves the signals to their defaults."
+        },
+    )
+    ddp_timeout: int = field(
+        default=600,
+        metadata={
+            "help": "Seconds a collective may wait for the other processes before failing (transformers' default is "
+            "1800): a rank lost on another machine stops the job after this long."
+        },
+    )
+
     def __post_init__(self):
         # Without an accelerator every process runs on the CPU anyway. Saying so is what transformers needs to
         # join launched processes over gloo (`accelerate launch --multi_gpu` on a laptop) and to allow --bf16.
