@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ class SearchArguments:
     )
     search_metric: str | None = field(
         default=None,
-        metadata={"help": "The evaluation metric the search optimizes, e.g. eval_accuracy. Default: the recipe's main metric."},
+        metadata={"help": "The evaluation metric the search optimizes, e.g. eval_accuracy. Default: --metric_for_best_model if set, else eval_loss."},
     )
     search_direction: str | None = field(
         default=None,
@@ -406,19 +406,3 @@ def best_command_line(argv: Sequence[str], best_params: dict[str, float], progra
         kept.append(item)
     tuned = [part for key, value in best_params.items() for part in (f"--{key}", f"{value:.6g}")]
     return shlex.join([program, argv[0], *kept, *tuned])
-
-
-def apply_best(training_args, best_params: dict[str, float]):
-    """Sets the best trial's values on ``training_args`` (in place) and returns it."""
-    for key, value in best_params.items():
-        setattr(training_args, key, value)
-    return training_args
-
-
-def search_then_train_args(
-    trainer_factory: Callable[[], Any], search_args: SearchArguments, metric: str, num_parameters: int
-) -> tuple[SearchOutcome, SearchSpace]:
-    """Builds the space (the user's file, or the default for the model's size) and runs the search on a
-    trainer from ``trainer_factory``."""
-    space = load_search_space(search_args.search_space) if search_args.search_space else default_search_space(num_parameters, search_args.search_head_lr_multiple)
-    return run_search(trainer_factory(), search_args, space, metric), space

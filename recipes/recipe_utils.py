@@ -30,6 +30,14 @@ from transformers.utils import is_torch_xla_available
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
 from finetune_llrd.checkpoints import complete_checkpoints, resolve_resume_checkpoint
 from finetune_llrd.param_groups import format_lr_table
+from finetune_llrd.search import (
+    SearchArguments,
+    best_command_line,
+    default_search_space,
+    load_search_space,
+    run_search,
+    write_search_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ NAMES_SHOWN = 10
 
 
 @dataclass
-class RecipeTrainingArguments(LLRDTrainingArguments):
+class RecipeTrainingArguments(LLRDTrainingArguments, SearchArguments):
     """`LLRDTrainingArguments` plus ``--overwrite_output_dir``, which transformers 5 dropped from `TrainingArguments`.
 
     As in transformers' example scripts before that, the flag guards ``--output_dir``: see
@@ -81,6 +89,7 @@ class RecipeTrainingArguments(LLRDTrainingArguments):
         if not self.use_cpu and not accelerator_available():
             self.use_cpu = True
         super().__post_init__()
+        SearchArguments.__post_init__(self)
 
 
 def accelerator_available() -> bool:
@@ -360,6 +369,9 @@ def prepare_run(
     choose_stages(training_args, arguments_given(argv))
     checkpoint = find_checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
+    # What --search_trials prints as the command that trains its best configuration.
+    recipe_file = os.path.relpath(sys.modules[recipe_logger.name].__file__)
+    training_args.recipe_command = [recipe_file, *argv]
     return model_args, data_args, training_args, checkpoint
 
 
@@ -883,6 +895,8 @@ def train_evaluate_and_report(
         predict: the recipe's predictions: writes them to ``--output_dir``.
     """
     args = trainer.args
+    if args.do_train and args.search_trials > 0 and checkpoint is None:
+        search_layerwise_rates(trainer)
     if args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
@@ -907,6 +921,54 @@ def train_evaluate_and_report(
             f"This run trained nothing (--do_train false, or only --do_eval / --do_predict given): every score above "
             f"is that of {trainer.model.name_or_path} as loaded. Drop those flags, or pass --do_train, to fine-tune."
         )
+
+
+def search_layerwise_rates(trainer: LLRDTrainer) -> dict[str, float]:
+    """Searches learning rate x layer decay (``--search_trials``) and sets the best on ``trainer.args``, so
+    that the normal run that follows trains the best configuration to the end.
+
+    Each trial starts from a copy of the model as loaded (same weights, same new head) and trains for
+    ``--search_max_steps`` steps with a copy of the arguments (no checkpoints) on the same data. Writes
+    ``search_results.json`` and ``search_heatmap.png`` into ``--output_dir`` and logs the command line that
+    trains the best configuration without searching. All ranks run it and end with the same values.
+
+    Returns:
+        The best trial's training arguments.
+    """
+    import copy
+
+    args = trainer.args
+    metric = args.search_metric or (f"eval_{args.metric_for_best_model}".replace("eval_eval_", "eval_") if args.metric_for_best_model else "eval_loss")
+    if trainer.eval_dataset is None:
+        raise ValueError("--search_trials needs an evaluation split to score each trial: give --validation_file or a dataset with one.")
+    pristine = copy.deepcopy(trainer.model).cpu()
+    search_args = copy.deepcopy(args)
+    search_args.output_dir = os.path.join(args.output_dir, "search")
+    search_args.save_strategy = "no"
+    search_args.push_to_hub = False
+    searcher = LLRDTrainer(
+        model_init=lambda: copy.deepcopy(pristine),
+        args=search_args,
+        train_dataset=trainer.train_dataset,
+        eval_dataset=trainer.eval_dataset,
+        processing_class=trainer.processing_class,
+        data_collator=trainer.data_collator,
+        compute_metrics=trainer.compute_metrics,
+    )
+    num_parameters = sum(parameter.numel() for parameter in pristine.parameters())
+    space = load_search_space(args.search_space) if args.search_space else default_search_space(num_parameters, args.search_head_lr_multiple)
+    outcome = run_search(searcher, args, space, metric)
+    for key, value in outcome.best_params.items():
+        setattr(args, key, value)
+    command = best_command_line(getattr(args, "recipe_command", sys.argv), outcome.best_params)
+    if trainer.is_world_process_zero():
+        write_search_results(outcome, space, args.output_dir, command)
+        logger.warning(
+            f"Search: best {metric} {outcome.best_value:.4f} with {outcome.best_params} after {len(outcome.trials)} trials; "
+            f"training it to the end now. Without searching: {command}"
+        )
+    del searcher, pristine
+    return outcome.best_params
 
 
 def treat_loss_as_batch_mean(model) -> None:
