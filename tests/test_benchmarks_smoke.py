@@ -107,8 +107,13 @@ def test_quality_runs_both_arms_on_both_tasks(quick_results):
 
 def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_results):
     output_dir, _, _ = quick_results
-    runs = {path.name: json.loads(path.read_text()) for path in sorted((output_dir / "evidence").glob("*/*.json"))}
-    assert sorted(runs) == [
+    runs = {path.name: json.loads(path.read_text()) for path in sorted((output_dir / "evidence").glob("*/*.json")) if path.parent.name != "search"}
+    adaptive = [
+        f"tiny-bert__cola__{arm}_lr1e-04{decay}_adapt{method}__seed0.json"
+        for method in ("auto_rgn", "autolr", "lars", "singh2015")
+        for arm, decay in (("adaptive", ""), ("layerwise", "_decay0.9"))
+    ]
+    assert sorted(runs) == sorted(adaptive + [
         "tiny-bert__cola__layerwise-reinit_lr1e-04_decay0.9_reinit2__seed0.json",
         "tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json",
         "tiny-bert__cola__reinit_lr1e-04_reinit1__seed0.json",
@@ -121,7 +126,7 @@ def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_re
         "tiny-vit__cifar10__layerwise_lr5e-05_decay0.65__seed0.json",
         "tiny-vit__cifar10__probe_lr1e-03__seed0.json",
         "tiny-vit__cifar10__uniform_lr5e-05__seed0.json",
-    ]
+    ])
     for run in runs.values():
         assert run["command"].startswith("python benchmarks/evidence.py --output-dir ")
         assert run["git_revision"] and run["model_folder"] == run["spec"]["model"]
@@ -133,6 +138,9 @@ def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_re
     assert [row["lr"] for row in layerwise["lr_per_depth"]] == pytest.approx([3e-5 * 0.9 ** (5 - depth) for depth in range(6)])
     probe = runs["tiny-vit__cifar10__probe_lr1e-03__seed0.json"]
     assert probe["trainable_params"] == 10 * 64 + 10  # the classifier on CLS + mean patch (2 x hidden 32)
+    search = json.loads((output_dir / "evidence" / "search" / "tiny-bert__cola__trials2__seed0.json").read_text())
+    assert len(search["trials"]) == 2 and search["steps_per_trial"] == 4
+    assert set(search["best_params"]) == {"learning_rate", "layer_decay"}
     for study, model in (("vit", "tiny-vit"), ("cnn", "tiny-cnn"), ("text", "tiny-bert")):
         task = "cola" if study == "text" else "cifar10"
         plot = output_dir / "plots" / f"evidence_{study}_{model}_{task}_standard.png"
