@@ -151,12 +151,8 @@ class LLRDTrainer(Trainer):
         args = self.args
         return param_groups(
             model,
-            lr=args.learning_rate,
-            layer_decay=args.layer_decay,
+            rates=args.layerwise_rates,
             weight_decay=args.weight_decay,
-            head_learning_rate=args.head_learning_rate,
-            embedding_learning_rate=args.embedding_learning_rate,
-            layer_decay_min_scale=args.layer_decay_min_scale,
             layers=self.compute_layer_map(model) if layers is None else layers,
         )
 
