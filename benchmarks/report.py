@@ -199,6 +199,32 @@ def quality_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def preemption_section(payload: dict[str, Any]) -> str:
+    """Seconds from the preemption signal to the exit, and the steps lost."""
+    result = payload["results"]
+    timing, resume = result["seconds_signal_to_exit"], result["resume"]
+    lines = [
+        f"{result['model']}; {timing['n']} preemptions.",
+        "",
+        "| exit code | step in flight -> checkpoint | signal to exit, s | finishing the step, s | writing the checkpoint (MB), s | interpreter exit, s |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for repeat in result["repeats"]:
+        lines.append(
+            f"| {repeat['exit_code']} | {repeat['step_in_flight_at_signal']} -> checkpoint-{repeat['checkpoint_step']} | {repeat['seconds_signal_to_exit']:.2f} | "
+            f"{repeat['seconds_finishing_the_step']:.2f} | {repeat['seconds_writing_the_checkpoint']:.2f} ({repeat['checkpoint_megabytes']:.0f}) | {repeat['seconds_interpreter_exit']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Signal to exit: median {timing['median']:.2f} s (min {timing['min']:.2f}, max {timing['max']:.2f}). Resume: "
+        f"{resume['steps_redone']} steps redone, {resume['steps_missing']} missing; largest weight difference from the "
+        f"uninterrupted run {resume['max_abs_weight_difference_vs_uninterrupted']:g}.",
+        "",
+        command_block(payload),
+    ]
+    return "\n".join(lines)
+
+
 STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "few-sample text"}
 
 
@@ -312,6 +338,7 @@ def main(argv: list[str] | None = None) -> str:
         ("optimizer_step_cuda", "Optimizer step cost on GPU", optimizer_section),
         ("grouping_scale", "Scale of the grouping", grouping_section),
         ("quality", "Quality at equal budget", quality_section),
+        ("preemption_cost", "Cost of a preemption", preemption_section),
     ]
     payloads = [payload for name, _, _ in sections if (payload := load(args.results_dir, name)) is not None]
     parts = ["### Machine and versions", "", machine_section(payloads)] if payloads else []
