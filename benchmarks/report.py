@@ -225,6 +225,26 @@ def preemption_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def adaptation_section(payload: dict[str, Any]) -> str:
+    """Step time of each layer_lr_adaptation method against none and singh2015, timed in one run."""
+    result = payload["results"]
+    lines = [
+        f"Real {result['model']} on {result['device']}, batch {result['batch_size']} x {result['max_length']} tokens, methods interleaved "
+        f"in rotating order (AutoLR interval {result['autolr_interval']}).",
+        "",
+        "| method | median step, s (IQR) | / none | / singh2015 | per-round ratio to none: median (min-max) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, arm in result["arms"].items():
+        seconds, rounds = arm["step_seconds"], arm["ratio_to_none_per_round"]
+        lines.append(
+            f"| {name} | {seconds['median']:.3f} ({seconds['q1']:.2f}-{seconds['q3']:.2f}) | {arm['ratio_to_none']:.3f} | "
+            f"{arm['ratio_to_singh2015']:.3f} | {rounds['median']:.3f} ({rounds['min']:.2f}-{rounds['max']:.2f}) |"
+        )
+    lines += ["", command_block(payload)]
+    return "\n".join(lines)
+
+
 STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "few-sample text"}
 
 
@@ -338,6 +358,7 @@ def main(argv: list[str] | None = None) -> str:
         ("optimizer_step_cuda", "Optimizer step cost on GPU", optimizer_section),
         ("grouping_scale", "Scale of the grouping", grouping_section),
         ("quality", "Quality at equal budget", quality_section),
+        ("adaptation_cost", "Cost of the adaptive rates per step", adaptation_section),
         ("preemption_cost", "Cost of a preemption", preemption_section),
     ]
     payloads = [payload for name, _, _ in sections if (payload := load(args.results_dir, name)) is not None]
