@@ -191,6 +191,28 @@ def bootstrap_median_interval(values: Sequence[float], confidence: float = 0.95,
     return [medians[int(tail * (resamples - 1))], medians[int((1 - tail) * (resamples - 1))]]
 
 
+def mean_curve(runs: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """Per evaluated step: ``[step, mean, std]`` of ``run["curve"]`` over runs that share their evaluation steps."""
+    rows = []
+    for index, (step, _) in enumerate(runs[0]["curve"]):
+        stats = mean_and_std([run["curve"][index][1] for run in runs])
+        rows.append([step, stats["mean"], stats["std"]])
+    return rows
+
+
+def peak_rates(trainer) -> list[dict[str, Any]] | None:
+    """Each depth's rate at the peak of the schedule (the group's initial rate), with its block name and size;
+    None when the optimizer is the stock one (no group carries ``layer``)."""
+    groups = trainer.optimizer.param_groups
+    if not any("layer" in group for group in groups):
+        return None
+    initial = {group["layer"]: group.get("initial_lr", group["lr"]) for group in groups}
+    return [
+        {"depth": row["depth"], "block": row["block"], "num_params": row["num_params"], "lr": initial[row["depth"]]}
+        for row in trainer.layerwise_lr_table()
+    ]
+
+
 def mean_and_std(values: Sequence[float]) -> dict[str, float]:
     """Mean and sample standard deviation (0 for a single value).
 

@@ -540,7 +540,7 @@ def run_once(spec: RunSpec, args: argparse.Namespace, output_path: Path) -> dict
         train_seconds = time.perf_counter() - train_started
         curve = [[entry["step"], entry["eval_score"]] for entry in trainer.state.log_history if "eval_score" in entry]
         report_score = trainer.evaluate(splits["report"], metric_key_prefix="report")["report_score"]
-        rates = peak_rates(trainer) if trainer_class is LLRDTrainer else None
+        rates = bench_utils.peak_rates(trainer)
     result = {
         "spec": asdict(spec),
         "config_label": spec.config_label,
@@ -622,15 +622,6 @@ def num_blocks(model) -> int:
     from finetune_llrd import layer_map
 
     return layer_map(model).num_layers
-
-
-def peak_rates(trainer) -> list[dict[str, Any]] | None:
-    """Each depth's rate at the peak of the schedule (the group's initial rate), with its block name; None
-    when the optimizer is the stock one (uniform rates)."""
-    if not any("layer" in group for group in trainer.optimizer.param_groups):
-        return None
-    initial = {group["layer"]: group.get("initial_lr", group["lr"]) for group in trainer.optimizer.param_groups}
-    return [{"depth": row["depth"], "block": row["block"], "lr": initial[row["depth"]]} for row in trainer.layerwise_lr_table()]
 
 
 # ---- the grid ----

@@ -128,15 +128,6 @@ def rate_span(rate_means: dict[float, float]) -> dict[str, Any]:
     return {"rates": rates, "span": rates[-1] / rates[0], "grid": sorted(rate_means)}
 
 
-def mean_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
-    """Per evaluated step: ``[step, mean, std]`` over runs that share their evaluation steps."""
-    rows = []
-    for index, (step, _) in enumerate(runs[0]["curve"]):
-        stats = bench_utils.mean_and_std([run["curve"][index][1] for run in runs])
-        rows.append([step, stats["mean"], stats["std"]])
-    return rows
-
-
 def summarize_configs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per configuration label: its arm, rate, runs by seed, and report/selection means."""
     by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -152,7 +143,7 @@ def summarize_configs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "report": bench_utils.mean_and_std([run["report_score"] for run in config_runs]),
             "select": bench_utils.mean_and_std([run["select_score"] for run in config_runs]),
             "report_by_seed": {run["spec"]["seed"]: run["report_score"] for run in config_runs},
-            "curve": mean_curve(config_runs),
+            "curve": bench_utils.mean_curve(config_runs),
         }
     return configs
 

@@ -298,18 +298,8 @@ def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, see
             "final_train_loss": train_output.training_loss,
         }
         if config.arm == "layerwise":
-            result["lr_per_depth"] = peak_rates(trainer, config.learning_rate)
+            result["lr_per_depth"] = bench_utils.peak_rates(trainer)
         return result
-
-
-def peak_rates(trainer, learning_rate: float) -> list[dict[str, Any]]:
-    """Each depth's rate at the peak of the schedule (the group's initial rate), with its block name."""
-    rows = trainer.layerwise_lr_table()
-    initial = {group["layer"]: group.get("initial_lr", group["lr"]) for group in trainer.optimizer.param_groups}
-    return [
-        {"depth": row["depth"], "block": row["block"], "num_params": row["num_params"], "lr": initial[row["depth"]]}
-        for row in rows
-    ]
 
 
 def first_step_reaching(curve: list[list[float]], target: float) -> int | None:
@@ -318,17 +308,6 @@ def first_step_reaching(curve: list[list[float]], target: float) -> int | None:
         if value >= target - 1e-12:
             return int(step)
     return None
-
-
-def mean_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
-    """Per evaluated step: ``[step, mean accuracy, std]`` over the runs (which share their steps)."""
-    steps = [step for step, _ in runs[0]["curve"]]
-    rows = []
-    for index, step in enumerate(steps):
-        values = [run["curve"][index][1] for run in runs]
-        stats = bench_utils.mean_and_std(values)
-        rows.append([step, stats["mean"], stats["std"]])
-    return rows
 
 
 def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -368,7 +347,7 @@ def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "best_config": best["label"],
             "best_config_report": best["report"],
             "best_config_select": best["select"],
-            "best_config_curve": mean_curve(best_runs),
+            "best_config_curve": bench_utils.mean_curve(best_runs),
             "best_single_run": {"label": best_single["label"], "seed": best_single["seed"], "report_accuracy": best_single["report_accuracy"]},
             "best_config_on_report_split": max(arm_configs, key=lambda config: config["report"]["mean"])["label"],
             "grid_report": bench_utils.mean_and_std([run["report_accuracy"] for run in arm_runs]),
@@ -388,7 +367,7 @@ def time_to_accuracy(uniform_runs: list[dict[str, Any]], layerwise_runs: list[di
     target = statistics.fmean(run["curve"][-1][1] for run in uniform_runs)
     result: dict[str, Any] = {"target": target}
     for arm, arm_runs in (("uniform", uniform_runs), ("layerwise", layerwise_runs)):
-        curve = [[step, mean] for step, mean, _ in mean_curve(arm_runs)]
+        curve = [[step, mean] for step, mean, _ in bench_utils.mean_curve(arm_runs)]
         result[arm] = {
             "mean_curve_steps": first_step_reaching(curve, target),
             "per_seed_steps": {str(run["seed"]): first_step_reaching(run["curve"], target) for run in arm_runs},
