@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import multiprocessing
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,11 @@ def float_list(text: str) -> list[float]:
     return [float(item) for item in text.split(",") if item.strip()]
 
 
+def int_list(text: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]``."""
+    return [int(item) for item in text.split(",")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -183,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cnn-stage-decay", type=float, default=0.7, help="The CNN's decay with one depth per stage (7 stages).")
     parser.add_argument("--text-lrs", default="3e-5,1e-4,3e-4", help="Learning rates of the text grid.")
     parser.add_argument("--text-decays", default="0.9,0.8", help="Layer-wise decays of the text grid (1.0, uniform, is always in).")
+    parser.add_argument(
+        "--text-grid-seeds",
+        type=int,
+        default=None,
+        help=(
+            "Seeds that run every rate of the text grid (default: all). Later seeds run each arm only at the rate "
+            "its mean selection score over these seeds picked, once they have finished: a staged protocol that "
+            "buys more seeds for the same time."
+        ),
+    )
+    parser.add_argument("--reinit-ks", default="1,2,3", help="Numbers of top blocks re-initialised by the re-init arms of the text study.")
     parser.add_argument("--reinit-lr", type=float, default=1e-4, help="Learning rate of the re-initialisation arms.")
     parser.add_argument("--reinit-decay", type=float, default=0.9, help="Decay of the decay + re-initialisation arm.")
     parser.add_argument("--adapt-lr", type=float, default=1e-4, help="Rate of the adaptive arms (a rate of the text grid, so each has a twin without adaptation).")
@@ -225,24 +242,54 @@ def cnn_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
 
 
 def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
-    """Per model, task and budget: the lr x decay grid, re-init k = 1..3, and decay + re-init."""
+    """Per model, task and budget: the lr x decay grid, re-init of the top k blocks (``--reinit-ks``), and decay +
+    re-init of the top 2.
+
+    With ``--text-grid-seeds N``, seeds from N on run each decay at its selected rate only
+    (:func:`selected_rate`), and are left out until the first N seeds have finished the grid.
+    """
     models = ["tiny-bert"] if args.quick else args.models.split(",")
+    grid_seeds = len(seeds) if args.text_grid_seeds is None else args.text_grid_seeds
     specs = []
     for model in models:
         for budget in args.budgets.split(","):
             for task in args.tasks.split(","):
                 for seed in seeds:
-                    for decay in [1.0, *float_list(args.text_decays)]:
-                        arm = "uniform" if decay == 1.0 else "layerwise"
-                        specs += [RunSpec("text", model, task, arm, lr, decay, budget=budget, seed=seed) for lr in float_list(args.text_lrs)]
+                    grids = [
+                        [
+                            RunSpec("text", model, task, "uniform" if decay == 1.0 else "layerwise", lr, decay, budget=budget, seed=seed)
+                            for lr in float_list(args.text_lrs)
+                        ]
+                        for decay in [1.0, *float_list(args.text_decays)]
+                    ]
+                    if seed >= grid_seeds:
+                        rates = [selected_rate(grid, range(grid_seeds), args.output_dir / "text") for grid in grids]
+                        if None in rates:
+                            break  # this seed and the later ones wait for the grid seeds
+                        grids = [[spec for spec in grid if spec.learning_rate == rate] for grid, rate in zip(grids, rates)]
+                    specs += [spec for grid in grids for spec in grid]
                     specs += [
                         RunSpec("text", model, task, "reinit", args.reinit_lr, reinit_top_layers=k, budget=budget, seed=seed)
-                        for k in (1, 2, 3)
+                        for k in int_list(args.reinit_ks)
                     ]
                     specs.append(
                         RunSpec("text", model, task, "layerwise+reinit", args.reinit_lr, args.reinit_decay, reinit_top_layers=2, budget=budget, seed=seed)
                     )
     return specs
+
+
+def selected_rate(grid: list[RunSpec], grid_seeds: range, directory: Path) -> float | None:
+    """The rate of ``grid`` (one arm's configurations, one per rate) whose mean selection score over
+    ``grid_seeds`` is best, lower rate on ties, as ``evidence_summary`` selects; None until every grid run
+    of those seeds has its result file in ``directory``.
+    """
+    means = {}
+    for spec in grid:
+        paths = [directory / replace(spec, seed=seed).file_name for seed in grid_seeds]
+        if not all(path.is_file() for path in paths):
+            return None
+        means[spec.learning_rate] = statistics.fmean(json.loads(path.read_text())["select_score"] for path in paths)
+    return max(means, key=lambda rate: (means[rate], -rate))
 
 
 def adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
@@ -656,10 +703,25 @@ def main(argv: list[str] | None = None) -> list[Path]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    specs = all_specs(args)
-    paths = {spec: args.output_dir / spec.study / spec.file_name for spec in specs}
-    pending = [spec for spec in specs if not paths[spec].is_file()][: args.max_runs]
-    logger.info("%d runs asked for, %d already done, %d to run now", len(specs), len(specs) - len(pending), len(pending))
+    runs_left = args.max_runs
+    while runs_left is None or runs_left > 0:  # a staged text grid asks for its later seeds once the first have run
+        specs = all_specs(args)
+        paths = {spec: args.output_dir / spec.study / spec.file_name for spec in specs}
+        pending = [spec for spec in specs if not paths[spec].is_file()][:runs_left]
+        if not pending:
+            break
+        logger.info("%d runs asked for so far, %d to run now", len(specs), len(pending))
+        run_specs(pending, paths, args)
+        runs_left = None if runs_left is None else runs_left - len(pending)
+    if "search" in args.studies.split(","):
+        for model in ["tiny-bert"] if args.quick else args.models.split(","):
+            for task in args.tasks.split(","):
+                search_study(model, task, args)
+    return [args.output_dir / spec.study / spec.file_name for spec in all_specs(args)]
+
+
+def run_specs(pending: list[RunSpec], paths: dict[RunSpec, Path], args: argparse.Namespace) -> None:
+    """Runs ``pending``, side by side in ``args.processes`` processes or one after the other."""
     if not args.quick:
         for model in sorted({spec.model for spec in pending}):  # built once here, not by workers racing
             model_folder(model, args.models_dir)
@@ -672,11 +734,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
     else:
         for spec in pending:
             log_finished(*run_in_worker(spec, args, paths[spec]))
-    if "search" in args.studies.split(","):
-        for model in ["tiny-bert"] if args.quick else args.models.split(","):
-            for task in args.tasks.split(","):
-                search_study(model, task, args)
-    return [paths[spec] for spec in specs]
 
 
 def log_finished(spec: RunSpec, score: float, seconds: float) -> None:

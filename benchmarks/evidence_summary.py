@@ -2,10 +2,11 @@
 
 Runs of a group are split into *arms*: a configuration without its learning rate (``uniform``,
 ``layerwise decay=0.75``, ``reinit reinit=2``, ...). Each arm's best learning rate is picked on the selection
-split (mean over seeds); its report score is compared with the uniform arm's best, seed by seed (the runs of
-one seed share data order and head initialisation), with a 95% t interval of the mean paired difference.
-An arm's sensitivity to the rate is the span of grid rates whose mean report score stays within one point
-(0.01) of the arm's best mean.
+split, as the mean over the seeds every rate of the arm has run (with a staged grid, later seeds run the
+selected rate only); its report score is compared with the uniform arm's best, seed by seed (the runs of one
+seed share data order and head initialisation), with a 95% t interval of the mean paired difference. An
+arm's sensitivity to the rate is the span of grid rates whose mean report score, over the same seeds, stays
+within one point (0.01) of the arm's best mean.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def summarize_configs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "report": bench_utils.mean_and_std([run["report_score"] for run in config_runs]),
             "select": bench_utils.mean_and_std([run["select_score"] for run in config_runs]),
             "report_by_seed": {run["spec"]["seed"]: run["report_score"] for run in config_runs},
+            "select_by_seed": {run["spec"]["seed"]: run["select_score"] for run in config_runs},
             "curve": bench_utils.mean_curve(config_runs),
         }
     return configs
@@ -162,12 +164,16 @@ def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
     arms: dict[str, dict[str, Any]] = {}
     for name in sorted({config["arm"] for config in configs.values()}, key=arm_order):
         members = {label: config for label, config in configs.items() if config["arm"] == name}
-        best_label = max(members, key=lambda label: (members[label]["select"]["mean"], -members[label]["learning_rate"]))
+        seeds = grid_seeds(members.values())
+        best_label = max(
+            members, key=lambda label: (mean_over(members[label]["select_by_seed"], seeds), -members[label]["learning_rate"])
+        )
         arms[name] = {
             "best_config": best_label,
             "best_report": members[best_label]["report"],
             "best_curve": members[best_label]["curve"],
-            "rate_span": rate_span({config["learning_rate"]: config["report"]["mean"] for config in members.values()}),
+            "rate_span": rate_span({config["learning_rate"]: mean_over(config["report_by_seed"], seeds) for config in members.values()}),
+            "grid_seeds": sorted(seeds),
         }
     if "uniform" in arms:
         uniform_by_seed = configs[arms["uniform"]["best_config"]]["report_by_seed"]
@@ -182,6 +188,18 @@ def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"configs": configs, "arms": arms, "heatmap": heatmap(configs), "num_runs": len(runs)}
 
 
+def grid_seeds(configs) -> set[int]:
+    """The seeds every configuration of an arm has: its rate is selected, and its span measured, on these, so that
+    a staged grid (``evidence.py --text-grid-seeds``: later seeds only at the selected rate) compares like with
+    like. Falls back to each configuration's own seeds when no seed is common."""
+    return set.intersection(*(set(config["select_by_seed"]) for config in configs))
+
+
+def mean_over(by_seed: dict[int, float], seeds: set[int]) -> float:
+    """The mean of ``by_seed`` over ``seeds``, or over all its seeds when ``seeds`` is empty."""
+    return statistics.fmean(by_seed[seed] for seed in (seeds or by_seed))
+
+
 def heatmap(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean report score over learning rate x decay, for the plain uniform and layer-wise arms (block grouping,
     no re-initialisation).
@@ -189,11 +207,9 @@ def heatmap(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``rates``, ``decays`` (1.0 first) and ``scores[decay_index][rate_index]`` (None where not run).
     """
-    cells = {
-        (config["layer_decay"], config["learning_rate"]): config["report"]["mean"]
-        for config in configs.values()
-        if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")
-    }
+    members = [config for config in configs.values() if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")]
+    seeds = grid_seeds(members) if members else set()
+    cells = {(config["layer_decay"], config["learning_rate"]): mean_over(config["report_by_seed"], seeds) for config in members}
     rates = sorted({rate for _, rate in cells})
     decays = sorted({decay for decay, _ in cells}, reverse=True)
     return {"rates": rates, "decays": decays, "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays]}

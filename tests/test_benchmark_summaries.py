@@ -1,5 +1,6 @@
 """The arithmetic behind the BENCHMARKS.md figures: spreads, best-configuration choice, time to accuracy."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -159,6 +160,49 @@ def test_evidence_summary_picks_each_arms_rate_on_selection_and_pairs_by_seed():
         "decays": [1.0, 0.8],
         "scores": [[pytest.approx(0.62), pytest.approx(0.61)], [pytest.approx(0.65), pytest.approx(0.675)]],
     }
+
+
+def test_a_staged_grid_selects_and_spans_on_the_seeds_that_ran_every_rate():
+    runs = [
+        _evidence_run("uniform", 1e-5, 0, select=0.60, report=0.62),
+        _evidence_run("uniform", 1e-4, 0, select=0.65, report=0.63),
+        # seeds 1 and 2 ran the selected rate only; their low selection scores must not move the choice
+        _evidence_run("uniform", 1e-4, 1, select=0.50, report=0.57),
+        _evidence_run("uniform", 1e-4, 2, select=0.52, report=0.59),
+    ]
+    summary = evidence_summary.summarize_group(runs)
+    uniform = summary["arms"]["uniform"]
+    assert uniform["best_config"] == "uniform lr=1e-04"
+    assert uniform["grid_seeds"] == [0]
+    assert uniform["best_report"]["mean"] == pytest.approx((0.63 + 0.57 + 0.59) / 3)
+    assert uniform["rate_span"]["rates"] == [1e-5, 1e-4]
+    assert summary["heatmap"]["scores"] == [[pytest.approx(0.62), pytest.approx(0.63)]]
+
+
+def _write_run(directory, spec, select):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / spec.file_name).write_text(json.dumps({"select_score": select}))
+
+
+def test_text_grid_seeds_hold_later_seeds_back_until_the_grid_has_run_then_run_the_selected_rates(tmp_path):
+    args = evidence.build_parser().parse_args(
+        ["--studies", "text", "--tasks", "rte", "--text-seeds", "3", "--text-grid-seeds", "1", "--text-lrs", "1e-5,1e-4",
+         "--text-decays", "0.9", "--output-dir", str(tmp_path)]
+    )
+    args.output_dir = tmp_path
+    specs = evidence.all_specs(args)
+    assert {spec.seed for spec in specs} == {0}
+    assert len(specs) == 2 * 2 + 4  # two rates x (uniform, decay 0.9), re-init k = 1, 2, 3, decay + re-init
+
+    selection = {("uniform", 1e-5): 0.61, ("uniform", 1e-4): 0.60, ("layerwise", 1e-5): 0.60, ("layerwise", 1e-4): 0.60}
+    for spec in specs:
+        if spec.arm in ("uniform", "layerwise"):
+            _write_run(tmp_path / "text", spec, selection[spec.arm, spec.learning_rate])
+    later = [spec for spec in evidence.all_specs(args) if spec.seed > 0]
+    assert {(spec.seed, spec.config_label) for spec in later if spec.arm in ("uniform", "layerwise")} == {
+        (seed, label) for seed in (1, 2) for label in ("uniform lr=1e-05", "layerwise lr=1e-05 decay=0.9")  # a tie picks the lower rate
+    }
+    assert len(later) == 2 * (2 + 4)
 
 
 def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_best():
