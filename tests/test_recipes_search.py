@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_text_model, shared_data, sst2_sentences
+from launch import accelerate_launch
+from recipe_helpers import QUIET, RECIPES_DIR, read_json, run_recipe, save_tiny_text_model, shared_data, sst2_sentences
 
 SST2_TRAIN, SST2_DEV = shared_data("sst2", "train.tsv"), shared_data("sst2", "test.tsv")
 
@@ -64,3 +65,29 @@ def test_bad_search_flags_stop_before_any_training(tiny_bert, tmp_path, flags, m
     with pytest.raises(ValueError, match=message):
         run_recipe("text_classification", arguments + QUIET)
     assert not (tmp_path / "out" / "trainer_state.json").exists()
+
+
+def test_search_under_two_ranks_writes_every_trial_and_trains_the_best_configuration(tiny_bert, tmp_path):
+    pytest.importorskip("optuna")
+    pytest.importorskip("matplotlib")
+    output_dir = tmp_path / "ddp"
+    accelerate_launch(
+        os.path.join(RECIPES_DIR, "text_classification.py"),
+        *f"""
+        --model_name_or_path {tiny_bert} --output_dir {output_dir} --task_name sst2 --train_file {SST2_TRAIN}
+        --validation_file {SST2_DEV} --max_train_samples 64 --max_eval_samples 32 --per_device_train_batch_size 8
+        --num_train_epochs 1 --learning_rate 1e-3 --layer_decay 0.5 --eval_strategy steps --eval_steps 2
+        --search_trials 2 --search_max_steps 2 --metric_for_best_model accuracy --logging_steps 1
+        --cache_dir {tmp_path / "cache"}
+        """.split(),
+        *QUIET,
+    )
+    results = read_json(output_dir, "search_results.json")
+    assert [trial["state"] for trial in results["trials"]] == ["COMPLETE", "COMPLETE"]  # no pruning across ranks
+    assert [trial["steps"] for trial in results["trials"]] == [2, 2]
+    best = max(results["trials"], key=lambda trial: trial["value"])
+    assert results["best_params"] == best["params"]
+    final_args = torch.load(output_dir / "training_args.bin", weights_only=False)
+    assert (final_args.learning_rate, final_args.layer_decay) == (best["params"]["learning_rate"], best["params"]["layer_decay"])
+    # 64 examples in batches of 8 on each of 2 ranks: 4 steps, so both ranks ran the final configuration together.
+    assert read_json(output_dir, "trainer_state.json")["global_step"] == 4
