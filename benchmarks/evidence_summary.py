@@ -205,14 +205,20 @@ def heatmap(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     no re-initialisation).
 
     Returns:
-        ``rates``, ``decays`` (1.0 first) and ``scores[decay_index][rate_index]`` (None where not run).
+        ``rates``, ``decays`` (1.0 first), ``scores[decay_index][rate_index]`` (None where not run), and the
+        ``seeds`` averaged (those every cell has).
     """
     members = [config for config in configs.values() if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")]
     seeds = grid_seeds(members) if members else set()
     cells = {(config["layer_decay"], config["learning_rate"]): mean_over(config["report_by_seed"], seeds) for config in members}
     rates = sorted({rate for _, rate in cells})
     decays = sorted({decay for decay, _ in cells}, reverse=True)
-    return {"rates": rates, "decays": decays, "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays]}
+    return {
+        "rates": rates,
+        "decays": decays,
+        "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays],
+        "seeds": sorted(seeds),
+    }
 
 
 def summarize_all(directory: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:

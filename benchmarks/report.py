@@ -279,13 +279,15 @@ def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, An
         span = entry["rate_span"]
         span_text = f"{', '.join(f'{rate:.0e}' for rate in span['rates'])} (x{span['span']:g} of a x{span['grid'][-1] / span['grid'][0]:g} grid)"
         best = summary["configs"][entry["best_config"]]
+        chosen_on = "" if entry["grid_seeds"] == meta["seeds"] or len(entry["rate_span"]["grid"]) == 1 else f" (chosen on seeds {', '.join(map(str, entry['grid_seeds']))})"
         lines.append(
-            f"| {name} | {best['learning_rate']:.0e} | {entry['best_report']['mean']:.4f} +- {entry['best_report']['std']:.4f} | "
+            f"| {name} | {best['learning_rate']:.0e}{chosen_on} | {entry['best_report']['mean']:.4f} +- {entry['best_report']['std']:.4f} | "
             f"{entry['best_report']['n']} | {diff_text} | {span_text} |"
         )
     grid = summary["heatmap"]
     if len(grid["decays"]) > 1 and len(grid["rates"]) > 1:
-        lines += ["", f"Mean report {metric}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):", ""]
+        over = "" if grid["seeds"] == meta["seeds"] else f", over seeds {', '.join(map(str, grid['seeds']))} (those every cell has)"
+        lines += ["", f"Mean report {metric}{over}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):", ""]
         lines.append("| decay | " + " | ".join(f"{rate:.0e}" for rate in grid["rates"]) + " |")
         lines.append("|---|" + "---:|" * len(grid["rates"]))
         for decay, row in zip(grid["decays"], grid["scores"]):

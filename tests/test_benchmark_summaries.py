@@ -159,6 +159,7 @@ def test_evidence_summary_picks_each_arms_rate_on_selection_and_pairs_by_seed():
         "rates": [1e-5, 1e-4],
         "decays": [1.0, 0.8],
         "scores": [[pytest.approx(0.62), pytest.approx(0.61)], [pytest.approx(0.65), pytest.approx(0.675)]],
+        "seeds": [0, 1],
     }
 
 
@@ -177,6 +178,7 @@ def test_a_staged_grid_selects_and_spans_on_the_seeds_that_ran_every_rate():
     assert uniform["best_report"]["mean"] == pytest.approx((0.63 + 0.57 + 0.59) / 3)
     assert uniform["rate_span"]["rates"] == [1e-5, 1e-4]
     assert summary["heatmap"]["scores"] == [[pytest.approx(0.62), pytest.approx(0.63)]]
+    assert summary["heatmap"]["seeds"] == [0]
 
 
 def _write_run(directory, spec, select):
