@@ -137,7 +137,7 @@ def plot_evidence_group(key: tuple[str, str, str, str], summary: dict[str, Any],
     heat_axis.set_yticks(range(len(grid["decays"])), [f"{decay:g}" + (" (uniform)" if decay == 1.0 else "") for decay in grid["decays"]])
     heat_axis.set_xlabel("learning rate (the head's for layer-wise)")
     heat_axis.set_ylabel("layer decay")
-    heat_axis.set_title(f"report {metric}, mean over seeds")
+    heat_axis.set_title(f"report {metric}, mean over seeds {', '.join(map(str, grid['seeds']))}")
     figure.colorbar(image, ax=heat_axis)
     for name, entry in summary["arms"].items():
         curve = entry["best_curve"]
