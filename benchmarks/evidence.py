@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vit-seeds", type=int, default=3, help="Seeds per configuration of the image studies.")
     parser.add_argument("--text-seeds", type=int, default=5, help="Seeds per configuration of the text study.")
     parser.add_argument("--vit-lrs", default="5e-5,2e-4,8e-4", help="Learning rates of the ViT grid (uniform rate, or the head's).")
+    parser.add_argument(
+        "--vit-uniform-lrs",
+        default="",
+        help="More rates for the ViT's uniform arm only (e.g. below the grid, when its best rate is the grid's lowest).",
+    )
     parser.add_argument("--vit-decays", default="0.65,0.75,0.85", help="Layer-wise decays of the ViT grid.")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="Learning rate of the ViT linear probe.")
     parser.add_argument("--cnn-lrs", default="2e-4,1e-3,5e-3", help="Learning rates of the CNN grid.")
@@ -222,7 +227,7 @@ def vit_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     specs = []
     for seed in seeds:
         specs.append(RunSpec("vit", model, "cifar10", "probe", args.probe_lr, seed=seed))
-        specs += [RunSpec("vit", model, "cifar10", "uniform", lr, seed=seed) for lr in lrs]
+        specs += [RunSpec("vit", model, "cifar10", "uniform", lr, seed=seed) for lr in lrs + float_list(args.vit_uniform_lrs)]
         specs += [
             RunSpec("vit", model, "cifar10", "layerwise", lr, decay, seed=seed) for decay in float_list(args.vit_decays) for lr in lrs
         ]

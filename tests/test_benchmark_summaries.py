@@ -230,3 +230,12 @@ def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_bes
     assert (cost["grid_configs"], cost["grid_steps"]) == (2, 200)
     assert (cost["trials_needed"], cost["steps_needed"]) == (3, 225)
     assert (cost["trials"], cost["steps"]) == (4, 325)
+
+
+def test_vit_uniform_lrs_extend_the_uniform_arm_only():
+    args = evidence.build_parser().parse_args(["--studies", "vit", "--vit-seeds", "1", "--vit-uniform-lrs", "1e-5,2e-5"])
+    labels = [spec.config_label for spec in evidence.all_specs(args)]
+    assert [label for label in labels if label.startswith("uniform")] == [
+        "uniform lr=5e-05", "uniform lr=2e-04", "uniform lr=8e-04", "uniform lr=1e-05", "uniform lr=2e-05"
+    ]
+    assert len(labels) == 1 + 5 + 3 * 3  # probe, uniform, three decays x three rates
