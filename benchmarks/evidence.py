@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 import bench_utils
+import evidence_summary
 
 logger = logging.getLogger("evidence")
 
@@ -285,7 +286,7 @@ def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
 
 def selected_rate(grid: list[RunSpec], grid_seeds: range, directory: Path) -> float | None:
     """The rate of ``grid`` (one arm's configurations, one per rate) whose mean selection score over
-    ``grid_seeds`` is best, lower rate on ties, as ``evidence_summary`` selects; None until every grid run
+    ``grid_seeds`` is best (:func:`evidence_summary.best_rate`); None until every grid run
     of those seeds has its result file in ``directory``.
     """
     means = {}
@@ -294,7 +295,7 @@ def selected_rate(grid: list[RunSpec], grid_seeds: range, directory: Path) -> fl
         if not all(path.is_file() for path in paths):
             return None
         means[spec.learning_rate] = statistics.fmean(json.loads(path.read_text())["select_score"] for path in paths)
-    return max(means, key=lambda rate: (means[rate], -rate))
+    return evidence_summary.best_rate(means)
 
 
 def adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:

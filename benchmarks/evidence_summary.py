@@ -165,9 +165,9 @@ def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for name in sorted({config["arm"] for config in configs.values()}, key=arm_order):
         members = {label: config for label, config in configs.items() if config["arm"] == name}
         seeds = grid_seeds(members.values())
-        best_label = max(
-            members, key=lambda label: (mean_over(members[label]["select_by_seed"], seeds), -members[label]["learning_rate"])
-        )
+        label_by_rate = {config["learning_rate"]: label for label, config in members.items()}
+        select_means = {rate: mean_over(members[label]["select_by_seed"], seeds) for rate, label in label_by_rate.items()}
+        best_label = label_by_rate[best_rate(select_means)]
         arms[name] = {
             "best_config": best_label,
             "best_report": members[best_label]["report"],
@@ -186,6 +186,12 @@ def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "n": len(differences),
             }
     return {"configs": configs, "arms": arms, "heatmap": heatmap(configs), "num_runs": len(runs)}
+
+
+def best_rate(select_mean_by_rate: dict[float, float]) -> float:
+    """The rate with the best mean selection score; the lower rate on ties. ``evidence.py`` chooses the rates of
+    a staged grid's later seeds with it too."""
+    return max(select_mean_by_rate, key=lambda rate: (select_mean_by_rate[rate], -rate))
 
 
 def grid_seeds(configs) -> set[int]:
