@@ -150,10 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fill_defaults(build_parser().parse_args(argv))
-    bench_utils.apply_threads(args.threads, args.quick)
-    started = time.time()
-    machine = bench_utils.machine_info(args.device)
-    bench_utils.quiet_transformers()
+    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     initial = make_model(args.model, args.quick)
     steps = args.warmup_steps + args.measured_steps
     dataset = random_batches(initial.config.vocab_size, steps * args.batch_size, args.max_length)

@@ -370,3 +370,22 @@ def quiet_transformers() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def start_benchmark(threads: int | None, quick: bool, device: str = "cpu") -> tuple[float, dict[str, Any]]:
+    """Prepares a benchmark process, and notes when and on what it starts, before anything is measured.
+
+    Args:
+        threads: torch intra-op threads (see :func:`apply_threads`).
+        quick: whether this is a smoke run.
+        device: the device the benchmark measures, for :func:`machine_info`.
+
+    Returns:
+        ``(started, machine)``: the start time (``time.time()``) and :func:`machine_info`, both for
+        :func:`write_result`.
+    """
+    apply_threads(threads, quick)
+    started = time.time()
+    machine = machine_info(device)
+    quiet_transformers()
+    return started, machine

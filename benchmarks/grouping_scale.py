@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     num_layers = args.layers or LLAMA_70B_SHAPE["num_hidden_layers"]
     repeats = args.repeats or (1 if args.quick else 7)
-    bench_utils.apply_threads(args.threads, args.quick)
-    started = time.time()
-    machine = bench_utils.machine_info("cpu")
-    bench_utils.quiet_transformers()
+    started, machine = bench_utils.start_benchmark(args.threads, args.quick)
     from finetune_llrd import layer_map, param_groups
 
     build_started = time.perf_counter()

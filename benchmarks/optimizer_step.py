@@ -204,10 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.warmup_steps is None:
         args.warmup_steps = 1 if args.quick else 5
     models = (args.models or ("minilm" if args.quick else "minilm,bert-base")).split(",")
-    bench_utils.apply_threads(args.threads, args.quick)
-    started = time.time()
-    machine = bench_utils.machine_info(args.device)
-    bench_utils.quiet_transformers()
+    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     rows = []
     for model_name in models:
         for implementation in args.implementations.split(","):

@@ -421,9 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    bench_utils.apply_threads(args.threads, args.quick)
-    started = time.time()
-    machine = bench_utils.machine_info(args.device)
+    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     seeds = parse_ints(args.seeds)[:1] if args.quick else parse_ints(args.seeds)
     configs = grid(args)
     output = args.output or bench_utils.default_output("quality", args.quick)

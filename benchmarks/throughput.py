@@ -296,10 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fill_defaults(build_parser().parse_args(argv))
-    bench_utils.apply_threads(args.threads, args.quick)
-    started = time.time()
-    machine = bench_utils.machine_info(args.device)
-    bench_utils.quiet_transformers()
+    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
