@@ -245,7 +245,7 @@ def adaptation_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "few-sample text"}
+STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "text"}
 
 
 def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, Any]) -> str:

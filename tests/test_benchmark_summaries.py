@@ -1,6 +1,7 @@
 """The arithmetic behind the BENCHMARKS.md figures: spreads, best-configuration choice, time to accuracy."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -239,3 +240,13 @@ def test_vit_uniform_lrs_extend_the_uniform_arm_only():
         "uniform lr=5e-05", "uniform lr=2e-04", "uniform lr=8e-04", "uniform lr=1e-05", "uniform lr=2e-05"
     ]
     assert len(labels) == 1 + 5 + 3 * 3  # probe, uniform, three decays x three rates
+
+
+@pytest.mark.skipif(not (bench_utils.DATA_DIR / "cola" / "train.tsv").is_file(), reason="../shared/data/cola is missing")
+def test_cola_full_trains_on_the_whole_cola_training_file_for_three_epochs():
+    setup = evidence.SETUPS["cola-full"]
+    texts, labels = evidence.text_rows(setup.data, "train")
+    assert (setup.data, setup.metric, setup.report_split) == ("cola", "matthews_correlation", "dev")
+    assert setup.train_size + setup.select_size == len(texts) == len(labels) == 8551
+    assert setup.max_steps == math.ceil(3 * setup.train_size / setup.batch_size) == 1510
+    assert evidence.SETUPS["cola"].data == ""
