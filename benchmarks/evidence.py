@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--reinit-ks", default="1,2,3", help="Numbers of top blocks re-initialised by the re-init arms of the text study.")
-    parser.add_argument("--reinit-lr", type=float, default=1e-4, help="Learning rate of the re-initialisation arms.")
+    parser.add_argument(
+        "--reinit-lr",
+        default="1e-4",
+        help="Learning rates of the re-initialisation arms, comma-separated (with --text-grid-seeds, later seeds run the one selected).",
+    )
     parser.add_argument("--reinit-decay", type=float, default=0.9, help="Decay of the decay + re-initialisation arm.")
     parser.add_argument("--adapt-lr", type=float, default=1e-4, help="Rate of the adaptive arms (a rate of the text grid, so each has a twin without adaptation).")
     parser.add_argument("--adapt-decay", type=float, default=0.9, help="Decay of the adaptive arms on top of layer-wise decay.")
@@ -256,13 +260,14 @@ def cnn_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
 
 def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     """Per model, task and budget: the lr x decay grid, re-init of the top k blocks (``--reinit-ks``), and decay +
-    re-init of the top 2.
+    re-init of the top 2, the re-init arms over the rates of ``--reinit-lr``.
 
-    With ``--text-grid-seeds N``, seeds from N on run each decay at its selected rate only
+    With ``--text-grid-seeds N``, seeds from N on run each arm at its selected rate only
     (:func:`selected_rate`), and are left out until the first N seeds have finished the grid.
     """
     models = ["tiny-bert"] if args.quick else args.models.split(",")
     grid_seeds = len(seeds) if args.text_grid_seeds is None else args.text_grid_seeds
+    reinit_lrs = float_list(args.reinit_lr)
     specs = []
     for model in models:
         for budget in args.budgets.split(","):
@@ -275,19 +280,22 @@ def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
                         ]
                         for decay in [1.0, *float_list(args.text_decays)]
                     ]
+                    grids += [
+                        [RunSpec("text", model, task, "reinit", lr, reinit_top_layers=k, budget=budget, seed=seed) for lr in reinit_lrs]
+                        for k in int_list(args.reinit_ks)
+                    ]
+                    grids.append(
+                        [
+                            RunSpec("text", model, task, "layerwise+reinit", lr, args.reinit_decay, reinit_top_layers=2, budget=budget, seed=seed)
+                            for lr in reinit_lrs
+                        ]
+                    )
                     if seed >= grid_seeds:
                         rates = [selected_rate(grid, range(grid_seeds), args.output_dir / "text") for grid in grids]
                         if None in rates:
                             break  # this seed and the later ones wait for the grid seeds
                         grids = [[spec for spec in grid if spec.learning_rate == rate] for grid, rate in zip(grids, rates)]
                     specs += [spec for grid in grids for spec in grid]
-                    specs += [
-                        RunSpec("text", model, task, "reinit", args.reinit_lr, reinit_top_layers=k, budget=budget, seed=seed)
-                        for k in int_list(args.reinit_ks)
-                    ]
-                    specs.append(
-                        RunSpec("text", model, task, "layerwise+reinit", args.reinit_lr, args.reinit_decay, reinit_top_layers=2, budget=budget, seed=seed)
-                    )
     return specs
 
 

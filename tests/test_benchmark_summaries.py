@@ -190,22 +190,39 @@ def _write_run(directory, spec, select):
 def test_text_grid_seeds_hold_later_seeds_back_until_the_grid_has_run_then_run_the_selected_rates(tmp_path):
     args = evidence.build_parser().parse_args(
         ["--studies", "text", "--tasks", "rte", "--text-seeds", "3", "--text-grid-seeds", "1", "--text-lrs", "1e-5,1e-4",
-         "--text-decays", "0.9", "--output-dir", str(tmp_path)]
+         "--text-decays", "0.9", "--reinit-ks", "1,2", "--reinit-lr", "1e-5,1e-4", "--output-dir", str(tmp_path)]
     )
     args.output_dir = tmp_path
     specs = evidence.all_specs(args)
     assert {spec.seed for spec in specs} == {0}
-    assert len(specs) == 2 * 2 + 4  # two rates x (uniform, decay 0.9), re-init k = 1, 2, 3, decay + re-init
+    assert len(specs) == 2 * 2 + 2 * 2 + 2  # two rates x (uniform, decay 0.9, re-init k = 1, 2, decay + re-init)
 
-    selection = {("uniform", 1e-5): 0.61, ("uniform", 1e-4): 0.60, ("layerwise", 1e-5): 0.60, ("layerwise", 1e-4): 0.60}
-    for spec in specs:
-        if spec.arm in ("uniform", "layerwise"):
-            _write_run(tmp_path / "text", spec, selection[spec.arm, spec.learning_rate])
-    later = [spec for spec in evidence.all_specs(args) if spec.seed > 0]
-    assert {(spec.seed, spec.config_label) for spec in later if spec.arm in ("uniform", "layerwise")} == {
-        (seed, label) for seed in (1, 2) for label in ("uniform lr=1e-05", "layerwise lr=1e-05 decay=0.9")  # a tie picks the lower rate
+    selection = {
+        ("uniform", 1e-5): 0.61, ("uniform", 1e-4): 0.60,
+        ("layerwise", 1e-5): 0.60, ("layerwise", 1e-4): 0.60,
+        ("reinit", 1e-5): 0.58, ("reinit", 1e-4): 0.62,
+        ("layerwise+reinit", 1e-5): 0.63, ("layerwise+reinit", 1e-4): 0.59,
     }
-    assert len(later) == 2 * (2 + 4)
+    unfinished = next(spec for spec in specs if spec.arm == "layerwise+reinit")
+    for spec in specs:
+        if spec != unfinished:
+            _write_run(tmp_path / "text", spec, selection[spec.arm, spec.learning_rate])
+    assert {spec.seed for spec in evidence.all_specs(args)} == {0}  # one grid run missing holds every later seed back
+
+    _write_run(tmp_path / "text", unfinished, selection[unfinished.arm, unfinished.learning_rate])
+    later = [spec for spec in evidence.all_specs(args) if spec.seed > 0]
+    assert {(spec.seed, spec.config_label) for spec in later} == {
+        (seed, label)
+        for seed in (1, 2)
+        for label in (
+            "uniform lr=1e-05",
+            "layerwise lr=1e-05 decay=0.9",  # a tie picks the lower rate
+            "reinit lr=1e-04 reinit=1",
+            "reinit lr=1e-04 reinit=2",
+            "layerwise+reinit lr=1e-05 decay=0.9 reinit=2",
+        )
+    }
+    assert len(later) == 2 * 5
 
 
 def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_best():
