@@ -214,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reinit-ks", default="1,2,3", help="Numbers of top blocks re-initialised by the re-init arms of the text study.")
     parser.add_argument(
+        "--reinit-lrs",
         "--reinit-lr",
+        dest="reinit_lr",
+        metavar="LRS",
         default="1e-4",
         help="Learning rates of the re-initialisation arms, comma-separated (with --text-grid-seeds, later seeds run the one selected).",
     )
@@ -260,7 +263,7 @@ def cnn_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
 
 def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     """Per model, task and budget: the lr x decay grid, re-init of the top k blocks (``--reinit-ks``), and decay +
-    re-init of the top 2, the re-init arms over the rates of ``--reinit-lr``.
+    re-init of the top 2, the re-init arms over the rates of ``--reinit-lrs``.
 
     With ``--text-grid-seeds N``, seeds from N on run each arm at its selected rate only
     (:func:`selected_rate`), and are left out until the first N seeds have finished the grid.

@@ -190,7 +190,7 @@ def _write_run(directory, spec, select):
 def test_text_grid_seeds_hold_later_seeds_back_until_the_grid_has_run_then_run_the_selected_rates(tmp_path):
     args = evidence.build_parser().parse_args(
         ["--studies", "text", "--tasks", "rte", "--text-seeds", "3", "--text-grid-seeds", "1", "--text-lrs", "1e-5,1e-4",
-         "--text-decays", "0.9", "--reinit-ks", "1,2", "--reinit-lr", "1e-5,1e-4", "--output-dir", str(tmp_path)]
+         "--text-decays", "0.9", "--reinit-ks", "1,2", "--reinit-lrs", "1e-5,1e-4", "--output-dir", str(tmp_path)]
     )
     args.output_dir = tmp_path
     specs = evidence.all_specs(args)
