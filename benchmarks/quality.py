@@ -25,6 +25,15 @@ uniform range. Equal grid sizes give both arms the same chance in the selection.
 Run ``python benchmarks/quality.py --threads 1 --processes 2`` for the full grid (48 runs, the two tasks
 side by side in two processes: about 1.5 hours on 2 CPU cores) or ``--quick`` for a miniature of the same
 code. Every run is deterministic (one thread, fixed seeds), so the figures do not depend on ``--processes``.
+
+``--adaptations`` adds each ``layer_lr_adaptation`` method on top of every configuration of the grid (its
+twin: the same rates without adaptation), compared seed by seed with the twin; narrow the grid to the arms'
+chosen configurations first. ``--search-trials N`` runs the lr x decay search (``finetune_llrd.search``) on
+seed 0, each trial at the grid's budget and scored on the selection split like the grid's runs::
+
+    python benchmarks/quality.py --tasks sst2 --uniform-lrs 1e-4 --layerwise-lrs 2e-4 --layer-decays 0.8 \
+        --adaptations singh2015,autolr,auto_rgn,lars --search-trials 12 --threads 1 \
+        --output benchmarks/results/quality_adaptive.json
 """
 
 from __future__ import annotations
@@ -111,18 +120,29 @@ class ArmConfig:
         arm: ``uniform`` (stock Trainer) or ``layerwise`` (LLRDTrainer).
         learning_rate: the uniform rate, or the head's rate for the layer-wise arm.
         layer_decay: 1.0 for the uniform arm.
+        layer_lr_adaptation: ``none``, or the method applied on top of the arm's rates (then LLRDTrainer
+            trains the uniform arm too, with ``layer_decay`` 1.0).
     """
 
     arm: str
     learning_rate: float
     layer_decay: float = 1.0
+    layer_lr_adaptation: str = "none"
+
+    @property
+    def twin(self) -> ArmConfig:
+        """The same rates without adaptation."""
+        return replace(self, layer_lr_adaptation="none")
 
     @property
     def label(self) -> str:
-        """A short readable name such as ``uniform lr=1e-04`` or ``layerwise lr=2e-04 decay=0.8``."""
+        """A short readable name such as ``uniform lr=1e-04``, ``layerwise lr=2e-04 decay=0.8`` or
+        ``uniform lr=1e-04 +auto_rgn``."""
         if self.arm == "uniform":
-            return f"uniform lr={self.learning_rate:.0e}"
-        return f"layerwise lr={self.learning_rate:.0e} decay={self.layer_decay:g}"
+            base = f"uniform lr={self.learning_rate:.0e}"
+        else:
+            base = f"layerwise lr={self.learning_rate:.0e} decay={self.layer_decay:g}"
+        return base if self.layer_lr_adaptation == "none" else f"{base} +{self.layer_lr_adaptation}"
 
 
 def parse_floats(text: str) -> list[float]:
@@ -144,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--uniform-lrs", default="5e-5,1e-4,2e-4,4e-4", help="The uniform arm's learning rates.")
     parser.add_argument("--layerwise-lrs", default="2e-4,4e-4", help="The layer-wise arm's head learning rates.")
     parser.add_argument("--layer-decays", default="0.8,0.9", help="The layer-wise arm's decays.")
+    parser.add_argument(
+        "--adaptations",
+        default="",
+        help="layer_lr_adaptation methods (comma-separated) added on top of every configuration of the grid, each compared with its twin without adaptation.",
+    )
+    parser.add_argument("--search-trials", type=int, default=0, help="Trials of the lr x decay search on seed 0 (0: no search).")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of both arms.")
     parser.add_argument("--warmup-fraction", type=float, default=0.1, help="Linear warm-up as a fraction of the steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
@@ -154,21 +180,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def grid(args: argparse.Namespace) -> list[ArmConfig]:
-    """The configurations of both arms, uniform first.
+    """The configurations of both arms, uniform first, then each ``--adaptations`` method on top of each.
 
     Returns:
         With ``--quick``, one configuration per arm: uniform 2e-4 (or the middle uniform rate) and the first
-        decay with the layer-wise rate nearest 2e-4.
+        decay with the layer-wise rate nearest 2e-4 (and the methods on top of those two).
     """
     uniform_lrs, layerwise_lrs, decays = parse_floats(args.uniform_lrs), parse_floats(args.layerwise_lrs), parse_floats(args.layer_decays)
     if args.quick:
         def nearest(rates: list[float]) -> float:
             return min(rates, key=lambda rate: abs(math.log(rate / 2e-4)))
 
-        return [ArmConfig("uniform", nearest(uniform_lrs)), ArmConfig("layerwise", nearest(layerwise_lrs), decays[0])]
-    uniform = [ArmConfig("uniform", lr) for lr in uniform_lrs]
-    layerwise = [ArmConfig("layerwise", lr, decay) for decay in decays for lr in layerwise_lrs]
-    return uniform + layerwise
+        base = [ArmConfig("uniform", nearest(uniform_lrs)), ArmConfig("layerwise", nearest(layerwise_lrs), decays[0])]
+    else:
+        uniform = [ArmConfig("uniform", lr) for lr in uniform_lrs]
+        layerwise = [ArmConfig("layerwise", lr, decay) for decay in decays for lr in layerwise_lrs]
+        base = uniform + layerwise
+    adaptive = [replace(config, layer_lr_adaptation=method) for method in parse_methods(args.adaptations) for config in base]
+    return base + adaptive
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"singh2015,lars"`` -> ``["singh2015", "lars"]``, refusing unknown methods before any training."""
+    from finetune_llrd.arguments import LAYER_LR_ADAPTATIONS
+
+    known = [method for method in LAYER_LR_ADAPTATIONS if method != "none"]
+    methods = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [method for method in methods if method not in known]
+    if unknown:
+        raise SystemExit(f"--adaptations: unknown method(s) {unknown}; choose among {known}.")
+    return methods
 
 
 def load_split(task: str, split: str, size: int | None, seed: int = 1234) -> tuple[list, list[int]]:
@@ -239,9 +280,15 @@ def training_arguments(config: ArmConfig, setup: TaskSetup, seed: int, args: arg
         use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
     )
-    if config.arm == "uniform":
+    if not uses_llrd_trainer(config):
         return TrainingArguments(**common)
-    return LLRDTrainingArguments(**common, layer_decay=config.layer_decay)
+    adaptation = {} if config.layer_lr_adaptation == "none" else {"layer_lr_adaptation": config.layer_lr_adaptation}
+    return LLRDTrainingArguments(**common, layer_decay=config.layer_decay, **adaptation)
+
+
+def uses_llrd_trainer(config: ArmConfig) -> bool:
+    """The stock ``Trainer`` for the uniform arm, ``LLRDTrainer`` for layer-wise rates or an adaptation."""
+    return config.arm == "layerwise" or config.layer_lr_adaptation != "none"
 
 
 def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -268,7 +315,7 @@ def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, see
     set_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer_class = Trainer if config.arm == "uniform" else LLRDTrainer
+        trainer_class = LLRDTrainer if uses_llrd_trainer(config) else Trainer
         trainer = trainer_class(
             model=model,
             args=training_arguments(config, setup, seed, args, output_dir),
@@ -297,9 +344,49 @@ def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, see
             "train_seconds": round(train_seconds, 2),
             "final_train_loss": train_output.training_loss,
         }
-        if config.arm == "layerwise":
+        if uses_llrd_trainer(config):
             result["lr_per_depth"] = bench_utils.peak_rates(trainer)
         return result
+
+
+def run_search_trials(setup: TaskSetup, data: TaskData, tokenizer, args: argparse.Namespace) -> dict[str, Any]:
+    """The lr x decay search (Optuna TPE, median pruning) on seed 0: each trial trains for the grid's
+    ``max_steps`` and is scored on the selection split, evaluated every ``eval_every`` steps for pruning.
+
+    Returns:
+        ``space``, ``steps_per_trial``, ``best_params``, ``best_value`` (selection accuracy) and ``trials``
+        (in the order they ran, each with its parameters, state, value and steps).
+    """
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    import optuna
+
+    from finetune_llrd import LLRDTrainer
+    from finetune_llrd.search import SearchArguments, default_search_space, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def model_init():
+        return AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
+
+    set_seed(0)
+    space = default_search_space(sum(parameter.numel() for parameter in model_init().parameters()))
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = LLRDTrainer(
+            model_init=model_init,
+            args=training_arguments(ArmConfig("layerwise", 2e-4, 0.8), setup, 0, args, output_dir),
+            train_dataset=data.train,
+            eval_dataset=data.select,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=accuracy,
+        )
+        trainer.remove_callback(PrinterCallback)
+        outcome = run_search(trainer, SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps), space, "eval_accuracy")
+    return {
+        "space": asdict(space), "steps_per_trial": setup.max_steps, "best_params": outcome.best_params,
+        "best_value": outcome.best_value, "trials": outcome.trials,
+    }
 
 
 def first_step_reaching(curve: list[list[float]], target: float) -> int | None:
@@ -336,10 +423,12 @@ def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "train_seconds": bench_utils.mean_and_std([run["train_seconds"] for run in config_runs]),
             }
         )
+    base_configs = [config for config in configs if config["config"].get("layer_lr_adaptation", "none") == "none"]
+    base_runs = [run for run in runs if run["config"].get("layer_lr_adaptation", "none") == "none"]
     arms: dict[str, Any] = {}
     for arm in ("uniform", "layerwise"):
-        arm_configs = [config for config in configs if config["arm"] == arm]
-        arm_runs = [run for run in runs if run["config"]["arm"] == arm]
+        arm_configs = [config for config in base_configs if config["arm"] == arm]
+        arm_runs = [run for run in base_runs if run["config"]["arm"] == arm]
         best = max(arm_configs, key=lambda config: config["select"]["mean"])
         best_runs = by_label[best["label"]]
         best_single = max(arm_runs, key=lambda run: run["report_accuracy"])
@@ -354,7 +443,56 @@ def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
     arms["time_to_accuracy"] = time_to_accuracy(by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]])
     arms["paired_difference"] = paired_difference(by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]])
-    return {"configs": configs, "arms": arms}
+    summary = {"configs": configs, "arms": arms}
+    adaptive = [config for config in configs if config not in base_configs]
+    if adaptive:
+        uniform_best_runs = by_label[arms["uniform"]["best_config"]]
+        summary["adaptive"] = [
+            {
+                "label": config["label"],
+                "twin": (twin := ArmConfig(**config["config"]).twin.label),
+                "report": config["report"],
+                "minus_twin": paired_difference(by_label[twin], by_label[config["label"]]),
+                "minus_uniform_best": paired_difference(uniform_best_runs, by_label[config["label"]]),
+            }
+            for config in adaptive
+        ]
+    return summary
+
+
+def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], grid_max_steps: int, tolerance: float = 0.005) -> dict[str, Any]:
+    """How many trials and training steps the search needed to come within ``tolerance`` (half a point) of
+    the grid's best configuration, both judged on the selection split with seed 0.
+
+    Args:
+        search: a task's ``search`` entry (trials in the order they ran).
+        grid_runs: the grid's runs of the same task (runs with an adaptation are left out).
+        grid_max_steps: the steps of each grid run.
+        tolerance: how close counts as reaching the grid's best.
+
+    Returns:
+        ``grid_best`` (label and selection accuracy), ``grid_configs``, ``grid_steps`` (the grid's cost for one
+        seed), ``trials_needed`` and ``steps_needed`` (None: not reached), ``trials`` and ``steps`` (all).
+    """
+    seed0 = [run for run in grid_runs if run["seed"] == 0 and run["config"].get("layer_lr_adaptation", "none") == "none"]
+    best = max(seed0, key=lambda run: run["select_accuracy"])
+    steps_so_far, trials_needed, steps_needed = 0, None, None
+    for index, trial in enumerate(search["trials"], start=1):
+        steps_so_far += trial["steps"] or 0
+        value = trial["value"] if trial["value"] is not None else trial["last_reported_value"]
+        if trials_needed is None and trial["state"] == "COMPLETE" and value >= best["select_accuracy"] - tolerance - 1e-12:
+            trials_needed, steps_needed = index, steps_so_far
+    return {
+        "grid_best": {"label": best["label"], "select_accuracy": best["select_accuracy"]},
+        "grid_configs": len(seed0),
+        "grid_steps": len(seed0) * grid_max_steps,
+        "trials_needed": trials_needed,
+        "steps_needed": steps_needed,
+        "trials": len(search["trials"]),
+        "steps": steps_so_far,
+        "best_params": search["best_params"],
+        "best_value": search["best_value"],
+    }
 
 
 def time_to_accuracy(uniform_runs: list[dict[str, Any]], layerwise_runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -482,6 +620,9 @@ def run_task(task: str, args: argparse.Namespace, seeds: list[int], configs: lis
             logger.info("%s seed %d %s: report accuracy %.4f, %.0f s", task, seed, config.label, run["report_accuracy"], run["train_seconds"])
             if on_run is not None:
                 on_run(task_result)
+    if args.search_trials > 0:
+        task_result["search"] = run_search_trials(setup, data, tokenizer, args)
+        logger.info("%s search: best %s = %.4f", task, task_result["search"]["best_params"], task_result["search"]["best_value"])
     task_result["summary"] = summarize_task(task_result["runs"])
     task_result["complete"] = True
     if on_run is not None:

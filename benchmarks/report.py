@@ -14,6 +14,7 @@ from typing import Any
 
 import bench_utils
 import evidence_summary
+import quality
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +200,50 @@ def quality_section(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def quality_adaptive_section(payload: dict[str, Any], grid_payload: dict[str, Any] | None) -> str:
+    """The quality tables of a run with ``--adaptations`` and ``--search-trials``: each method against its
+    twin without adaptation, and the search against the full grid of ``quality.json`` (seed 0, selection split)."""
+    tables, command = quality_section(payload), command_block(payload)
+    lines = [tables.removesuffix(command).rstrip("\n"), ""]
+    for name, task in payload["results"]["tasks"].items():
+        if not task.get("complete"):
+            continue
+        adaptive = task["summary"].get("adaptive", [])
+        if adaptive:
+            uniform_best = task["summary"]["arms"]["uniform"]["best_config"]
+            lines += [
+                f"#### {name}: each adaptation against its twin",
+                "",
+                f"| configuration | report accuracy, mean +- std | minus its twin, paired mean +- std (per seed) | minus {uniform_best}, paired mean +- std |",
+                "|---|---:|---:|---:|",
+            ]
+            for entry in adaptive:
+                twin, uniform = entry["minus_twin"], entry["minus_uniform_best"]
+                lines.append(
+                    f"| {entry['label']} | {entry['report']['mean']:.4f} +- {entry['report']['std']:.4f} | "
+                    f"{twin['mean']:+.4f} +- {twin['std']:.4f} ({', '.join(f'{value:+.4f}' for value in twin['per_seed'])}) | "
+                    f"{uniform['mean']:+.4f} +- {uniform['std']:.4f} |"
+                )
+            lines.append("")
+        search = task.get("search")
+        if search is not None and grid_payload is not None and name in grid_payload["results"]["tasks"]:
+            grid_task = grid_payload["results"]["tasks"][name]
+            cost = quality.search_cost(search, grid_task["runs"], grid_task["setup"]["max_steps"])
+            needed = "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
+            best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
+            lines += [
+                f"#### {name}: the lr x decay search against the grid of `quality.json` (seed 0, selection split)",
+                "",
+                "| grid's best configuration (selection accuracy) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (accuracy) | all trials, steps |",
+                "|---|---:|---:|---|---:|",
+                f"| {cost['grid_best']['label']} ({cost['grid_best']['select_accuracy']:.4f}) | {cost['grid_configs']}, {cost['grid_steps']} | {needed} | "
+                f"{best} ({cost['best_value']:.4f}) | {cost['trials']}, {cost['steps']} |",
+                "",
+            ]
+    lines.append(command)
+    return "\n".join(lines)
+
+
 def preemption_section(payload: dict[str, Any]) -> str:
     """Seconds from the preemption signal to the exit, and the steps lost."""
     result = payload["results"]
@@ -360,6 +405,11 @@ def main(argv: list[str] | None = None) -> str:
         ("optimizer_step_cuda", "Optimizer step cost on GPU", optimizer_section),
         ("grouping_scale", "Scale of the grouping", grouping_section),
         ("quality", "Quality at equal budget", quality_section),
+        (
+            "quality_adaptive",
+            "Adaptive rates and the search at the quality budget",
+            lambda payload: quality_adaptive_section(payload, load(args.results_dir, "quality")),
+        ),
         ("adaptation_cost", "Cost of the adaptive rates per step", adaptation_section),
         ("preemption_cost", "Cost of a preemption", preemption_section),
     ]

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
         if args.quick:
             benchmark_argv.append("--quick")
+            if name == "quality":
+                benchmark_argv += ["--adaptations", "auto_rgn", "--search-trials", "2"]
         if name != "grouping_scale":
             benchmark_argv += ["--device", args.device]
         if args.threads:

@@ -13,10 +13,10 @@ import bench_utils  # noqa: E402
 import quality  # noqa: E402
 
 
-def _run(arm, lr, seed, curve, select, report, decay=1.0):
-    config = quality.ArmConfig(arm, lr, decay)
+def _run(arm, lr, seed, curve, select, report, decay=1.0, adaptation="none"):
+    config = quality.ArmConfig(arm, lr, decay, adaptation)
     return {
-        "config": {"arm": arm, "learning_rate": lr, "layer_decay": decay},
+        "config": {"arm": arm, "learning_rate": lr, "layer_decay": decay, "layer_lr_adaptation": adaptation},
         "label": config.label,
         "seed": seed,
         "curve": curve,
@@ -85,6 +85,62 @@ def test_summary_picks_the_best_configuration_on_the_selection_split_not_the_rep
     assert arms["time_to_accuracy"]["layerwise"] == {"mean_curve_steps": 4, "per_seed_steps": {"0": 2, "1": 4}}
     assert arms["paired_difference"]["per_seed"] == pytest.approx([0.04, 0.06])
     assert arms["paired_difference"]["mean"] == pytest.approx(0.05)
+
+
+def test_adaptive_configurations_are_compared_with_their_twins_and_stay_out_of_the_arms_choice():
+    runs = [
+        _run("uniform", 1e-4, 0, [[4, 0.70]], select=0.80, report=0.70),
+        _run("uniform", 1e-4, 1, [[4, 0.72]], select=0.82, report=0.72),
+        _run("layerwise", 2e-4, 0, [[4, 0.74]], select=0.81, report=0.74, decay=0.8),
+        _run("layerwise", 2e-4, 1, [[4, 0.78]], select=0.83, report=0.78, decay=0.8),
+        # the best selection score of all, but an adaptation: not a candidate for either arm's best
+        _run("uniform", 1e-4, 0, [[4, 0.73]], select=0.90, report=0.73, adaptation="lars"),
+        _run("uniform", 1e-4, 1, [[4, 0.71]], select=0.90, report=0.71, adaptation="lars"),
+        _run("layerwise", 2e-4, 0, [[4, 0.70]], select=0.70, report=0.70, decay=0.8, adaptation="lars"),
+        _run("layerwise", 2e-4, 1, [[4, 0.80]], select=0.70, report=0.80, decay=0.8, adaptation="lars"),
+    ]
+    summary = quality.summarize_task(runs)
+    assert summary["arms"]["uniform"]["best_config"] == "uniform lr=1e-04"
+    assert summary["arms"]["uniform"]["grid_report"]["mean"] == pytest.approx(0.71)
+    assert [entry["label"] for entry in summary["adaptive"]] == ["uniform lr=1e-04 +lars", "layerwise lr=2e-04 decay=0.8 +lars"]
+    on_uniform, on_layerwise = summary["adaptive"]
+    assert on_uniform["twin"] == "uniform lr=1e-04"
+    assert on_uniform["minus_twin"]["per_seed"] == pytest.approx([0.03, -0.01])
+    assert on_layerwise["twin"] == "layerwise lr=2e-04 decay=0.8"
+    assert on_layerwise["minus_twin"]["per_seed"] == pytest.approx([-0.04, 0.02])
+    assert on_layerwise["minus_uniform_best"]["per_seed"] == pytest.approx([0.00, 0.08])
+
+
+def test_adaptive_grid_adds_each_method_on_top_of_each_configuration_and_refuses_unknown_methods():
+    args = quality.build_parser().parse_args(["--uniform-lrs", "1e-4", "--layerwise-lrs", "2e-4", "--layer-decays", "0.8", "--adaptations", "lars,autolr"])
+    assert [config.label for config in quality.grid(args)] == [
+        "uniform lr=1e-04", "layerwise lr=2e-04 decay=0.8",
+        "uniform lr=1e-04 +lars", "layerwise lr=2e-04 decay=0.8 +lars",
+        "uniform lr=1e-04 +autolr", "layerwise lr=2e-04 decay=0.8 +autolr",
+    ]
+    with pytest.raises(SystemExit, match=r"--adaptations: unknown method\(s\) \['lamb'\]"):
+        quality.grid(quality.build_parser().parse_args(["--adaptations", "lars,lamb"]))
+
+
+def test_search_cost_counts_trials_and_steps_until_within_half_a_point_of_the_grids_seed0_best():
+    grid_runs = [
+        _run("uniform", 1e-4, 0, [[4, 0.70]], select=0.850, report=0.70),
+        _run("uniform", 1e-4, 1, [[4, 0.70]], select=0.990, report=0.70),  # seed 1: not the reference
+        _run("layerwise", 2e-4, 0, [[4, 0.74]], select=0.860, report=0.74, decay=0.8),
+        _run("uniform", 1e-4, 0, [[4, 0.70]], select=0.950, report=0.70, adaptation="lars"),  # adaptive: left out
+    ]
+    trial = lambda state, value, steps: {"state": state, "value": value, "last_reported_value": value, "steps": steps}  # noqa: E731
+    search = {
+        "steps_per_trial": 64, "best_params": {"learning_rate": 2e-4}, "best_value": 0.858,
+        "trials": [trial("COMPLETE", 0.80, 64), trial("PRUNED", None, 16), trial("COMPLETE", 0.855, 64), trial("COMPLETE", 0.858, 64)],
+    }
+    search["trials"][1]["last_reported_value"] = 0.9  # pruned trials never count as reaching it
+    cost = quality.search_cost(search, grid_runs, grid_max_steps=64)
+    assert cost == {
+        "grid_best": {"label": "layerwise lr=2e-04 decay=0.8", "select_accuracy": 0.860},
+        "grid_configs": 2, "grid_steps": 128, "trials_needed": 3, "steps_needed": 144, "trials": 4, "steps": 208,
+        "best_params": {"learning_rate": 2e-4}, "best_value": 0.858,
+    }
 
 
 def test_benchmarks_md_holds_the_report_of_the_committed_results(capsys):

@@ -93,13 +93,19 @@ def test_quality_runs_both_arms_on_both_tasks(quick_results):
     assert set(tasks) == {"sst2", "rte"}
     for task in tasks.values():
         assert task["complete"] is True
-        assert [run["label"] for run in task["runs"]] == ["uniform lr=2e-04", "layerwise lr=2e-04 decay=0.8"]
+        assert [run["label"] for run in task["runs"]] == [
+            "uniform lr=2e-04", "layerwise lr=2e-04 decay=0.8", "uniform lr=2e-04 +auto_rgn", "layerwise lr=2e-04 decay=0.8 +auto_rgn",
+        ]
         for run in task["runs"]:
             assert [step for step, _ in run["curve"]] == [2, 4]
             assert 0.0 <= run["report_accuracy"] <= 1.0
         rates = [row["lr"] for row in task["runs"][1]["lr_per_depth"]]
         assert rates == pytest.approx([2e-4 * 0.8 ** (7 - depth) for depth in range(8)])
         assert set(task["summary"]["arms"]) == {"uniform", "layerwise", "time_to_accuracy", "paired_difference"}
+        assert [entry["twin"] for entry in task["summary"]["adaptive"]] == ["uniform lr=2e-04", "layerwise lr=2e-04 decay=0.8"]
+        assert len(task["search"]["trials"]) == 2
+        assert task["search"]["steps_per_trial"] == 4
+        assert set(task["search"]["best_params"]) == {"learning_rate", "layer_decay"}
     assert "time to accuracy" in stdout
     for plot in ("quality_curves.png", "lr_per_depth.png"):
         assert (output_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
