@@ -1,6 +1,6 @@
 """Where layer-wise rates matter: real pretrained backbones fine-tuned to convergence, many seeds.
 
-Three studies, each a grid of runs with one result file per run, so that a stopped study resumes where it
+Studies, each a grid of runs with one result file per run, so that a stopped study resumes where it
 stopped (a run whose file exists is skipped) and several machines or sessions can share the work:
 
 * ``vit``: the real pretrained DINOv2-layout ViT-S/14 (``dinov2-small-imgfocus``, 12 blocks) on CIFAR-10.
@@ -16,6 +16,10 @@ stopped (a run whose file exists is skipped) and several machines or sessions ca
   (3 epochs) and a longer one (``--budgets standard,long``; 3x the steps). ``cola-full`` is CoLA with the
   whole training file instead of 1,000 sentences (beyond the protocol: for models that learn nothing from
   1,000).
+* ``adaptive`` and ``cnn-adaptive``: each ``layer_lr_adaptation`` method on top of uniform rates and on top of
+  layer-wise decay, on the text models (at ``--adapt-lr``) and on the CNN (at each arm's rate of
+  ``--cnn-adapt-lrs``); each run's twin without adaptation is a run of the ``text`` or ``cnn`` study.
+* ``search``: the lr x decay search (``finetune_llrd.search``) on seed 0, against the text grid's cost.
 
 Three disjoint splits per task: the model trains on the training subset; the selection split (held out
 from the training file) is evaluated every ``eval_every`` steps for the learning curve and once at the
@@ -62,7 +66,7 @@ EVIDENCE_DIR = bench_utils.RESULTS_DIR / "evidence"
 QUICK_EVIDENCE_DIR = bench_utils.QUICK_RESULTS_DIR / "evidence"
 DEFAULT_MODELS_DIR = bench_utils.REPO_ROOT / "out" / "models"
 BUILD_SCRIPT = bench_utils.REPO_ROOT.parent / "shared" / "models" / "build.sh"
-STUDIES = ("vit", "cnn", "text", "adaptive", "search")
+STUDIES = ("vit", "cnn", "text", "adaptive", "cnn-adaptive", "search")
 ADAPTATIONS = ("singh2015", "auto_rgn", "autolr", "lars")
 TEXT_MODELS = ("e5-small", "minilm-l6")
 TEXT_TASKS = ("rte", "cola", "sst2", "cola-full")
@@ -199,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="Learning rate of the ViT linear probe.")
     parser.add_argument("--cnn-lrs", default="2e-4,1e-3,5e-3", help="Learning rates of the CNN grid.")
     parser.add_argument("--cnn-block-decay", type=float, default=0.85, help="The CNN's decay with one depth per block (16 blocks).")
+    parser.add_argument(
+        "--cnn-adapt-lrs",
+        default="1e-3,5e-3",
+        help="Rates of the cnn-adaptive study: uniform's and per-block decay's, each arm's rate chosen in the CNN study.",
+    )
     parser.add_argument("--cnn-stage-decay", type=float, default=0.7, help="The CNN's decay with one depth per stage (7 stages).")
     parser.add_argument("--text-lrs", default="3e-5,1e-4,3e-4", help="Learning rates of the text grid.")
     parser.add_argument("--text-decays", default="0.9,0.8", help="Layer-wise decays of the text grid (1.0, uniform, is always in).")
@@ -330,6 +339,22 @@ def adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     return specs
 
 
+def cnn_adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
+    """Each ``layer_lr_adaptation`` method on the CNN, on top of uniform rates and on top of per-block decay, each
+    at its arm's rate of ``--cnn-adapt-lrs``, so that each run has a twin without adaptation in the CNN study."""
+    model = "tiny-cnn" if args.quick else "efficientnet-lite0"
+    rates = float_list(args.cnn_adapt_lrs)
+    if len(rates) != 2:
+        raise SystemExit(f"--cnn-adapt-lrs: give two rates, uniform's then per-block decay's (e.g. 1e-3,5e-3), got {args.cnn_adapt_lrs!r}.")
+    uniform_lr, layerwise_lr = rates
+    specs = []
+    for seed in seeds:
+        for method in args.adaptations.split(","):
+            specs.append(RunSpec("cnn", model, "cifar10", "adaptive", uniform_lr, seed=seed, adaptation=method))
+            specs.append(RunSpec("cnn", model, "cifar10", "layerwise", layerwise_lr, args.cnn_block_decay, seed=seed, adaptation=method))
+    return specs
+
+
 def all_specs(args: argparse.Namespace) -> list[RunSpec]:
     """Every run the command asks for, in the order they run (the search study is not made of runs)."""
     makers = {
@@ -337,6 +362,7 @@ def all_specs(args: argparse.Namespace) -> list[RunSpec]:
         "cnn": (cnn_specs, args.vit_seeds),
         "text": (text_specs, args.text_seeds),
         "adaptive": (adaptive_specs, args.text_seeds),
+        "cnn-adaptive": (cnn_adaptive_specs, args.vit_seeds),
         "search": (lambda args, seeds: [], 1),
     }
     specs = []
