@@ -16,9 +16,10 @@ stopped (a run whose file exists is skipped) and several machines or sessions ca
   (3 epochs) and a longer one (``--budgets standard,long``; 3x the steps). ``cola-full`` is CoLA with the
   whole training file instead of 1,000 sentences (beyond the protocol: for models that learn nothing from
   1,000).
-* ``adaptive`` and ``cnn-adaptive``: each ``layer_lr_adaptation`` method on top of uniform rates and on top of
-  layer-wise decay, on the text models (at ``--adapt-lr``) and on the CNN (at each arm's rate of
-  ``--cnn-adapt-lrs``); each run's twin without adaptation is a run of the ``text`` or ``cnn`` study.
+* ``adaptive``, ``cnn-adaptive`` and ``vit-adaptive``: each ``layer_lr_adaptation`` method on top of uniform
+  rates and on top of layer-wise decay, on the text models (at ``--adapt-lr``), on the CNN and on the ViT (at
+  each arm's chosen rate, ``--cnn-adapt-lrs`` and ``--vit-adapt-lrs``); each run's twin without adaptation
+  is a run of the ``text``, ``cnn`` or ``vit`` study.
 * ``search``: the lr x decay search (``finetune_llrd.search``) on seed 0, against the text grid's cost.
 
 Three disjoint splits per task: the model trains on the training subset; the selection split (held out
@@ -66,7 +67,7 @@ EVIDENCE_DIR = bench_utils.RESULTS_DIR / "evidence"
 QUICK_EVIDENCE_DIR = bench_utils.QUICK_RESULTS_DIR / "evidence"
 DEFAULT_MODELS_DIR = bench_utils.REPO_ROOT / "out" / "models"
 BUILD_SCRIPT = bench_utils.REPO_ROOT.parent / "shared" / "models" / "build.sh"
-STUDIES = ("vit", "cnn", "text", "adaptive", "cnn-adaptive", "search")
+STUDIES = ("vit", "cnn", "text", "adaptive", "cnn-adaptive", "vit-adaptive", "search")
 ADAPTATIONS = ("singh2015", "auto_rgn", "autolr", "lars")
 TEXT_MODELS = ("e5-small", "minilm-l6")
 TEXT_TASKS = ("rte", "cola", "sst2", "cola-full")
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="More rates for the ViT's uniform arm only (e.g. below the grid, when its best rate is the grid's lowest).",
     )
+    parser.add_argument(
+        "--vit-adapt-lrs",
+        default="2e-5,2e-4",
+        help="Rates of the vit-adaptive study: uniform's and layer-wise decay's (--vit-adapt-decay), each arm's rate chosen in the ViT study.",
+    )
+    parser.add_argument("--vit-adapt-decay", type=float, default=0.75, help="Decay of the vit-adaptive study's layer-wise arm (the ViT study's best).")
     parser.add_argument("--vit-decays", default="0.65,0.75,0.85", help="Layer-wise decays of the ViT grid.")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="Learning rate of the ViT linear probe.")
     parser.add_argument("--cnn-lrs", default="2e-4,1e-3,5e-3", help="Learning rates of the CNN grid.")
@@ -343,15 +350,42 @@ def cnn_adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSp
     """Each ``layer_lr_adaptation`` method on the CNN, on top of uniform rates and on top of per-block decay, each
     at its arm's rate of ``--cnn-adapt-lrs``, so that each run has a twin without adaptation in the CNN study."""
     model = "tiny-cnn" if args.quick else "efficientnet-lite0"
-    rates = float_list(args.cnn_adapt_lrs)
+    return image_adaptive_specs("cnn", model, "--cnn-adapt-lrs", args.cnn_adapt_lrs, args.cnn_block_decay, args, seeds)
+
+
+def vit_adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
+    """Each ``layer_lr_adaptation`` method on the ViT, on top of uniform rates and on top of decay
+    ``--vit-adapt-decay``, each at its arm's rate of ``--vit-adapt-lrs`` (twins in the ViT study)."""
+    model = "tiny-vit" if args.quick else "dinov2-small-imgfocus"
+    return image_adaptive_specs("vit", model, "--vit-adapt-lrs", args.vit_adapt_lrs, args.vit_adapt_decay, args, seeds)
+
+
+def image_adaptive_specs(
+    study: str, model: str, flag: str, rates_text: str, decay: float, args: argparse.Namespace, seeds: list[int]
+) -> list[RunSpec]:
+    """The runs of an image adaptive study: per seed and method, one on uniform rates and one on decay.
+
+    Args:
+        study: ``cnn`` or ``vit`` (the study whose runs are the twins).
+        model: the model folder's name.
+        flag: the command-line flag of ``rates_text``, named in the error.
+        rates_text: two rates, the uniform arm's then the layer-wise arm's.
+        decay: the layer-wise arm's decay.
+        args: the parsed command line (``--adaptations``).
+        seeds: the seeds.
+
+    Returns:
+        The runs, seed-major.
+    """
+    rates = float_list(rates_text)
     if len(rates) != 2:
-        raise SystemExit(f"--cnn-adapt-lrs: give two rates, uniform's then per-block decay's (e.g. 1e-3,5e-3), got {args.cnn_adapt_lrs!r}.")
+        raise SystemExit(f"{flag}: give two rates, uniform's then layer-wise decay's (e.g. 1e-3,5e-3), got {rates_text!r}.")
     uniform_lr, layerwise_lr = rates
     specs = []
     for seed in seeds:
         for method in args.adaptations.split(","):
-            specs.append(RunSpec("cnn", model, "cifar10", "adaptive", uniform_lr, seed=seed, adaptation=method))
-            specs.append(RunSpec("cnn", model, "cifar10", "layerwise", layerwise_lr, args.cnn_block_decay, seed=seed, adaptation=method))
+            specs.append(RunSpec(study, model, "cifar10", "adaptive", uniform_lr, seed=seed, adaptation=method))
+            specs.append(RunSpec(study, model, "cifar10", "layerwise", layerwise_lr, decay, seed=seed, adaptation=method))
     return specs
 
 
@@ -363,6 +397,7 @@ def all_specs(args: argparse.Namespace) -> list[RunSpec]:
         "text": (text_specs, args.text_seeds),
         "adaptive": (adaptive_specs, args.text_seeds),
         "cnn-adaptive": (cnn_adaptive_specs, args.vit_seeds),
+        "vit-adaptive": (vit_adaptive_specs, args.vit_seeds),
         "search": (lambda args, seeds: [], 1),
     }
     specs = []

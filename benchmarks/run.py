@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     for name in args.only.split(","):
         if name == "evidence":
             benchmark_argv = ["--output-dir", display_path(results_dir / "evidence")]
-            benchmark_argv += ["--studies", "vit,cnn,text,adaptive,cnn-adaptive,search", "--search-trials", "2"] if args.quick else []
+            benchmark_argv += ["--studies", "vit,cnn,text,adaptive,cnn-adaptive,vit-adaptive,search", "--search-trials", "2"] if args.quick else []
         else:
             benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
         if args.quick:

@@ -124,7 +124,12 @@ def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_re
         for method in ("auto_rgn", "autolr", "lars", "singh2015")
         for arm in ("adaptive_lr1e-03", "layerwise_lr5e-03_decay0.85")
     ]
-    assert sorted(runs) == sorted(adaptive + cnn_adaptive + [
+    vit_adaptive = [
+        f"tiny-vit__cifar10__{arm}_adapt{method}__seed0.json"
+        for method in ("auto_rgn", "autolr", "lars", "singh2015")
+        for arm in ("adaptive_lr2e-05", "layerwise_lr2e-04_decay0.75")
+    ]
+    assert sorted(runs) == sorted(adaptive + cnn_adaptive + vit_adaptive + [
         "tiny-bert__cola__layerwise-reinit_lr1e-04_decay0.9_reinit2__seed0.json",
         "tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json",
         "tiny-bert__cola__reinit_lr1e-04_reinit1__seed0.json",
