@@ -389,3 +389,24 @@ def start_benchmark(threads: int | None, quick: bool, device: str = "cpu") -> tu
     machine = machine_info(device)
     quiet_transformers()
     return started, machine
+
+
+def trials_to_reach(trials: list[dict[str, Any]], target: float, tolerance: float) -> dict[str, int | None]:
+    """How far a search went before a finished trial came within ``tolerance`` of ``target``.
+
+    Args:
+        trials: the search's trials in the order they ran (``state``, ``value``, ``last_reported_value``, ``steps``).
+        target: the score to come close to (the grid's best).
+        tolerance: how close counts as reaching it.
+
+    Returns:
+        ``trials_needed`` and ``steps_needed`` (None: not reached; pruned trials never count), ``trials`` and
+        ``steps`` (all).
+    """
+    steps_so_far, trials_needed, steps_needed = 0, None, None
+    for index, trial in enumerate(trials, start=1):
+        steps_so_far += trial["steps"] or 0
+        value = trial["value"] if trial["value"] is not None else trial["last_reported_value"]
+        if trials_needed is None and trial["state"] == "COMPLETE" and value >= target - tolerance - 1e-12:
+            trials_needed, steps_needed = index, steps_so_far
+    return {"trials_needed": trials_needed, "steps_needed": steps_needed, "trials": len(trials), "steps": steps_so_far}

@@ -60,20 +60,11 @@ def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], toleran
     seed0 = [run for run in grid_runs if run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise")
              and run["spec"]["reinit_top_layers"] == 0 and run["spec"].get("adaptation", "none") == "none"]
     best = max(seed0, key=lambda run: run["select_score"])
-    steps_so_far, trials_needed, steps_needed = 0, None, None
-    for index, trial in enumerate(search["trials"], start=1):
-        steps_so_far += trial["steps"] or 0
-        value = trial["value"] if trial["value"] is not None else trial["last_reported_value"]
-        if trials_needed is None and trial["state"] == "COMPLETE" and value >= best["select_score"] - tolerance - 1e-12:
-            trials_needed, steps_needed = index, steps_so_far
     return {
         "grid_best": {"label": best["config_label"], "select_score": best["select_score"]},
         "grid_configs": len(seed0),
         "grid_steps": sum(run["steps"] for run in seed0),
-        "trials_needed": trials_needed,
-        "steps_needed": steps_needed,
-        "trials": len(search["trials"]),
-        "steps": steps_so_far,
+        **bench_utils.trials_to_reach(search["trials"], best["select_score"], tolerance),
         "best_params": search["best_params"],
         "best_value": search["best_value"],
     }
