@@ -51,15 +51,37 @@ def _readable_state(folder: str) -> bool:
         return False
 
 
+_TRUE_WORDS = frozenset({"true", "yes", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "0"})
+
+
+def parse_resume_argument(resume_from_checkpoint: str | bool | None) -> str | bool | None:
+    """``resume_from_checkpoint`` as the Trainer means it, also when it comes from a command line as text.
+
+    ``TrainingArguments.resume_from_checkpoint`` is a string field, so ``--resume_from_checkpoint True`` arrives
+    as ``"True"``. The words true / yes / 1 (any case) mean ``True`` and false / no / 0 mean ``None``; anything
+    else is a folder (a folder literally named ``True`` is ``./True``).
+    """
+    if isinstance(resume_from_checkpoint, str):
+        word = resume_from_checkpoint.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return None
+    return resume_from_checkpoint
+
+
 def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
     """The checkpoint folder that ``resume_from_checkpoint`` designates, checked.
 
-    ``True`` means the newest complete checkpoint in ``output_dir``; incomplete newer ones are skipped
-    with a warning (the stock Trainer would pick them and fail).
+    ``True`` (or the text true / yes / 1, see :func:`parse_resume_argument`) means the newest complete
+    checkpoint in ``output_dir``; incomplete newer ones are skipped with a warning (the stock Trainer would
+    pick them and fail).
 
     Raises:
         CheckpointError: if there is none, or it is incomplete or unreadable.
     """
+    resume_from_checkpoint = parse_resume_argument(resume_from_checkpoint)
     if resume_from_checkpoint is None or resume_from_checkpoint is False:
         return None
     if resume_from_checkpoint is True:

@@ -28,7 +28,7 @@ from transformers import AutoConfig, HfArgumentParser, PretrainedConfig, PreTrai
 from transformers.utils import is_torch_xla_available
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
-from finetune_llrd.checkpoints import complete_checkpoints, resolve_resume_checkpoint
+from finetune_llrd.checkpoints import complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
 from finetune_llrd.param_groups import format_lr_table
 from finetune_llrd.search import (
     SearchArguments,
@@ -316,16 +316,20 @@ def choose_stages(training_args: RecipeTrainingArguments, given: set[str]) -> No
 def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | None:
     """The checkpoint to resume training from, and the guard against writing over an earlier run.
 
-    Returns ``--resume_from_checkpoint`` if given; else, unless ``--overwrite_output_dir``, the newest
-    ``checkpoint-*`` folder in ``--output_dir`` that was written to the end (a run killed while saving
-    leaves an incomplete one, which is skipped with a warning).
+    Returns the checkpoint ``--resume_from_checkpoint`` names (``True`` / ``true`` / ``yes`` / ``1``: the newest
+    complete one in ``--output_dir``; ``false`` / ``no`` / ``0``: none), checked; else, unless
+    ``--overwrite_output_dir``, the newest ``checkpoint-*`` folder in ``--output_dir`` that was written to the
+    end (a run killed while saving leaves an incomplete one, which is skipped with a warning).
 
     Raises:
         ValueError: if ``--output_dir`` holds files but no checkpoint and ``--overwrite_output_dir`` is not set.
+        CheckpointError: if the checkpoint asked for is missing, incomplete or unreadable.
     """
-    if training_args.resume_from_checkpoint is not None:
-        return training_args.resume_from_checkpoint
     output_dir = training_args.output_dir
+    if training_args.resume_from_checkpoint is not None:
+        if parse_resume_argument(training_args.resume_from_checkpoint) is None:
+            return None
+        return resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     if training_args.overwrite_output_dir or not os.path.isdir(output_dir):
         return None
     if not complete_checkpoints(output_dir):
@@ -725,15 +729,19 @@ def take_samples(dataset: Dataset, max_samples: int | None, seed: int) -> Datase
     return dataset.shuffle(seed=seed).select(range(max_samples))
 
 
-def load_metric(name: str, config_name: str | None = None) -> Callable[..., dict[str, float]]:
+def load_metric(
+    name: str, config_name: str | None = None, local: Callable[..., dict[str, Any]] | None = None
+) -> Callable[..., dict[str, float]]:
     """``compute(predictions=..., references=...)`` of an `evaluate` metric, or of the same metric computed locally.
 
     `evaluate` fetches its metric scripts from the Hub. Where that fails (no network, ``HF_HUB_OFFLINE``),
-    the metric is computed with scikit-learn and scipy exactly as the `evaluate` script defines it.
+    the metric is computed with scikit-learn and scipy exactly as the `evaluate` script defines it, or by
+    ``local``, a recipe's own implementation with the script's arguments and results.
 
     Args:
-        name: "glue" (with a GLUE task as ``config_name``), "accuracy" or "mse".
+        name: "glue" (with a GLUE task as ``config_name``), "accuracy" or "mse"; any metric with ``local``.
         config_name: the GLUE task.
+        local: the metric computed here, for a metric :func:`local_metric` does not implement.
 
     Returns:
         A function of ``predictions`` and ``references`` returning ``{metric name: value}``.
@@ -745,9 +753,9 @@ def load_metric(name: str, config_name: str | None = None) -> Callable[..., dict
     except Exception as error:  # noqa: BLE001 - a failed Hub fetch surfaces as many exception types
         logger.warning(
             f"evaluate could not load the {name!r} metric ({type(error).__name__}: {error}); computing it with "
-            "scikit-learn and scipy, as the evaluate metric defines it."
+            f"{'this recipe' if local else 'scikit-learn and scipy'}, as the evaluate metric defines it."
         )
-        return local_metric(name, config_name)
+        return local or local_metric(name, config_name)
     logger.info(f"Computing the {name!r} metric with evaluate.")
     return metric.compute
 
@@ -857,11 +865,14 @@ def build_trainer(
     splits: dict[str, Dataset],
     *,
     data_collator: Callable | None,
-    compute_metrics: Callable,
+    compute_metrics: Callable | None,
+    trainer_class: Callable[..., LLRDTrainer] = LLRDTrainer,
 ) -> LLRDTrainer:
     """The `LLRDTrainer` of a recipe: it trains on ``splits["train"]`` and evaluates on ``splits["eval"]``,
-    and saves ``processing_class`` (the tokenizer or image processor) with the model."""
-    return LLRDTrainer(
+    and saves ``processing_class`` (the tokenizer or image processor) with the model. ``trainer_class`` is a
+    subclass of `LLRDTrainer` (or a ``partial`` of one) for a task whose evaluation needs more than
+    ``compute_metrics``, as question answering's post-processing does."""
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=splits.get("train"),

@@ -375,7 +375,7 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_one_step_and_resumes_exactly(
     assert complete_checkpoints(str(output_dir)) == [str(output_dir / f"checkpoint-{step}") for step in (8, stop)]
     assert set(os.listdir(output_dir / f"checkpoint-{stop}")) == CHECKPOINT_FILES | {"rng_state_0.pth", "rng_state_1.pth"}
 
-    _run(output_dir, "--resume_from_checkpoint", "True")
+    _run(output_dir, "--resume_from_checkpoint", "true")  # as a command line gives it: the newest complete checkpoint
     assert not (output_dir / PREEMPTED_MARKER).exists()
     for rank in (0, 1):
         _assert_same_weights(_weights(output_dir, rank), _weights(two_ranks))

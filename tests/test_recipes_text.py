@@ -20,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import recipe_utils
 import text_classification
 from launch import accelerate_launch
+from finetune_llrd.checkpoints import CheckpointError
 from recipe_helpers import (
     QUIET,
     RECIPES_DIR,
@@ -427,7 +428,31 @@ def test_the_last_checkpoint_is_found_and_overwrite_output_dir_ignores_it(tmp_pa
 
     assert checkpoint() == str(tmp_path / "checkpoint-10")
     assert checkpoint("--overwrite_output_dir") is None
-    assert checkpoint("--resume_from_checkpoint elsewhere") == "elsewhere"
+    assert checkpoint("--resume_from_checkpoint True") == str(tmp_path / "checkpoint-10")
+    assert checkpoint("--resume_from_checkpoint yes") == str(tmp_path / "checkpoint-10")
+    assert checkpoint("--resume_from_checkpoint false") is None
+    assert checkpoint(f"--resume_from_checkpoint {tmp_path / 'checkpoint-2'}") == str(tmp_path / "checkpoint-2")
+    with pytest.raises(CheckpointError, match="Cannot resume from elsewhere: the folder does not exist"):
+        checkpoint("--resume_from_checkpoint elsewhere")
+
+
+@pytest.mark.parametrize("spelling", ["True", "true"])
+def test_resume_from_checkpoint_true_on_the_command_line_continues_from_the_newest_checkpoint(run_text, tmp_path, spelling):
+    output_dir = str(tmp_path / "resumable")
+    data = f"--task_name sst2 --train_file {SST2_TRAIN} --validation_file {SST2_DEV} --max_eval_samples 16 "
+    data += "--save_strategy steps --save_steps 4 --logging_steps 1"
+    run_text(f"{data} --max_steps 4", output_dir=output_dir)
+    # Another seed would change every loss of a run from scratch: the resumed run keeps steps 1-4 as logged.
+    run_text(f"{data} --max_steps 8 --seed 7 --resume_from_checkpoint {spelling}", output_dir=output_dir)
+    first = read_json(output_dir, "checkpoint-4", "trainer_state.json")
+    resumed = read_json(output_dir, "checkpoint-8", "trainer_state.json")
+    assert resumed["global_step"] == 8
+
+    def losses(state):
+        return [(entry["step"], entry["loss"]) for entry in state["log_history"] if "loss" in entry]
+
+    assert [step for step, _ in losses(resumed)] == list(range(1, 9))
+    assert losses(resumed)[:4] == losses(first)
 
 
 def test_training_resumes_from_the_last_checkpoint(run_text, tmp_path):

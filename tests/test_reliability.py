@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups
-from finetune_llrd.checkpoints import CheckpointError, complete_checkpoints
+from finetune_llrd.checkpoints import CheckpointError, complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
 from finetune_llrd.callbacks import NonFiniteLossCallback, NonFiniteLossError
 from launch import accelerate_launch, free_port
 from tiny_models import tiny_model
@@ -68,6 +68,23 @@ def test_resuming_with_the_same_settings_continues(checkpointed_run, tmp_path):
     trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 6
+
+
+@pytest.mark.parametrize("spelling", ["true", "YES", "1"])
+def test_resume_from_checkpoint_given_as_text_takes_the_newest_complete_checkpoint(checkpointed_run, tmp_path, spelling):
+    _copy_run(checkpointed_run, tmp_path, keep=(2, 4))
+    args = training_args(tmp_path, layer_decay=0.5, max_steps=6, save_strategy="no")
+    trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
+    trainer.train(resume_from_checkpoint=spelling)
+    assert trainer._resume_checkpoint == str(tmp_path / "checkpoint-4")
+    assert trainer.state.global_step == 6
+
+
+def test_resume_words_and_folders():
+    assert [parse_resume_argument(value) for value in ("True", " yes ", "1", "false", "No", "0")] == [True] * 3 + [None] * 3
+    assert [parse_resume_argument(value) for value in ("./True", "checkpoint-4", True, None)] == ["./True", "checkpoint-4", True, None]
+    with pytest.raises(CheckpointError, match=r"Cannot resume from \./True: the folder does not exist"):
+        resolve_resume_checkpoint("./True", "out")
 
 
 def test_incomplete_newest_checkpoint_is_skipped(checkpointed_run, tmp_path, caplog):

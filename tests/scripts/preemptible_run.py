@@ -69,8 +69,7 @@ def run(output_dir: str, extra: list[str]) -> None:
     model.accepts_loss_kwargs = False
     progress = Progress(os.path.join(output_dir, f"progress{rank}"), float(os.environ.get("PREEMPT_TEST_STEP_SECONDS", "0")))
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens(size=192), callbacks=[progress])
-    resume = {"True": True, "true": True}.get(args.resume_from_checkpoint, args.resume_from_checkpoint)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)  # "True" / "true" as the command line gives it
 
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)
