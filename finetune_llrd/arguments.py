@@ -1,10 +1,12 @@
-"""`LLRDTrainingArguments`: transformers' `TrainingArguments` plus the layer-wise settings."""
+"""The layer-wise settings: `LayerwiseArgumentsMixin` (the fields, for any `TrainingArguments` subclass) and
+`LLRDTrainingArguments`, the mixin on transformers' `TrainingArguments`."""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
@@ -18,8 +20,14 @@ LAYER_LR_ADAPTATIONS = ("none", "singh2015", "auto_rgn", "autolr", "lars")
 
 
 @dataclass
-class LLRDTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with layer-wise learning rates.
+class LayerwiseArgumentsMixin:
+    """The layer-wise fields, for any `TrainingArguments` subclass: put it first among the bases,
+    ``@dataclass class MyArgs(LayerwiseArgumentsMixin, Seq2SeqTrainingArguments)``, or let
+    :func:`finetune_llrd.layerwise_arguments` write that class.
+
+    It adds only its own fields, after those of the class it is mixed into, and leaves that class's fields,
+    defaults, ``__post_init__`` checks and ``to_dict()`` as they are. Its ``__post_init__`` checks the
+    layer-wise fields and then runs the wrapped class's.
 
     The rate at depth d (0 = embeddings, 1..L = blocks, L+1 = head) is
     ``learning_rate * layer_decay ** (L + 1 - d)``. With the defaults (``layer_decay=1.0`` and no
@@ -68,14 +76,6 @@ class LLRDTrainingArguments(TrainingArguments):
         },
     )
 
-    lr_scheduler_type: str = field(
-        default="linear",
-        metadata={
-            "help": "The scheduler type: one of transformers' schedules, or 'slanted_triangular' (ULMFiT; takes "
-            "cut_frac and ratio in --lr_scheduler_kwargs, default 0.1 and 32).",
-            "choices": [schedule.value for schedule in SchedulerType] + [SLANTED_TRIANGULAR],
-        },
-    )
     gradual_unfreeze_steps: int = field(
         default=0,
         metadata={
@@ -192,6 +192,45 @@ class LLRDTrainingArguments(TrainingArguments):
             or self.layer_lr_adaptation != "none"
             or self.log_layer_grad_norms
         )
+
+
+def lr_scheduler_type_field(args_cls: type) -> Any:
+    """The ``lr_scheduler_type`` field of ``args_cls`` with 'slanted_triangular' among its choices.
+
+    ``TrainingArguments`` types the field ``SchedulerType | str``, which ``HfArgumentParser`` restricts to
+    transformers' schedules. This field keeps ``args_cls``'s own default (SFTConfig and others may change it)
+    and only widens the choices.
+
+    Args:
+        args_cls: a ``TrainingArguments`` subclass (a dataclass).
+
+    Returns:
+        A ``dataclasses.Field`` to declare as ``lr_scheduler_type: str`` in a subclass of ``args_cls``.
+    """
+    default = args_cls.__dataclass_fields__["lr_scheduler_type"].default
+    if isinstance(default, SchedulerType):
+        default = default.value
+    return field(
+        default=default,
+        metadata={
+            "help": "The scheduler type: one of transformers' schedules, or 'slanted_triangular' (ULMFiT; takes "
+            "cut_frac and ratio in --lr_scheduler_kwargs, default 0.1 and 32).",
+            "choices": [schedule.value for schedule in SchedulerType] + [SLANTED_TRIANGULAR],
+        },
+    )
+
+
+@dataclass
+class LLRDTrainingArguments(LayerwiseArgumentsMixin, TrainingArguments):
+    """`TrainingArguments` with layer-wise learning rates: :class:`LayerwiseArgumentsMixin` on
+    ``TrainingArguments``, the class ``layerwise_arguments(TrainingArguments)`` returns.
+
+    The rate at depth d (0 = embeddings, 1..L = blocks, L+1 = head) is
+    ``learning_rate * layer_decay ** (L + 1 - d)``. With the defaults (``layer_decay=1.0`` and no
+    per-depth override) the optimizer is exactly the stock Trainer's.
+    """
+
+    lr_scheduler_type: str = lr_scheduler_type_field(TrainingArguments)
 
 
 def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: bool) -> None:

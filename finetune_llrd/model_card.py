@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import Trainer, TrainingArguments
 
-from .arguments import LLRDTrainingArguments
+from .arguments import LayerwiseArgumentsMixin
 
 SECTION_START = "<!-- finetune_llrd: layer-wise learning rates -->"
 SECTION_END = "<!-- /finetune_llrd -->"
@@ -21,18 +21,17 @@ _INSERT_BEFORE = "### Framework versions"
 
 
 def layerwise_settings(args: TrainingArguments) -> dict[str, Any]:
-    """The layer-wise settings of ``args``: every field ``LLRDTrainingArguments`` adds to ``TrainingArguments``.
+    """The layer-wise settings of ``args``: every field ``LayerwiseArgumentsMixin`` adds to the arguments.
 
     Args:
         args: the trainer's arguments.
 
     Returns:
-        ``{field name: value}`` in declaration order; empty if ``args`` is not an ``LLRDTrainingArguments``.
+        ``{field name: value}`` in declaration order; empty if ``args`` has no layer-wise fields.
     """
-    if not isinstance(args, LLRDTrainingArguments):
+    if not isinstance(args, LayerwiseArgumentsMixin):
         return {}
-    stock = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(LLRDTrainingArguments) if f.name not in stock}
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(LayerwiseArgumentsMixin)}
 
 
 def layerwise_model_card_section(trainer: Trainer) -> str:

@@ -1,7 +1,9 @@
-"""`LLRDTrainer`: transformers' `Trainer` with layer-wise learning rates."""
+"""`LayerwiseTrainerMixin`: layer-wise learning rates for any `transformers.Trainer` subclass, and `LLRDTrainer`,
+the mixin on the stock `Trainer`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from typing import Any
@@ -11,7 +13,7 @@ from torch import nn
 from transformers import Trainer
 
 from ._trainer_internals import mark_scheduler_created
-from .arguments import LLRDTrainingArguments, check_deepspeed_config
+from .arguments import LayerwiseArgumentsMixin, check_deepspeed_config
 from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback, NonFiniteLossError
 from .checkpoints import check_resume_matches, resolve_resume_checkpoint
 from .diagnostics import DepthStepMonitor
@@ -24,17 +26,19 @@ from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLRDTrainer", "NonFiniteLossError"]
+__all__ = ["LLRDTrainer", "LayerwiseTrainerMixin", "NonFiniteLossError"]
 
 # Optimizer keyword arguments through which an optimizer brings its own parameter groups (GaLore, APOLLO,
 # LOMO, the layer-wise dummy optimizer): layer-wise groups cannot be applied to them.
 _OWN_GROUP_KWARGS = ("params", "model", "optimizer_dict")
 
 
-class LLRDTrainer(Trainer):
-    """A drop-in `Trainer` whose optimizer has one parameter group per depth and weight-decay class.
+class LayerwiseTrainerMixin:
+    """Layer-wise learning rates for any ``transformers.Trainer`` subclass: put it first among the bases,
+    ``class MyTrainer(LayerwiseTrainerMixin, Seq2SeqTrainer)``, or let :func:`finetune_llrd.layerwise_trainer`
+    write that class. The trainer's optimizer then has one parameter group per depth and weight-decay class.
 
-    Everything else is the stock Trainer's: the optimizer class and its arguments (``--optim``), the
+    Everything else is the wrapped Trainer's: the optimizer class and its arguments (``--optim``), the
     scheduler, ``model_init`` and ``hyperparameter_search``, the split of groups by DTensor device mesh.
     With ``LLRDTrainingArguments`` at their defaults it builds exactly the stock optimizer.
 
@@ -43,16 +47,20 @@ class LLRDTrainer(Trainer):
     unfreezing, the per-depth rate adaptations (``layer_lr_adaptation``), top-layer re-initialisation, the
     slanted triangular schedule and the stop on a non-finite loss when the arguments ask for them.
 
+    The methods it overrides take and forward whatever the wrapped Trainer's take (``*args, **kwargs``), so
+    the wrapped class's own overrides (TRL's ``log`` and ``training_step``, sentence-transformers'
+    ``get_optimizer_cls_and_kwargs``) still run.
+
     The trainer only wires: ``depth_monitor`` (:class:`~finetune_llrd.diagnostics.DepthStepMonitor`) owns the
     per-depth statistics and adaptation of every step, ``nonfinite_loss_stop``
     (:class:`~finetune_llrd.callbacks.NonFiniteLossCallback`) the stop on a NaN or inf loss, and
     ``finetune_llrd._trainer_internals`` the one private attribute of the stock Trainer it has to set.
 
     Args:
-        *args: the stock Trainer's positional arguments.
+        *args: the wrapped Trainer's positional arguments.
         layer_mapping: your own depths, ``{regex: depth}`` or a callable ``name -> depth | None``; wins over
             ``args.layer_mapping`` and over the automatic map.
-        **kwargs: the stock Trainer's keyword arguments.
+        **kwargs: the wrapped Trainer's keyword arguments.
     """
 
     def __init__(self, *args, layer_mapping: LayerMapping | None = None, **kwargs):
@@ -83,28 +91,23 @@ class LLRDTrainer(Trainer):
         """The depth of every parameter: the map the optimizer's groups were built with, or, before the
         optimizer is built, the map it will be built with. None when the optimizer is the stock one."""
         if self.optimizer is None and self._layerwise_args() is not None and self.model is not None:
-            return self.compute_layer_map(self.model)
+            return self._optimized_layers(self.model)[1]
         return self._layers
 
-    def _layerwise_args(self) -> LLRDTrainingArguments | None:
+    def _layerwise_args(self) -> LayerwiseArgumentsMixin | None:
         args = self.args
-        if isinstance(args, LLRDTrainingArguments) and (args.uses_layerwise_groups or self.layer_mapping is not None):
+        if isinstance(args, LayerwiseArgumentsMixin) and (args.uses_layerwise_groups or self.layer_mapping is not None):
             return args
         return None
 
     def _check_features_fit_the_setup(self) -> None:
-        if not isinstance(self.args, LLRDTrainingArguments) or not self.is_deepspeed_enabled:
+        if not isinstance(self.args, LayerwiseArgumentsMixin) or not self.is_deepspeed_enabled:
             return
         if self._layerwise_args() is not None:
             check_deepspeed_config(self.accelerator.state.deepspeed_plugin.hf_ds_config.config)
         refuse_step_features_under_deepspeed(self.args)
 
-    def train(
-        self,
-        resume_from_checkpoint: str | bool | None = None,
-        trial=None,
-        ignore_keys_for_eval: list[str] | None = None,
-    ):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
         with the same layer-wise groups. ``resume_from_checkpoint=True`` takes the newest complete one.
 
@@ -113,9 +116,7 @@ class LLRDTrainer(Trainer):
         self._resume_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         # The signal handlers go back however training ends.
         try:
-            output = super().train(
-                resume_from_checkpoint=self._resume_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval
-            )
+            output = super().train(self._resume_checkpoint, *args, **kwargs)
         finally:
             if self.preemption is not None:
                 self.preemption.restore_signal_handlers()
@@ -123,8 +124,8 @@ class LLRDTrainer(Trainer):
             self.preemption.exit_if_preempted()
         return output
 
-    def call_model_init(self, trial=None):
-        model = super().call_model_init(trial)
+    def call_model_init(self, *args, **kwargs):
+        model = super().call_model_init(*args, **kwargs)
         self._reinit_top_layers(model)
         return model
 
@@ -141,11 +142,25 @@ class LLRDTrainer(Trainer):
         mapping = self.layer_mapping if self.layer_mapping is not None else getattr(args, "layer_mapping", None)
         return layer_map(model, grouping=getattr(args, "layer_grouping", "block"), mapping=mapping)
 
+    def layerwise_module(self, model: nn.Module) -> nn.Module:
+        """The module whose trainable parameters the optimizer's groups hold: ``model`` itself. A trainer whose
+        loss holds parameters of its own returns the module that holds both (sentence-transformers' loss,
+        which wraps the model); the parameters outside ``model`` then go to the head's depth."""
+        return model
+
+    def _optimized_layers(self, model: nn.Module) -> tuple[nn.Module, LayerMap]:
+        """:meth:`layerwise_module` of ``model`` and the depth of each of its parameters."""
+        module = self.layerwise_module(model)
+        layers = self.compute_layer_map(model)
+        if module is model:
+            return module, layers
+        return module, layer_map_of_wrapper(module, model, layers)
+
     def build_param_groups(self, model: nn.Module, layers: LayerMap | None = None) -> list[dict[str, Any]]:
         """The layer-wise parameter groups of ``model``; override to change them.
 
         Args:
-            model: the model to optimize.
+            model: the module to optimize (:meth:`layerwise_module` of the trainer's model).
             layers: its depths; by default :meth:`compute_layer_map`.
         """
         args = self.args
@@ -156,32 +171,35 @@ class LLRDTrainer(Trainer):
             layers=self.compute_layer_map(model) if layers is None else layers,
         )
 
-    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+    def create_optimizer(self, *args, **kwargs) -> torch.optim.Optimizer:
         if self.optimizer is not None:
-            return super().create_optimizer(model)
+            return super().create_optimizer(*args, **kwargs)
         if self._layerwise_args() is None:
-            optimizer = super().create_optimizer(model)
+            optimizer = super().create_optimizer(*args, **kwargs)
         else:
-            optimizer = self._create_layerwise_optimizer(model)
+            optimizer = self._create_layerwise_optimizer(*args, **kwargs)
         if self._resume_checkpoint is not None and not self.is_deepspeed_enabled:
             check_resume_matches(self._resume_checkpoint, optimizer.param_groups)
         return optimizer
 
-    def _create_layerwise_optimizer(self, model=None) -> torch.optim.Optimizer:
+    def _create_layerwise_optimizer(self, *args, **kwargs) -> torch.optim.Optimizer:
+        model = kwargs.get("model", args[0] if args else None)
         opt_model = self.model if model is None else model
-        layers = self.compute_layer_map(opt_model)
-        groups = _split_by_device_mesh(self.build_param_groups(opt_model, layers=layers))
+        module, layers = self._optimized_layers(opt_model)
+        groups = _split_by_device_mesh(self.build_param_groups(module, layers=layers))
 
         if self.optimizer_cls_and_kwargs is not None:
             optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        groups, optimizer_kwargs = self.absorb_optimizer_groups(groups, optimizer_kwargs)
         is_factory = not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
         if is_factory or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
                 f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
-                "or set layer_decay=1.0 with no head/embedding learning rate."
+                "or set layer_decay=1.0 with no head/embedding learning rate. (A sentence-transformers trainer "
+                "needs layerwise_trainer(SentenceTransformerTrainer), which takes over its groups.)"
             )
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         self._layers = layers
@@ -193,9 +211,21 @@ class LLRDTrainer(Trainer):
             layers.num_layers,
             format_lr_table(lr_table(groups, layers)),
         )
-        return super().create_optimizer(model)
+        return super().create_optimizer(*args, **kwargs)
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+    def absorb_optimizer_groups(
+        self, groups: list[dict[str, Any]], optimizer_kwargs: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Where the wrapped Trainer's ``get_optimizer_cls_and_kwargs`` hands over parameter groups of its own
+        (sentence-transformers' ``optimizer_dict``), folds them into the layer-wise ``groups``. The stock
+        Trainer hands over none: ``groups`` and ``optimizer_kwargs`` come back unchanged.
+
+        Returns:
+            The groups to build the optimizer with, and the remaining optimizer keyword arguments.
+        """
+        return groups, optimizer_kwargs
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None, *args, **kwargs):
         if self.lr_scheduler is None and self.args.lr_scheduler_type == SLANTED_TRIANGULAR:
             self.lr_scheduler = get_slanted_triangular_schedule(
                 self.optimizer if optimizer is None else optimizer,
@@ -204,7 +234,7 @@ class LLRDTrainer(Trainer):
             )
             mark_scheduler_created(self)
             return self.lr_scheduler
-        return super().create_scheduler(num_training_steps, optimizer)
+        return super().create_scheduler(num_training_steps, optimizer, *args, **kwargs)
 
     def layerwise_lr_table(self) -> list[dict[str, Any]]:
         """One row per depth: depth, block, parameter counts, base lr (the rate the schedule scales), weight decay.
@@ -215,8 +245,8 @@ class LLRDTrainer(Trainer):
         if self.optimizer is not None:
             return lr_table(self.optimizer.param_groups, self._layers)
         if self._layerwise_args() is not None and self.model is not None:
-            layers = self.compute_layer_map(self.model)
-            return lr_table(self.build_param_groups(self.model, layers=layers), layers)
+            module, layers = self._optimized_layers(self.model)
+            return lr_table(self.build_param_groups(module, layers=layers), layers)
         return []
 
     def create_model_card(self, *args, **kwargs) -> None:
@@ -227,8 +257,8 @@ class LLRDTrainer(Trainer):
 
     # ---- the two points of a step where the helpers need the trainer ----
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
         if self.nonfinite_loss_stop is not None:
             self.nonfinite_loss_stop.record_loss(loss, self.state.global_step)
         if self.accelerator.sync_gradients:
@@ -236,16 +266,48 @@ class LLRDTrainer(Trainer):
             self.depth_monitor.gradients_ready()
         return loss
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "learning_rate" in logs and self.optimizer is not None:
             # Like the stock "learning_rate": the rates of the optimizer step just taken, before the
             # scheduler moved them on.
             head_depth = self._layers.head_depth if self._layers is not None else None
             logs.update(self.depth_monitor.logs(self.optimizer.param_groups, head_depth=head_depth))
-        super().log(logs, start_time)
+        super().log(logs, *args, **kwargs)
 
 
-def refuse_step_features_under_deepspeed(args: LLRDTrainingArguments) -> None:
+class LLRDTrainer(LayerwiseTrainerMixin, Trainer):
+    """A drop-in `Trainer` whose optimizer has one parameter group per depth and weight-decay class:
+    :class:`LayerwiseTrainerMixin` on the stock ``Trainer``, the class ``layerwise_trainer(Trainer)`` returns.
+
+    With ``LLRDTrainingArguments`` at their defaults it builds exactly the stock optimizer.
+
+    Args:
+        *args: the stock Trainer's positional arguments.
+        layer_mapping: your own depths, ``{regex: depth}`` or a callable ``name -> depth | None``; wins over
+            ``args.layer_mapping`` and over the automatic map.
+        **kwargs: the stock Trainer's keyword arguments.
+    """
+
+
+def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: LayerMap) -> LayerMap:
+    """The depths of a module that wraps ``model`` and holds parameters of its own (a loss with a classifier):
+    ``model``'s parameters keep their depth, the others go to the head.
+
+    Args:
+        wrapper: the module whose parameters are mapped, ``model`` among its submodules.
+        model: the wrapped model.
+        model_layers: the depths of ``model``'s parameters (names as in ``model.named_parameters()``).
+
+    Returns:
+        A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers.
+    """
+    depth_of_param = {id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths}
+    head = model_layers.head_depth
+    depths = {name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters()}
+    return dataclasses.replace(model_layers, depths=depths)
+
+
+def refuse_step_features_under_deepspeed(args: LayerwiseArgumentsMixin) -> None:
     """Refuses the options that work on the gradients between backward and the optimizer step, which
     DeepSpeed keeps inside its engine.
 
