@@ -1,10 +1,11 @@
 """Semantic segmentation: the real DINOv2-S backbone under a new UperNet head on the real brainseg MRI slices,
 uniform rates against backbone decay 0.75 and 0.65 (mmsegmentation's BEiT / MAE UperNet settings).
 
-Sizing (measured on the shared 2-core machine, one thread, under load): at 56 px a training step of 16 crops
-takes about 1 s (DINOv2-S sees 4 x 4 patch tokens), so 200 steps (about 10 epochs of the 313 slices), the
-evaluation of the 115 validation slices and the start make a run of about 4 minutes; 3 arms x (3 rates on
-seed 0 + 2 more seeds) = 15 runs fit in about an hour of one core. 112 px would resolve the regions better
+Sizing (measured on the shared 2-core machine, one thread): at 56 px a training step of 16 crops costs
+about 0.8 CPU seconds (DINOv2-S sees 4 x 4 patch tokens), so 120 steps (about 6 epochs of the 313 slices),
+the evaluation of the 115 validation slices and the start make a run of about 2 CPU minutes; 3 arms x
+(3 rates on seed 0 + 2 more seeds) = 15 runs fit in about 35 minutes of one core (a first sizing at 200
+steps ran at a quarter of a core while other jobs shared the machine: 10 minutes a run, too long). 112 px would resolve the regions better
 but costs 5 times as much per step. UperNet's channels are 128 instead of mmsegmentation's 512: its feature
 maps are 4 x 4 here, and 512 channels would put about 30M new parameters (more than the 22M of the backbone)
 and most of the step's time into a head trained on 313 images.
@@ -29,7 +30,7 @@ STUDY = RecipeStudy(
         "--decode_head_hidden_size", "128",
         "--per_device_train_batch_size", "16",
         "--per_device_eval_batch_size", "32",
-        "--max_steps", "200",
+        "--max_steps", "120",
         "--warmup_steps", "0.1",
         "--weight_decay", "0.05",
         "--logging_steps", "50",
