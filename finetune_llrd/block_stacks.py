@@ -8,11 +8,13 @@ placed below or above them (see :func:`_place_outside_parameter`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from .backbones import find_backbone, new_modules_around
 from .weight_decay import is_norm_module
 
 # Name parts that mark an input-side module: token/patch/position embeddings, the stem of a CNN, cls tokens.
@@ -32,11 +34,16 @@ class BlockStackDepths:
         depths: parameter name -> depth in ``0..num_layers + 1``, for every parameter (frozen included).
         num_layers: L, the number of blocks (or stages with ``grouping="stage"``).
         block_names: depth -> a readable name (``"embeddings"``, a module path, ``"head"``).
+        backbone: the path of the pretrained backbone whose blocks are numbered (see
+            :mod:`finetune_llrd.backbones`), or None when the model has none.
+        new_modules: with a backbone, the modules outside it (neck, decode head, ...), all at the head depth.
     """
 
     depths: dict[str, int]
     num_layers: int
     block_names: dict[int, str]
+    backbone: str | None = None
+    new_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class _ModelIndex:
         position: parameter name -> its position in registration order.
         first_position: module path -> position of the first parameter below it.
         size: module path -> number of parameter elements below it.
-        base_model_path: path of the transformers base model (``bert``, ``model``, ...), or None.
+        base_model_path: path of the transformers base model (``bert``, ``model``, ...), or of the pretrained
+            backbone when the model holds one; None for neither. Everything outside it is the head.
         embedding_norm_paths: norms that normalize an embedding (see :func:`_norms_following_embeddings`).
     """
 
@@ -145,6 +153,10 @@ def block_stack_depths(model: nn.Module, grouping: str) -> BlockStackDepths | No
         The depths, or None if the model has no block stack.
     """
     index = _ModelIndex.of(model)
+    backbone = find_backbone(index.modules, index.size)
+    if backbone is not None:
+        # Only the backbone is pretrained: its blocks are numbered, and everything outside it is the head.
+        index = dataclasses.replace(index, base_model_path=backbone)
     stacks = _find_block_stacks(index)
     if not stacks:
         return None
@@ -153,8 +165,12 @@ def block_stack_depths(model: nn.Module, grouping: str) -> BlockStackDepths | No
         _list_blocks(stack, index, announced)
     numbering = _number_blocks(stacks, grouping)
     depths = {name: _depth_of(name, index, numbering) for name in index.parameter_names}
-    block_names = {0: "embeddings", **numbering.block_names, numbering.head_depth: "head"}
-    return BlockStackDepths(depths=depths, num_layers=numbering.num_layers, block_names=block_names)
+    new_modules = tuple(new_modules_around(backbone, index.modules, index.size)) if backbone is not None else ()
+    head_name = f"head (new: {', '.join(new_modules)})" if new_modules else "head"
+    block_names = {0: "embeddings", **numbering.block_names, numbering.head_depth: head_name}
+    return BlockStackDepths(
+        depths=depths, num_layers=numbering.num_layers, block_names=block_names, backbone=backbone, new_modules=new_modules
+    )
 
 
 def base_model_path(modules: dict[str, nn.Module]) -> str | None:
@@ -224,7 +240,11 @@ def _find_block_stacks(index: _ModelIndex) -> list[_BlockStack]:
     those of one owner and one length joined into one :class:`_BlockStack` with their parallel lists."""
     modules = index.modules
     search_root = index.base_model_path if index.base_model_path is not None else ""
-    all_stacks = [path for path, module in modules.items() if path and _is_below(path, search_root) and _is_stack(module)]
+    all_stacks = [
+        path
+        for path, module in modules.items()
+        if path and _is_below(path, search_root) and _is_stack(module) and not _is_stem(path, search_root)
+    ]
     outermost = [path for path in all_stacks if not any(other != path and _is_below(path, other) for other in all_stacks)]
     if not outermost:
         return []
@@ -251,6 +271,13 @@ def _find_block_stacks(index: _ModelIndex) -> list[_BlockStack]:
             ):
                 stack.module_lists.append(path)
     return sorted(stacks.values(), key=lambda stack: stack.first_position)
+
+
+def _is_stem(path: str, search_root: str) -> bool:
+    """Whether a stack sits inside an embedding module (the three-convolution stem of RT-DETR's ResNet in
+    ``embedder``): it is part of depth 0, not of the blocks."""
+    local = path[len(search_root) + 1 :] if search_root else path
+    return any("embed" in part for part in local.split(".")[:-1])
 
 
 def _announced_block_counts(modules: dict[str, nn.Module]) -> set[int]:

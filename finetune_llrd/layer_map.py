@@ -14,6 +14,7 @@ Three rules produce a map, tried in this order:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -54,6 +55,9 @@ class LayerMap:
             ``"user_mapping"`` (``"user_mapping+block_stack"`` when a partial user mapping was completed).
         grouping: ``"block"`` or ``"stage"``.
         block_names: depth -> a readable name of what sits there (``"embeddings"``, a module path, ``"head"``).
+        backbone: the module path of the pretrained backbone whose blocks were numbered (UperNet's
+            ``backbone``, DETR's ``model.backbone.model``), or None; everything outside it is at the head.
+        new_modules: with a backbone, the modules outside it (``decode_head``, ``neck``, ...).
     """
 
     depths: dict[str, int]
@@ -61,6 +65,8 @@ class LayerMap:
     rule: str
     grouping: str = "block"
     block_names: dict[int, str] = field(default_factory=dict)
+    backbone: str | None = None
+    new_modules: tuple[str, ...] = ()
 
     @property
     def head_depth(self) -> int:
@@ -136,13 +142,7 @@ def layer_map(
     depths.update(user_depths)
     _check_depth_range(depths, automatic.num_layers)
     rule = automatic.rule if not user_depths else f"user_mapping+{automatic.rule}"
-    return LayerMap(
-        depths=depths,
-        num_layers=automatic.num_layers,
-        rule=rule,
-        grouping=grouping,
-        block_names=automatic.block_names,
-    )
+    return dataclasses.replace(automatic, depths=depths, rule=rule)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,6 +252,8 @@ def _automatic_layer_map(model: nn.Module, grouping: str) -> LayerMap:
         rule="block_stack",
         grouping=grouping,
         block_names=found.block_names,
+        backbone=found.backbone,
+        new_modules=found.new_modules,
     )
 
 
