@@ -310,7 +310,7 @@ def check_image_and_mask_columns(data_args, splits: dict[str, Dataset], sources:
         splits[split] = dataset
 
 
-def mask_to_array(mask: Image.Image) -> np.ndarray:
+def mask_to_array(mask: Image.Image, source: str) -> np.ndarray:
     """The class ids of a mask image (grayscale, 16-bit or palette) as an int64 array.
 
     Raises:
@@ -318,8 +318,8 @@ def mask_to_array(mask: Image.Image) -> np.ndarray:
     """
     if mask.mode not in ("L", "P", "I", "I;16", "1"):
         raise ValueError(
-            f"A mask is a {mask.mode} image; masks hold one class id per pixel (8- or 16-bit grayscale, or palette "
-            "PNG). Check --label_column_name."
+            f"A mask of {source} is an image of mode {mask.mode}; masks hold one class id per pixel (8- or 16-bit "
+            "grayscale, or palette PNG). Check --label_column_name."
         )
     return np.asarray(mask, dtype=np.int64)
 
@@ -398,13 +398,13 @@ class SegmentationTransform:
         self.ignore_index, self.reduce_labels = data_args.ignore_index, data_args.reduce_labels
         self.scale_range = (data_args.min_scale, data_args.max_scale)
         self.processor_options = {"do_resize": False, "return_tensors": "pt"}
-        for option in ("do_center_crop", "do_reduce_labels", "do_pad"):
+        for option in ("do_center_crop", "do_reduce_labels", "do_pad"):  # the transform does them
             if hasattr(image_processor, option):
                 self.processor_options[option] = False
 
     def pair(self, image: Image.Image, mask: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         """One image and its mask, checked, converted and augmented or resized (not yet normalized)."""
-        mask = mask_to_array(mask)
+        mask = mask_to_array(mask, self.source)
         if image.size != (mask.shape[1], mask.shape[0]):
             raise ValueError(
                 f"An image of {self.source} is {image.size[0]}x{image.size[1]} but its mask is "
@@ -426,6 +426,15 @@ class SegmentationTransform:
         return {"pixel_values": pixel_values, "labels": torch.from_numpy(np.stack([mask for _, mask in pairs]))}
 
 
+def check_first_masks(data_args, splits: dict[str, Dataset], sources: dict[str, str], num_labels: int) -> None:
+    """Checks the first image and mask of every split as the transforms will (mask mode, size, class ids), so
+    that a wrong column, --id2label_file or --reduce_labels fails before the model loads."""
+    for split, dataset in splits.items():
+        first = dataset[0]
+        transform = SegmentationTransform(None, 1, num_labels, data_args, num_channels=3, train=False, source=sources[split])
+        transform.pair(first[data_args.image_column_name], first[data_args.label_column_name])
+
+
 def apply_transforms(splits, image_processor, size: int, num_labels: int, num_channels: int, data_args, training_args, sources):
     """Replaces every split by its random subset of ``--max_*_samples`` pairs, transformed on the fly as batches
     are drawn (:class:`SegmentationTransform`)."""
@@ -434,9 +443,6 @@ def apply_transforms(splits, image_processor, size: int, num_labels: int, num_ch
         transform = SegmentationTransform(
             image_processor, size, num_labels, data_args, num_channels, train=split == "train", source=sources[split]
         )
-        # The first mask is checked now, so that a wrong column or id2label fails before the model loads.
-        transform.pair(dataset[0][image_column], dataset[0][label_column])
-
         def apply(batch, transform=transform):
             outputs = transform(batch[image_column], batch[label_column])
             return {"pixel_values": list(outputs["pixel_values"]), "labels": list(outputs["labels"])}
@@ -652,6 +658,7 @@ def main(argv=None):
     splits, sources = load_splits(data_args, model_args, training_args)
     check_image_and_mask_columns(data_args, splits, sources)
     id2label, labels_source = load_id2label(data_args, model_args)
+    check_first_masks(data_args, splits, sources, len(id2label))
     keep_splits_to_run(splits, training_args)
 
     image_processor = AutoImageProcessor.from_pretrained(
