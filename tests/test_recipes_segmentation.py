@@ -23,6 +23,7 @@ from transformers import (
 )
 
 import semantic_segmentation
+from finetune_llrd import layer_map
 from recipe_helpers import QUIET, read_json, run_recipe, shared_data
 from recipe_utils import load_data_file, take_samples
 from semantic_segmentation import (
@@ -146,6 +147,26 @@ def test_the_backbone_holds_every_pretrained_weight(tiny_dinov2, tmp_path):
         loaded = model.backbone.state_dict()
         assert set(loaded) == set(expected)
         assert all(torch.equal(loaded[name], expected[name]) for name in expected)
+
+
+def test_only_the_backbone_is_decayed_and_the_new_heads_sit_at_the_head_depth(tiny_dinov2):
+    model = semantic_segmentation.build_model(
+        semantic_segmentation.ModelArguments(model_name_or_path=tiny_dinov2, decode_head_hidden_size=16),
+        dict(enumerate(BRAINSEG_CLASSES)), "brainseg", ignore_index=255,
+    )
+    layers = layer_map(model)
+    assert (layers.num_layers, layers.head_depth, layers.backbone) == (4, 5, "backbone")
+    names = {name for name, _ in model.named_parameters()}
+    embeddings = {name for name in names if name.startswith("backbone.embeddings.")}
+    assert set(layers.names_at(0)) == embeddings == {
+        "backbone.embeddings.cls_token", "backbone.embeddings.mask_token", "backbone.embeddings.position_embeddings",
+        "backbone.embeddings.patch_embeddings.projection.weight", "backbone.embeddings.patch_embeddings.projection.bias",
+    }  # fmt: skip
+    for depth in range(1, 5):
+        assert set(layers.names_at(depth)) == {name for name in names if name.startswith(f"backbone.encoder.layer.{depth - 1}.")}
+    head = {name for name in names if name.startswith(("decode_head.", "auxiliary_head.", "backbone.layernorm."))}
+    assert set(layers.names_at(5)) == head and len(head) == 45
+    assert set().union(*(layers.names_at(depth) for depth in range(6))) == names
 
 
 def test_a_backbone_checkpoint_without_some_weights_is_refused(tiny_dinov2, tmp_path):
