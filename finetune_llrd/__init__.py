@@ -1,7 +1,8 @@
 """Layer-wise learning rates for fine-tuning Hugging Face models."""
 
-from .arguments import LLRDTrainingArguments
+from .arguments import LayerwiseArgumentsMixin, LLRDTrainingArguments
 from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback
+from .composition import layerwise_arguments, layerwise_trainer
 from .layer_map import LayerMap, LayerMapError, layer_map
 from .model_card import add_layerwise_section, layerwise_model_card_section
 from .param_groups import depth_learning_rates, lr_table, no_weight_decay_names, param_groups
@@ -9,7 +10,7 @@ from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback, TrainingPreempt
 from .rates import LayerwiseRates
 from .reinit import reinit_top_layers
 from .schedules import get_slanted_triangular_schedule
-from .trainer import LLRDTrainer
+from .trainer import LayerwiseTrainerMixin, LLRDTrainer
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,8 @@ __all__ = [
     "LLRDTrainingArguments",
     "LayerMap",
     "LayerMapError",
+    "LayerwiseArgumentsMixin",
+    "LayerwiseTrainerMixin",
     "LayerwiseRates",
     "NonFiniteLossCallback",
     "PREEMPTED_EXIT_CODE",
@@ -28,6 +31,8 @@ __all__ = [
     "depth_learning_rates",
     "get_slanted_triangular_schedule",
     "layer_map",
+    "layerwise_arguments",
+    "layerwise_trainer",
     "layerwise_model_card_section",
     "lr_table",
     "no_weight_decay_names",
