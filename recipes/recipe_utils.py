@@ -50,12 +50,14 @@ NAMES_SHOWN = 10
 
 
 @dataclass
-class RecipeTrainingArguments(LLRDTrainingArguments, SearchArguments):
-    """`LLRDTrainingArguments` plus ``--overwrite_output_dir``, which transformers 5 dropped from `TrainingArguments`.
+class RecipeArgumentsMixin:
+    """What the recipes add to any layer-wise `TrainingArguments` class: ``--overwrite_output_dir``, which
+    transformers 5 dropped from `TrainingArguments`, the preemption checkpoint, a shorter ``--ddp_timeout``,
+    and ``use_cpu`` set on a machine without an accelerator (see :meth:`__post_init__`). Put it first among
+    the bases: ``@dataclass class Args(RecipeArgumentsMixin, layerwise_arguments(Seq2SeqTrainingArguments))``.
 
-    As in transformers' example scripts before that, the flag guards ``--output_dir``: see
-    :func:`find_checkpoint_to_resume`. On a machine without an accelerator, ``use_cpu`` is set (see
-    :meth:`__post_init__`).
+    As in transformers' example scripts before that, ``--overwrite_output_dir`` guards ``--output_dir``: see
+    :func:`find_checkpoint_to_resume`.
     """
 
     overwrite_output_dir: bool = field(
@@ -83,13 +85,24 @@ class RecipeTrainingArguments(LLRDTrainingArguments, SearchArguments):
         },
     )
 
+    # Pickled by reference to the class, as any dataclass: the reduce of a `layerwise_arguments` class looks
+    # the class up among the compositions, which a subclass of one is not (checkpoints torch.save the arguments).
+    __reduce__ = object.__reduce__
+
     def __post_init__(self):
         # Without an accelerator every process runs on the CPU anyway. Saying so is what transformers needs to
         # join launched processes over gloo (`accelerate launch --multi_gpu` on a laptop) and to allow --bf16.
         if not self.use_cpu and not accelerator_available():
             self.use_cpu = True
         super().__post_init__()
-        SearchArguments.__post_init__(self)
+        if isinstance(self, SearchArguments):
+            SearchArguments.__post_init__(self)
+
+
+@dataclass
+class RecipeTrainingArguments(RecipeArgumentsMixin, LLRDTrainingArguments, SearchArguments):
+    """`LLRDTrainingArguments` with the recipes' own settings (:class:`RecipeArgumentsMixin`) and the
+    lr x decay search (`SearchArguments`)."""
 
 
 def accelerator_available() -> bool:
@@ -350,7 +363,11 @@ def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | N
 
 
 def prepare_run(
-    model_arguments: type, data_arguments: type, argv: Sequence[str] | None, recipe_logger: logging.Logger
+    model_arguments: type,
+    data_arguments: type,
+    argv: Sequence[str] | None,
+    recipe_logger: logging.Logger,
+    training_arguments: type | None = None,
 ) -> tuple[Any, Any, RecipeTrainingArguments, str | None]:
     """Parses the arguments and sets a run up as every recipe does: logging, the check that launched processes
     joined, whether to train / evaluate (:func:`choose_stages`), the checkpoint to resume from, the seed.
@@ -360,13 +377,15 @@ def prepare_run(
         data_arguments: the recipe's `DataTrainingArguments` class.
         argv: the command line (``sys.argv[1:]`` by default), or one ``.json`` / ``.yaml`` file.
         recipe_logger: the recipe's logger, set to the run's log level.
+        training_arguments: the recipe's training arguments class (:class:`RecipeArgumentsMixin` on a layer-wise
+            class); `RecipeTrainingArguments` by default.
 
     Returns:
         The model, data and training arguments, and the checkpoint to resume from (or None).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_arguments(
-        (model_arguments, data_arguments, RecipeTrainingArguments), argv
+        (model_arguments, data_arguments, training_arguments or RecipeTrainingArguments), argv
     )
     setup_logging(training_args, recipe_logger)
     check_processes_joined(training_args)
@@ -890,6 +909,7 @@ def train_evaluate_and_report(
     checkpoint: str | None,
     model_card: dict[str, Any],
     predict: Callable[[LLRDTrainer], None] | None = None,
+    add_eval_metrics: Callable[[dict[str, float]], None] | None = None,
 ) -> None:
     """Runs what the arguments ask for and reports it, as every recipe does.
 
@@ -904,6 +924,8 @@ def train_evaluate_and_report(
         checkpoint: the checkpoint to resume training from, or None.
         model_card: the keyword arguments of ``create_model_card`` (:func:`model_card_kwargs`).
         predict: the recipe's predictions: writes them to ``--output_dir``.
+        add_eval_metrics: adds the recipe's own scores derived from an evaluation's metrics (the perplexity
+            ``exp(eval_loss)`` of a language model) to them, in place.
     """
     args = trainer.args
     if args.do_train and args.search_trials > 0 and checkpoint is None:
@@ -918,6 +940,8 @@ def train_evaluate_and_report(
     for split in [split for split in splits if split.startswith("eval")]:
         metrics = trainer.evaluate(eval_dataset=splits[split], metric_key_prefix=split)
         metrics[f"{split}_samples"] = len(splits[split])
+        if add_eval_metrics is not None:
+            add_eval_metrics(metrics)
         trainer.log_metrics(split, metrics)
         trainer.save_metrics(split, metrics)
     if args.do_predict and predict is not None:
