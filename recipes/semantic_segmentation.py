@@ -128,9 +128,12 @@ class ModelArguments(BaseModelArguments):
     decode_head_hidden_size: int = field(
         default=512, metadata={"help": "UperNet's channels (UperNetConfig.hidden_size; mmsegmentation uses 512)."}
     )
-    use_auxiliary_head: bool = field(
-        default=True,
-        metadata={"help": "UperNet's auxiliary FCN head on the third feature map, its loss weighted 0.4."},
+    use_auxiliary_head: bool | None = field(
+        default=None,
+        metadata={
+            "help": "UperNet's auxiliary FCN head on the third feature map, its loss weighted 0.4. Default: on when "
+            "the head takes at least three feature maps."
+        },
     )
 
     def __post_init__(self):
@@ -504,10 +507,18 @@ def upernet_on_backbone(
             a backbone class adds) is missing from it.
     """
     backbone_config.out_indices = model_args.backbone_out_indices or default_out_indices(backbone_config)
+    use_auxiliary_head = model_args.use_auxiliary_head
+    if use_auxiliary_head is None:
+        use_auxiliary_head = len(backbone_config.out_indices) >= 3
+    elif use_auxiliary_head and len(backbone_config.out_indices) < 3:
+        raise ValueError(
+            f"UperNet's auxiliary head reads the third feature map, but the head takes {len(backbone_config.out_indices)} "
+            f"(stages {backbone_config.out_indices}). Give three or more --backbone_out_indices, or --use_auxiliary_head false."
+        )
     config = UperNetConfig(
         backbone_config=backbone_config,
         hidden_size=model_args.decode_head_hidden_size,
-        use_auxiliary_head=model_args.use_auxiliary_head,
+        use_auxiliary_head=use_auxiliary_head,
         num_labels=len(id2label),
         id2label=id2label,
         label2id={name: index for index, name in id2label.items()},
