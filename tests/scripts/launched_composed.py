@@ -20,7 +20,7 @@ from finetune_llrd import layerwise_arguments, layerwise_trainer, param_groups  
 def main():
     output_dir, extra = sys.argv[1], sys.argv[2:]
     defaults = [
-        "--output_dir", output_dir, "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+        "--output_dir", output_dir, "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true",
         "--seed", "0", "--learning_rate", "1e-3", "--weight_decay", "0.01", "--layer_decay", "0.5",
         "--max_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4",
     ]
