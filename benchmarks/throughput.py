@@ -1,4 +1,5 @@
-"""Throughput overhead: LLRDTrainer (layer-wise groups, per-depth rate logging) against the stock Trainer.
+"""Throughput overhead: LLRDTrainer (layer-wise groups, per-depth rate logging) against the stock Trainer,
+or (``--trainer seq2seq``) ``layerwise_trainer(Seq2SeqTrainer)`` against the stock ``Seq2SeqTrainer``.
 
 Both arms train the same model (fresh from the same weights and seed) on the same SST-2 batches in the
 same order, in one process and in lockstep: each trainer runs in its own thread and they take turns step
@@ -12,7 +13,9 @@ step next to it in time). Rounds alternate which arm goes first. Logging every s
 optimizer creation (the grouping) are also timed on their own.
 
 Run ``python benchmarks/throughput.py --threads 1`` (real MiniLM on CPU), ``--device cuda --model
-bert-base --bf16`` on a GPU, or ``--quick`` for a miniature.
+bert-base --bf16`` on a GPU, or ``--quick`` for a miniature. ``--trainer seq2seq`` trains a BERT2BERT
+encoder-decoder warm-started from the real MiniLM on both sides (Rothe et al. 2020; cross-attention new) on
+real XSum documents and summaries, with ``Seq2SeqTrainingArguments`` and its layer-wise composition.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature run: one round of a few steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser.add_argument("--trainer", choices=("trainer", "seq2seq"), default="trainer", help="trainer: Trainer against LLRDTrainer on a sequence classifier; seq2seq: Seq2SeqTrainer against layerwise_trainer(Seq2SeqTrainer) on a BERT2BERT made of the real MiniLM (--model is then unused).")
     parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm", help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config (random weights).")
     parser.add_argument("--bf16", action="store_true", help="Train in bf16 mixed precision (GPU).")
     parser.add_argument("--optim", default="adamw_torch_fused", help="The Trainer's --optim for both arms (transformers' default).")
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every round left out of the timing (default 3, quick 1).")
     parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 30, quick 2).")
     parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 8).")
-    parser.add_argument("--max-length", type=int, default=64, help="Truncation length in tokens.")
+    parser.add_argument("--max-length", type=int, default=64, help="Truncation length in tokens (of the source documents with --trainer seq2seq).")
+    parser.add_argument("--target-length", type=int, default=32, help="--trainer seq2seq: truncation length of the target summaries in tokens.")
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay (1.0: an A/A control, same optimizer as stock).")
     parser.add_argument("--logging-steps", type=int, default=1, help="Log every this many steps (1: the worst case for per-depth logging).")
     parser.add_argument("--log-calls", type=int, default=None, help="Timed calls of trainer.log per arm (default 2000, quick 50).")
@@ -69,9 +74,16 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def make_model(name: str):
-    """A fresh sequence classifier: the real MiniLM, or BERT-base from its config (no download)."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
+    """A fresh model: the real MiniLM or BERT-base from its config (no download) as sequence classifiers, or
+    ``bert2bert-minilm``, an encoder-decoder warm-started from the real MiniLM on both sides."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, EncoderDecoderModel
 
+    if name == "bert2bert-minilm":
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(bench_utils.minilm_path(), bench_utils.minilm_path())
+        tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
+        model.config.decoder_start_token_id = tokenizer.cls_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return model
     if name == "minilm":
         return AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
     return AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2))
@@ -137,12 +149,20 @@ class LockstepClock:
         self.callback = _Callback()
 
 
+def trainer_classes(name: str) -> tuple[type, type]:
+    """The stock (Trainer, TrainingArguments) pair of ``--trainer``."""
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+
+    return (Seq2SeqTrainer, Seq2SeqTrainingArguments) if name == "seq2seq" else (Trainer, TrainingArguments)
+
+
 def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_dir: str):
-    """The stock Trainer or the LLRDTrainer with otherwise identical arguments, progress printing off."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    """The stock Trainer (or Seq2SeqTrainer) or its layer-wise composition with otherwise identical arguments,
+    progress printing off."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
+    from finetune_llrd import layerwise_arguments, layerwise_trainer
 
     set_seed(0)
     model = make_model(args.model)
@@ -163,14 +183,33 @@ def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_
         use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
     )
-    collator = DataCollatorWithPadding(tokenizer)
+    collator = DataCollatorForSeq2Seq(tokenizer, model) if args.trainer == "seq2seq" else DataCollatorWithPadding(tokenizer)
+    trainer_cls, args_cls = trainer_classes(args.trainer)
     if arm == "stock":
-        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=dataset, data_collator=collator)
+        trainer = trainer_cls(model=model, args=args_cls(**common), train_dataset=dataset, data_collator=collator)
     else:
-        trainer_args = LLRDTrainingArguments(**common, layer_decay=args.layer_decay)
-        trainer = LLRDTrainer(model=model, args=trainer_args, train_dataset=dataset, data_collator=collator)
+        trainer_args = layerwise_arguments(args_cls)(**common, layer_decay=args.layer_decay)
+        trainer = layerwise_trainer(trainer_cls)(model=model, args=trainer_args, train_dataset=dataset, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def summarization_dataset(tokenizer, size: int, max_length: int, target_length: int) -> bench_utils.EncodedDataset:
+    """``size`` real XSum examples (cycled if the 800 training articles are too few): the document truncated to
+    ``max_length`` tokens, its one-sentence summary as ``labels`` truncated to ``target_length``."""
+    import json
+
+    with open(bench_utils.DATA_DIR / "xsum" / "train.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    rows = [rows[index % len(rows)] for index in range(size)]
+    sources = tokenizer([row["document"] for row in rows], truncation=True, max_length=max_length)
+    targets = tokenizer([row["summary"] for row in rows], truncation=True, max_length=target_length)
+    return bench_utils.EncodedDataset(
+        [
+            {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            for ids, mask, labels in zip(sources["input_ids"], sources["attention_mask"], targets["input_ids"])
+        ]
+    )
 
 
 def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
@@ -262,7 +301,7 @@ def time_log_calls(trainers: dict[str, Any], calls: int) -> dict[str, float]:
 def format_table(results: dict[str, Any]) -> str:
     """The printed result table."""
     lines = [
-        f"throughput, {results['model']} on {results['device']}: {results['rounds']} lockstep rounds x "
+        f"throughput, {results['trainer_class']} / {results['model']} on {results['device']}: {results['rounds']} lockstep rounds x "
         f"{results['measured_steps']} timed steps of batch {results['batch_size']}, optim {results['optim']}",
         f"{'arm':<8} {'groups':>6} {'median samples/s':>17} {'step ms q1':>11} {'median':>8} {'q3':>8} {'optimizer creation ms':>22}",
     ]
@@ -296,13 +335,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = fill_defaults(build_parser().parse_args(argv))
+    if args.trainer == "seq2seq":
+        args.model = "bert2bert-minilm"
     started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
-    texts, labels = bench_utils.sst2_rows("train")
     size = (args.warmup_steps + args.measured_steps) * args.batch_size
-    dataset = bench_utils.encode(tokenizer, texts[:size], labels[:size], args.max_length)
+    if args.trainer == "seq2seq":
+        dataset = summarization_dataset(tokenizer, size, args.max_length, args.target_length)
+    else:
+        texts, labels = bench_utils.sst2_rows("train")
+        dataset = bench_utils.encode(tokenizer, texts[:size], labels[:size], args.max_length)
 
     step_seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
     per_round = []
@@ -326,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "step_seconds": step_seconds[arm],
         }
     results = {
+        "trainer_class": trainer_classes(args.trainer)[0].__name__,
         "model": args.model,
         "device": args.device,
         "bf16": args.bf16,
@@ -346,7 +391,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "optimizer_creation": time_optimizer_creation(trainers, args.creations),
         "log_call": time_log_calls(trainers, args.log_calls),
     }
-    name = "throughput" if (args.model, args.device) == ("minilm", "cpu") else f"throughput_{args.model}_{args.device}"
+    if args.trainer == "seq2seq":
+        name = "throughput_seq2seq" if args.device == "cpu" else f"throughput_seq2seq_{args.device}"
+    else:
+        name = "throughput" if (args.model, args.device) == ("minilm", "cpu") else f"throughput_{args.model}_{args.device}"
     output = args.output or bench_utils.default_output(name, args.quick)
     bench_utils.write_result(output, "throughput", argv, args.quick, machine, results, started)
     print(format_table(results))
