@@ -5,9 +5,10 @@ turns (``--assistant_only_loss``; lower is better) and its perplexity.
 
 Sizing (measured on the shared 2-core machine, one thread, under a load average of about 6): a training step
 of 8 conversations at 128 tokens took 28 s in bf16 autocast and 36 s in fp32, and the evaluation about 1 s per
-conversation. Each run here trains 25 steps of 4 conversations (100 random conversations of the 3,517, one
+conversation. Each run here trains 20 steps of 4 conversations (80 random conversations of the 3,517, one
 epoch), evaluates 100 random validation conversations of the 500 (the same 100 for every arm of a seed), and
-loads the model: about 3 minutes on a quiet core. 4 arms x (2 rates on seed 0 + 2 more seeds) = 16 runs.
+loads the model: about 3 to 4 minutes of one core. 4 arms x (2 rates on seed 0 + 2 more seeds) = 16 runs, an
+hour of one core; the study waits for the other studies' runs (one heavy run at a time on the machine).
 SFTConfig's defaults stay (bf16 autocast, which measured faster on this CPU; weight decay 0; linear schedule)
 except gradient checkpointing, off: at 128 tokens activations are small and recomputing them costs a third
 more time.
@@ -26,13 +27,13 @@ STUDY = RecipeStudy(
     common_args=[
         "--train_file", "{data}/chitchat/train.jsonl.gz",
         "--validation_file", "{data}/chitchat/validation.jsonl",
-        "--max_train_samples", "100",
+        "--max_train_samples", "80",
         "--max_eval_samples", "100",
         "--max_length", "128",
         "--assistant_only_loss", "true",
         "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "16",
-        "--max_steps", "25",
+        "--max_steps", "20",
         "--warmup_steps", "0.1",
         "--gradient_checkpointing", "false",
         "--logging_steps", "5",
@@ -51,8 +52,8 @@ STUDY = RecipeStudy(
     greater_is_better=False,
     caveats=(
         "SmolLM2-135M-Instruct here is dequantized from a 4-bit (Q4_1) GGUF file, not the original bf16 weights: "
-        "expect somewhat higher losses than the original gives. 25 steps of 4 conversations cut to 128 tokens "
-        "(about 100 conversations, one epoch), loss on the assistant turns only, 100 validation conversations per "
+        "expect somewhat higher losses than the original gives. 20 steps of 4 conversations cut to 128 tokens "
+        "(80 conversations, one epoch), loss on the assistant turns only, 100 validation conversations per "
         "seed (the same for every arm of a seed, other ones for other seeds). The tied embeddings / LM head sit at "
         "depth 0, so decay trains the output layer slowest. Rate of each arm chosen on seed 0 from 2 rates; a "
         "chosen rate at the edge of its grid means the best may lie beyond it. chitchat has some junk turns "
