@@ -52,8 +52,8 @@ from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
-# The file suffixes read as clips in --train_dir / --validation_dir: every format soundfile's libsndfile reads.
-AUDIO_SUFFIXES = tuple(f".{name.lower()}" for name in soundfile.available_formats()) + (".aif", ".oga", ".opus")
+# The file suffixes read as clips in --train_dir / --validation_dir: the common formats soundfile's libsndfile reads.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
 # The class names of audio classification heads (wav2vec2 and HuBERT call theirs sequence classification).
 HEAD_SUFFIXES = ("ForAudioClassification", "ForSequenceClassification")
 
