@@ -145,3 +145,21 @@ def test_dpo_reference_model_gets_no_group(tmp_path):
     first = trainer.state.log_history[0]
     assert {key: first[key] for key in first if key.startswith("lr/")} == LLAMA_LOGS
     assert "rewards/margins" in first
+
+
+def test_foreign_layerwise_arguments_are_copied_into_the_composed_config(tmp_path, caplog):
+    from finetune_llrd import LLRDTrainingArguments
+
+    args = LLRDTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01, max_steps=1,
+        per_device_train_batch_size=4, report_to=[], save_strategy="no", use_cpu=True, head_learning_rate=2e-3,
+    )
+    trainer = layerwise_trainer(trl.SFTTrainer)(
+        tiny_llama(), args, train_dataset=datasets.Dataset.from_dict({"text": random_texts(8)}),
+        processing_class=word_tokenizer(),
+    )
+    assert type(trainer.args).__name__ == "LLRDSFTConfig"
+    assert (trainer.args.layer_decay, trainer.args.head_learning_rate, trainer.args.learning_rate) == (0.5, 2e-3, 1e-3)
+    assert "LLRDSFTTrainer takes SFTConfig: the LLRDTrainingArguments given were copied into LLRDSFTConfig" in caplog.text
+    rates = {g["layer"]: g["lr"] for g in trainer.create_optimizer().param_groups}
+    assert rates == {**LLAMA_RATES, 4: 2e-3}
