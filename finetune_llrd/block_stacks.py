@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .backbones import find_backbone, new_modules_around
+from .towers import Tower, Towers, find_tower_roots, tower_block_depth
 from .weight_decay import is_norm_module
 
 # Name parts that mark an input-side module: token/patch/position embeddings, the stem of a CNN, cls tokens.
@@ -37,6 +38,8 @@ class BlockStackDepths:
         backbone: the path of the pretrained backbone whose blocks are numbered (see
             :mod:`finetune_llrd.backbones`), or None when the model has none.
         new_modules: with a backbone, the modules outside it (neck, decode head, ...), all at the head depth.
+        towers: the towers numbered side by side (see :mod:`finetune_llrd.towers`); empty for a model
+            numbered in series.
     """
 
     depths: dict[str, int]
@@ -44,6 +47,7 @@ class BlockStackDepths:
     block_names: dict[int, str]
     backbone: str | None = None
     new_modules: tuple[str, ...] = ()
+    towers: tuple[Tower, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class _ModelIndex:
         base_model_path: path of the transformers base model (``bert``, ``model``, ...), or of the pretrained
             backbone when the model holds one; None for neither. Everything outside it is the head.
         embedding_norm_paths: norms that normalize an embedding (see :func:`_norms_following_embeddings`).
+        tied_to_embedding: parameters that are also the weight of an ``nn.Embedding`` under another name (a
+            tied LM head): one tensor has one rate, and it is the embeddings' (depth 0).
     """
 
     modules: dict[str, nn.Module]
@@ -68,6 +74,7 @@ class _ModelIndex:
     size: dict[str, int]
     base_model_path: str | None
     embedding_norm_paths: set[str]
+    tied_to_embedding: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, model: nn.Module) -> _ModelIndex:
@@ -87,6 +94,7 @@ class _ModelIndex:
             size=size,
             base_model_path=base_model_path(modules),
             embedding_norm_paths=_norms_following_embeddings(modules),
+            tied_to_embedding=_tied_to_embedding(model, modules),
         )
 
 
@@ -142,12 +150,15 @@ class _BlockNumbering:
         return self.head_depth if stack is self.stacks[-1] else stack.last_depth + 1
 
 
-def block_stack_depths(model: nn.Module, grouping: str) -> BlockStackDepths | None:
+def block_stack_depths(model: nn.Module, grouping: str, towers: Towers = "auto") -> BlockStackDepths | None:
     """Gives every parameter of ``model`` (frozen included) a depth from the model's block stacks.
 
     Args:
         model: any ``nn.Module``.
         grouping: ``"block"`` (one depth per block) or ``"stage"`` (one per stage of a staged backbone).
+        towers: which parallel stacks are numbered side by side (see
+            :func:`finetune_llrd.towers.find_tower_roots`): ``"auto"``, ``"none"``, ``"encoder-decoder"`` or
+            ``{name: module path}``.
 
     Returns:
         The depths, or None if the model has no block stack.
@@ -157,10 +168,19 @@ def block_stack_depths(model: nn.Module, grouping: str) -> BlockStackDepths | No
     if backbone is not None:
         # Only the backbone is pretrained: its blocks are numbered, and everything outside it is the head.
         index = dataclasses.replace(index, base_model_path=backbone)
+    announced = _announced_block_counts(index.modules)
     stacks = _find_block_stacks(index)
+    tower_roots = find_tower_roots(index.modules, index.size, index.base_model_path or "", towers)
+    # Towers only when they hold every block stack: T5Gemma2's vision tower inside its encoder does not make
+    # its encoder's text layers and its decoder towers.
+    if len(tower_roots) >= 2 and all(
+        any(_is_below(stack.module_lists[0], root) for root in tower_roots.values()) for stack in stacks
+    ):
+        found = _tower_depths(index, tower_roots, grouping, announced)
+        if found is not None:
+            return found
     if not stacks:
         return None
-    announced = _announced_block_counts(index.modules)
     for stack in stacks:
         _list_blocks(stack, index, announced)
     numbering = _number_blocks(stacks, grouping)
@@ -171,6 +191,71 @@ def block_stack_depths(model: nn.Module, grouping: str) -> BlockStackDepths | No
     return BlockStackDepths(
         depths=depths, num_layers=numbering.num_layers, block_names=block_names, backbone=backbone, new_modules=new_modules
     )
+
+
+def _numbered_stacks(index: _ModelIndex, grouping: str, announced: set[int]) -> _BlockNumbering | None:
+    """The block stacks below ``index.base_model_path``, numbered 1..L; None without a stack."""
+    stacks = _find_block_stacks(index)
+    if not stacks:
+        return None
+    for stack in stacks:
+        _list_blocks(stack, index, announced)
+    return _number_blocks(stacks, grouping)
+
+
+def _tower_depths(
+    index: _ModelIndex, tower_roots: dict[str, str], grouping: str, announced: set[int]
+) -> BlockStackDepths | None:
+    """Depths of a model with towers: each tower numbered on its own, then spread over 1..L (L = the longest
+    tower) by :func:`finetune_llrd.towers.tower_block_depth`. Within a tower the usual placement holds
+    (embeddings at 0, its final norm and pooler at the head); outside every tower, embeddings are at 0 and
+    everything else (projections, projector, logit scale, LM head) at the head. None when fewer than two
+    candidates hold a block stack."""
+    numbered: dict[str, tuple[_ModelIndex, _BlockNumbering]] = {}
+    for name, path in tower_roots.items():
+        tower_index = dataclasses.replace(index, base_model_path=path)
+        numbering = _numbered_stacks(tower_index, grouping, announced)
+        if numbering is not None:
+            numbered[name] = (tower_index, numbering)
+    if len(numbered) < 2:
+        return None
+    num_layers = max(numbering.num_layers for _, numbering in numbered.values())
+    head_depth = num_layers + 1
+
+    def on_scale(local: int, numbering: _BlockNumbering) -> int:
+        if local == 0:
+            return 0
+        if local == numbering.head_depth:
+            return head_depth
+        return tower_block_depth(local, numbering.num_layers, num_layers)
+
+    depths: dict[str, int] = {}
+    for parameter in index.parameter_names:
+        tower = next((name for name in numbered if _is_below(parameter, tower_roots[name])), None)
+        if tower is not None:
+            tower_index, numbering = numbered[tower]
+            depths[parameter] = on_scale(_depth_of(parameter, tower_index, numbering), numbering)
+        else:
+            depths[parameter] = 0 if _is_embedding_outside_towers(parameter, index) else head_depth
+    shown: dict[int, list[str]] = {}
+    for name, (_, numbering) in numbered.items():
+        for local in range(1, numbering.num_layers + 1):
+            shown.setdefault(on_scale(local, numbering), []).append(f"{name} {local}/{numbering.num_layers}")
+    block_names = {0: "embeddings", **{depth: ", ".join(names) for depth, names in sorted(shown.items())}, head_depth: "head"}
+    towers = tuple(Tower(name, tower_roots[name], numbering.num_layers) for name, (_, numbering) in numbered.items())
+    return BlockStackDepths(depths=depths, num_layers=num_layers, block_names=block_names, towers=towers)
+
+
+def _is_embedding_outside_towers(name: str, index: _ModelIndex) -> bool:
+    """An embedding-like parameter outside every tower (BLIP-2's ``query_tokens``, T5's ``shared``, a weight
+    tied to an embedding)."""
+    base = index.base_model_path
+    if name in index.tied_to_embedding:
+        return True
+    if base is not None and not _is_below(name, base):
+        return False
+    local = name[len(base) + 1 :] if base else name
+    return bool(_EMBEDDING_NAME.search(local)) or _has_embedding_ancestor(_parent_path(name), index.modules, base)
 
 
 def base_model_path(modules: dict[str, nn.Module]) -> str | None:
@@ -403,7 +488,22 @@ def _number_blocks(stacks: list[_BlockStack], grouping: str) -> _BlockNumbering:
     return _BlockNumbering(stacks=stacks, block_depth=block_depth, block_names=names, num_layers=depth)
 
 
+def _tied_to_embedding(model: nn.Module, modules: dict[str, nn.Module]) -> set[str]:
+    """Names (as ``named_parameters`` gives them: the first registration) of tensors that an ``nn.Embedding``
+    also holds under another name."""
+    aliases: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    return {
+        names[0]
+        for names in aliases.values()
+        if len(names) > 1 and any(isinstance(modules.get(_parent_path(name)), (nn.Embedding, nn.EmbeddingBag)) for name in names)
+    }
+
+
 def _depth_of(name: str, index: _ModelIndex, numbering: _BlockNumbering) -> int:
+    if name in index.tied_to_embedding:
+        return 0
     depth = _depth_inside_blocks(name, numbering.block_depth)
     if depth is None:
         depth = _depth_inside_stack(name, index, numbering)
@@ -507,14 +607,15 @@ def _has_embedding_ancestor(module_path: str, modules: dict[str, nn.Module], sto
 
 def _norms_following_embeddings(modules: dict[str, nn.Module]) -> set[str]:
     """Paths of norms registered right after an embedding in the same parent: such a norm normalizes
-    that embedding (DeBERTa-v2's ``encoder.rel_embeddings`` and ``encoder.LayerNorm``)."""
+    that embedding (DeBERTa-v2's ``encoder.rel_embeddings`` and ``encoder.LayerNorm``). A norm named as a
+    final one is not (OPT registers ``final_layer_norm`` right after ``embed_positions``)."""
     found = set()
     for parent_path, parent in modules.items():
         previous_was_embedding = False
         for child_name, child in parent.named_children():
             if not _has_parameters(child):
                 continue
-            if previous_was_embedding and is_norm_module(child):
+            if previous_was_embedding and is_norm_module(child) and not _HEAD_NAME.search(child_name):
                 found.add(f"{parent_path}.{child_name}" if parent_path else child_name)
             previous_was_embedding = isinstance(child, (nn.Embedding, nn.EmbeddingBag))
     return found

@@ -16,9 +16,24 @@ from .layer_map import LAYER_GROUPINGS, layer_map, parse_layer_mapping
 from .param_groups import param_groups
 from .plotting import plot_lr_profile, plot_run
 from .rate_table import format_lr_table, lr_table
-from .rates import LayerwiseRates, check_finite_non_negative
+from .rates import LayerwiseRates, check_finite_non_negative, parse_tower_layer_decay
+from .towers import TOWER_OPTIONS
 
-TASKS = ("auto", "sequence-classification", "image-classification", "token-classification", "causal-lm", "base")
+TASKS = (
+    "auto",
+    "sequence-classification",
+    "image-classification",
+    "token-classification",
+    "causal-lm",
+    "seq2seq-lm",
+    "image-text-to-text",
+    "zero-shot-image-classification",
+    "semantic-segmentation",
+    "depth-estimation",
+    "object-detection",
+    "universal-segmentation",
+    "base",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,12 +81,47 @@ def _add_layerwise_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='Your own depths: a JSON object {"regex": depth} (first match wins), inline or as a path to a .json file.',
     )
+    parser.add_argument(
+        "--layer_towers",
+        type=_towers_flag,
+        default="auto",
+        help="Parallel stacks numbered side by side, each from depth 1 to L: 'auto' (CLIP, SigLIP, BLIP-2, VLMs; "
+        "default), 'encoder-decoder' (also an encoder-decoder's two stacks), 'none' (all in series), or a JSON "
+        'object {"name": "module.path"}.',
+    )
+    parser.add_argument(
+        "--tower_layer_decay",
+        type=_tower_layer_decay_flag,
+        default=None,
+        help='A decay of its own for some towers, as a JSON object {"vision": 0.75, "text": 0.85}.',
+    )
 
 
 def _layer_mapping_flag(value: str) -> dict[str, int]:
     # argparse replaces the message of a ValueError raised by a type function; it keeps an ArgumentTypeError's.
     try:
         return parse_layer_mapping(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _towers_flag(value: str) -> str | dict[str, str]:
+    if value in TOWER_OPTIONS:
+        return value
+    try:
+        towers = json.loads(value)
+    except json.JSONDecodeError:
+        towers = None
+    if not isinstance(towers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items()):
+        raise argparse.ArgumentTypeError(
+            f'must be one of {list(TOWER_OPTIONS)} or a JSON object {{"name": "module.path"}}, got {value!r}.'
+        )
+    return towers
+
+
+def _tower_layer_decay_flag(value: str) -> dict[str, float]:
+    try:
+        return parse_tower_layer_decay(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -96,8 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
     model = load_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
-    layers = layer_map(model, grouping=args.layer_grouping, mapping=args.layer_mapping)
-    groups = param_groups(model, rates=rates, weight_decay=args.weight_decay, layers=layers)
+    layers = layer_map(model, grouping=args.layer_grouping, mapping=args.layer_mapping, towers=args.layer_towers)
+    try:
+        groups = param_groups(model, rates=rates, weight_decay=args.weight_decay, layers=layers)
+    except ValueError as error:
+        raise SystemExit(f"finetune-llrd inspect: {error}") from error
     rows = lr_table(groups, layers)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -106,6 +159,8 @@ def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
             f"{args.model} ({type(model).__name__}): L={layers.num_layers} {layers.grouping}s, rule={layers.rule}, "
             f"learning_rate={rates.learning_rate:g}, layer_decay={rates.layer_decay:g}"
         )
+        for line in structure_lines(layers, rates):
+            print(line)
         print(format_lr_table(rows))
     if args.plot:
         plot_lr_profile(rows, args.plot, title=f"{args.model}: layer_decay={rates.layer_decay:g}")
@@ -114,13 +169,28 @@ def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
     return 0
 
 
+def structure_lines(layers, rates: LayerwiseRates) -> list[str]:
+    """The lines that describe a map's towers or backbone boundary, for the header of ``inspect``."""
+    lines = []
+    for tower in layers.towers:
+        lines.append(
+            f"tower {tower.name} ({tower.path}): {tower.num_blocks} {layers.grouping}s on depths 1..{layers.num_layers}, "
+            f"layer_decay={rates.decay_of(tower.name):g}"
+        )
+    if layers.backbone is not None:
+        lines.append(f"backbone (pretrained) {layers.backbone}: depths 0..{layers.num_layers}")
+        lines.extend(f"{module} (new): head depth {layers.head_depth}" for module in layers.new_modules)
+    return lines
+
+
 def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None = None, from_config: bool = False):
     """Loads a model (or builds it from its config on the meta device) with the head of ``task``.
 
     Args:
         name_or_path: local folder or Hub id.
         task: one of ``TASKS``; ``auto`` picks image classification for vision configs, else sequence
-            classification.
+            classification. CLIP-style models need ``zero-shot-image-classification`` (or ``base``) for both
+            towers, vision-language models ``image-text-to-text``.
         num_labels: labels of a classification head.
         from_config: build from the config alone, on the meta device.
 
@@ -141,6 +211,13 @@ def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None 
         "image-classification": transformers.AutoModelForImageClassification,
         "token-classification": transformers.AutoModelForTokenClassification,
         "causal-lm": transformers.AutoModelForCausalLM,
+        "seq2seq-lm": transformers.AutoModelForSeq2SeqLM,
+        "image-text-to-text": transformers.AutoModelForImageTextToText,
+        "zero-shot-image-classification": transformers.AutoModelForZeroShotImageClassification,
+        "semantic-segmentation": transformers.AutoModelForSemanticSegmentation,
+        "depth-estimation": transformers.AutoModelForDepthEstimation,
+        "object-detection": transformers.AutoModelForObjectDetection,
+        "universal-segmentation": transformers.AutoModelForUniversalSegmentation,
         "base": transformers.AutoModel,
     }[task]
     if from_config:

@@ -27,6 +27,7 @@ from torch import nn
 
 from .block_stacks import block_stack_depths
 from .parameter_names import clean_parameter_name
+from .towers import Tower, Towers, validate_towers
 from .weight_decay import is_norm_module  # noqa: F401 - importable from here as before
 
 LayerMapping = Union[Mapping[str, int], Callable[[str], Union[int, None]]]
@@ -58,6 +59,8 @@ class LayerMap:
         backbone: the module path of the pretrained backbone whose blocks were numbered (UperNet's
             ``backbone``, DETR's ``model.backbone.model``), or None; everything outside it is at the head.
         new_modules: with a backbone, the modules outside it (``decode_head``, ``neck``, ...).
+        towers: the towers of a multi-modal model (CLIP's text and vision, a VLM's vision tower and language
+            model), each spread over the depths 1..L; empty for a model numbered in series.
     """
 
     depths: dict[str, int]
@@ -67,6 +70,7 @@ class LayerMap:
     block_names: dict[int, str] = field(default_factory=dict)
     backbone: str | None = None
     new_modules: tuple[str, ...] = ()
+    towers: tuple[Tower, ...] = ()
 
     @property
     def head_depth(self) -> int:
@@ -77,13 +81,27 @@ class LayerMap:
         """The parameter names at one depth, in registration order."""
         return [name for name, d in self.depths.items() if d == depth]
 
-    def block_name(self, depth: int) -> str:
-        """A readable name for one depth."""
+    def tower_of(self, name: str) -> str | None:
+        """The name of the tower holding parameter ``name``, or None (outside every tower, or no towers)."""
+        for tower in self.towers:
+            if name.startswith(tower.path + "."):
+                return tower.name
+        return None
+
+    def block_name(self, depth: int, tower: str | None = None) -> str:
+        """A readable name for one depth (``"text 2/4, vision 3/12"`` with towers), or for one tower's part of it
+        (``"vision 3/12"``)."""
         if depth == 0:
-            return self.block_names.get(0, "embeddings")
-        if depth == self.head_depth:
-            return self.block_names.get(depth, "head")
-        return self.block_names.get(depth, f"layer {depth}")
+            name = self.block_names.get(0, "embeddings")
+        elif depth == self.head_depth:
+            name = self.block_names.get(depth, "head")
+        else:
+            name = self.block_names.get(depth, f"layer {depth}")
+        if tower is None:
+            return name
+        if depth in (0, self.head_depth):
+            return f"{tower} {name}"
+        return ", ".join(part for part in name.split(", ") if part.startswith(tower + " ")) or name
 
 
 def validate_layer_grouping(grouping: str, name: str = "layer_grouping") -> None:
@@ -99,6 +117,7 @@ def layer_map(
     mapping: LayerMapping | None = None,
     num_layers: int | None = None,
     include_frozen: bool = False,
+    towers: Towers = "auto",
 ) -> LayerMap:
     """Gives every parameter of ``model`` its depth.
 
@@ -111,6 +130,12 @@ def layer_map(
         num_layers: L for a mapping that covers every parameter; by default the largest depth it gives
             minus one (the largest depth is the head).
         include_frozen: also map parameters with ``requires_grad=False``.
+        towers: parallel stacks numbered side by side, each from depth 1 to L (L = the longest tower;
+            :mod:`finetune_llrd.towers`): ``"auto"`` (the default) finds the towers of CLIP, SigLIP, ALIGN,
+            BLIP-2 and vision-language models by their module names; ``"encoder-decoder"`` also makes the
+            encoder and decoder of T5, BART or Whisper two towers (by default their blocks are in series,
+            encoder below decoder); ``"none"`` numbers every stack in series; ``{name: module path}`` names
+            the towers yourself.
 
     Returns:
         A :class:`LayerMap`.
@@ -120,6 +145,7 @@ def layer_map(
         ValueError: for an unknown ``grouping``, an invalid regex in ``mapping``, or a depth outside ``0..L+1``.
     """
     validate_layer_grouping(grouping, "grouping")
+    validate_towers(towers)
     names = [name for name, param in model.named_parameters() if include_frozen or param.requires_grad]
     if not names:
         raise LayerMapError(
@@ -134,7 +160,7 @@ def layer_map(
         _check_depth_range(user_depths, num)
         return LayerMap(depths=user_depths, num_layers=num, rule="user_mapping", grouping=grouping)
 
-    automatic = _automatic_layer_map(model, grouping)
+    automatic = _automatic_layer_map(model, grouping, towers)
     depths = {name: automatic.depths[name] for name in names if name in automatic.depths}
     missing = [name for name in names if name not in depths and name not in user_depths]
     if missing:
@@ -239,11 +265,11 @@ def _no_depth_message(model: nn.Module, missing: list[str]) -> str:
     )
 
 
-def _automatic_layer_map(model: nn.Module, grouping: str) -> LayerMap:
+def _automatic_layer_map(model: nn.Module, grouping: str, towers: Towers = "auto") -> LayerMap:
     """Depths of all parameters (frozen included) from the timm or the block-stack rule."""
     if callable(getattr(model, "group_matcher", None)):
         return _timm_layer_map(model, grouping)
-    found = block_stack_depths(model, grouping)
+    found = block_stack_depths(model, grouping, towers)
     if found is None:
         raise LayerMapError(_no_depth_message(model, [name for name, _ in model.named_parameters()]))
     return LayerMap(
@@ -254,6 +280,7 @@ def _automatic_layer_map(model: nn.Module, grouping: str) -> LayerMap:
         block_names=found.block_names,
         backbone=found.backbone,
         new_modules=found.new_modules,
+        towers=found.towers,
     )
 
 

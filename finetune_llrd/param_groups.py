@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .layer_map import LayerMap, LayerMapping, layer_map, validate_layer_grouping
+from .towers import Towers
 from .rate_table import format_lr_table, lr_table  # noqa: F401 - importable from here as before
 from .rates import LayerwiseRates, check_finite_non_negative
 from .rates import depth_learning_rates  # noqa: F401 - importable from here as before
@@ -86,6 +87,7 @@ def param_groups(
     layer_mapping: LayerMapping | None = None,
     layers: LayerMap | None = None,
     rates: LayerwiseRates | None = None,
+    towers: Towers = "auto",
 ) -> list[dict[str, Any]]:
     """Builds torch optimizer parameter groups with layer-wise learning rates.
 
@@ -103,15 +105,19 @@ def param_groups(
         layer_grouping: ``"block"`` or ``"stage"`` (for staged backbones such as Swin or ConvNeXt).
         layer_mapping: your own ``{regex: depth}`` or ``name -> depth``; it wins over the automatic map.
         layers: a :class:`LayerMap` computed before (then ``layer_grouping`` and ``layer_mapping`` are unused).
-        rates: the five rate settings as one value, instead of ``lr``, ``layer_decay``, ``head_learning_rate``,
-            ``embedding_learning_rate`` and ``layer_decay_min_scale``.
+        rates: the rate settings as one value, instead of ``lr``, ``layer_decay``, ``head_learning_rate``,
+            ``embedding_learning_rate`` and ``layer_decay_min_scale``; its ``tower_layer_decay`` gives towers a
+            decay of their own (their parameters then get groups of their own, carrying ``tower``).
+        towers: which parallel stacks are numbered side by side (see :func:`finetune_llrd.layer_map`); unused
+            with ``layers``.
 
     Returns:
         Groups ordered by depth, each a dict with ``params``, ``lr``, ``weight_decay``, ``layer`` (the
-        depth) and ``param_names``.
+        depth) and ``param_names`` (and ``tower`` for a tower with a decay of its own).
 
     Raises:
-        ValueError: for an invalid setting, or ``rates`` given together with one of the settings it holds.
+        ValueError: for an invalid setting, ``rates`` given together with one of the settings it holds, or a
+            ``tower_layer_decay`` naming a tower the model does not have.
         TypeError: if neither ``rates`` nor ``lr`` and ``layer_decay`` are given.
     """
     if rates is None:
@@ -128,11 +134,29 @@ def param_groups(
     check_finite_non_negative(weight_decay, "weight_decay")
     check_parameters_are_not_flattened(model)
     if layers is None:
-        layers = layer_map(model, grouping=layer_grouping, mapping=layer_mapping)
-    depth_rates = rates.depth_rates(layers.num_layers)
-    _warn_if_not_increasing(depth_rates)
+        layers = layer_map(model, grouping=layer_grouping, mapping=layer_mapping, towers=towers)
+    towers = _towers_with_own_decay(rates, layers)
+    tower_rates = {tower: rates.depth_rates(layers.num_layers, tower) for tower in (None, *towers)}
+    for depth_rates in tower_rates.values():
+        _warn_if_not_increasing(depth_rates)
     exempt = no_weight_decay_names(model) if weight_decay > 0 else set()
-    return _group_by_depth_and_decay(model, layers, depth_rates, weight_decay, exempt)
+    return _group_by_depth_and_decay(model, layers, tower_rates, weight_decay, exempt)
+
+
+def _towers_with_own_decay(rates: LayerwiseRates, layers: LayerMap) -> tuple[str, ...]:
+    """With a ``rates.tower_layer_decay`` (checked against the towers of the map), every tower of the map, so
+    that each tower's parameters get groups of their own; else none."""
+    if not rates.tower_layer_decay:
+        return ()
+    known = [tower.name for tower in layers.towers]
+    unknown = [name for name in rates.tower_layer_decay if name not in known]
+    if unknown:
+        found = f"its towers are {', '.join(known)}" if known else "it has no towers (its stacks are numbered in series)"
+        raise ValueError(
+            f"tower_layer_decay names {', '.join(map(repr, unknown))}, but {found}. Name towers from "
+            "`finetune-llrd inspect MODEL`, or pass towers= to layer_map (e.g. towers='encoder-decoder')."
+        )
+    return tuple(known)
 
 
 def _refuse_settings_beside_rates(
@@ -161,22 +185,35 @@ def _refuse_settings_beside_rates(
 
 
 def _group_by_depth_and_decay(
-    model: nn.Module, layers: LayerMap, depth_rates: Sequence[float], weight_decay: float, exempt: set[str]
+    model: nn.Module,
+    layers: LayerMap,
+    tower_rates: dict[str | None, Sequence[float]],
+    weight_decay: float,
+    exempt: set[str],
 ) -> list[dict[str, Any]]:
-    """One group per (depth, weight decay) pair, ordered by depth, the decayed group first."""
-    groups: dict[tuple[int, float], dict[str, Any]] = {}
+    """One group per (depth, weight decay) pair, ordered by depth, the decayed group first.
+
+    ``tower_rates`` holds the rates of every depth under ``None`` (``layer_decay``) and, with a
+    ``tower_layer_decay``, under each tower; the towers' parameters then get groups of their own, which carry
+    ``tower``.
+    """
+    groups: dict[tuple[int, str, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         depth = layers.depths[name]
         decay = 0.0 if name in exempt else weight_decay
+        tower = layers.tower_of(name) if len(tower_rates) > 1 else None
+        tower = tower if tower in tower_rates else None
         group = groups.setdefault(
-            (depth, decay),
-            {"params": [], "lr": depth_rates[depth], "weight_decay": decay, "layer": depth, "param_names": []},
+            (depth, tower or "", decay),
+            {"params": [], "lr": tower_rates[tower][depth], "weight_decay": decay, "layer": depth, "param_names": []},
         )
+        if tower is not None:
+            group["tower"] = tower
         group["params"].append(param)
         group["param_names"].append(name)
-    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], -key[1]))]
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], key[1], -key[2]))]
 
 
 def _warn_if_not_increasing(rates: Sequence[float]) -> None:

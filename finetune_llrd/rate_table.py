@@ -17,22 +17,29 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
     Returns:
         Rows with ``depth``, ``block``, ``num_params``, ``num_params_no_decay``, ``lr`` and ``weight_decay``
         (the decay of the depth's decayed parameters), ordered by depth. ``lr`` is the base rate: a group's
-        ``initial_lr`` once a scheduler has run (its ``lr`` moves with the schedule), else its ``lr``.
+        ``initial_lr`` once a scheduler has run (its ``lr`` moves with the schedule), else its ``lr``. Groups
+        of a tower with a decay of its own (carrying ``tower``) get rows of their own, with ``tower``.
     """
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
     for group in groups:
         if "layer" not in group:
             continue
         depth = int(group["layer"])
+        tower = group.get("tower")
+        if layers is not None:
+            block = layers.block_name(depth, tower)
+        else:
+            block = _default_block_name(depth, group)
         row = rows.setdefault(
-            depth,
+            (depth, tower or ""),
             {
                 "depth": depth,
-                "block": layers.block_name(depth) if layers is not None else _default_block_name(depth, group),
+                "block": block,
                 "num_params": 0,
                 "num_params_no_decay": 0,
                 "lr": group.get("initial_lr", group["lr"]),
                 "weight_decay": 0.0,
+                **({"tower": tower} if tower is not None else {}),
             },
         )
         count = sum(_full_size(param) for param in group["params"])
@@ -41,7 +48,7 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
             row["num_params_no_decay"] += count
         else:
             row["weight_decay"] = group["weight_decay"]
-    return [rows[depth] for depth in sorted(rows)]
+    return [rows[key] for key in sorted(rows)]
 
 
 def _full_size(param) -> int:

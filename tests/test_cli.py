@@ -114,3 +114,39 @@ def test_inspect_folder_without_weights_says_what_to_do(tmp_path):
     tiny_model("bert").config.save_pretrained(tmp_path)
     with pytest.raises(SystemExit, match=r"holds a config but no model weights .* Add --from-config"):
         main(["inspect", str(tmp_path)])
+
+
+def test_inspect_shows_the_towers_of_a_dual_encoder(tmp_path, capsys):
+    from transformers import CLIPConfig
+
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37)
+    text = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    CLIPConfig(vision_config=vision, text_config=text, projection_dim=16).save_pretrained(tmp_path)
+    flags = ["--from_config", "--task", "zero-shot-image-classification", "--learning_rate", "1", "--layer_decay", "0.5"]
+    assert main(["inspect", str(tmp_path), *flags, "--tower_layer_decay", '{"text": 0.8}']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "tower text (text_model): 2 blocks on depths 1..4, layer_decay=0.8"
+    assert out[2] == "tower vision (vision_model): 4 blocks on depths 1..4, layer_decay=0.5"
+    assert [line.split()[:3] for line in out[5:9]] == [["0", "text", "embeddings"], ["0", "vision", "embeddings"],
+                                                        ["1", "text", "1/2"], ["1", "vision", "1/4"]]
+    assert main(["inspect", str(tmp_path), *flags, "--json", "--layer_towers", "none"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 8  # in series: embeddings, 2 text + 4 vision blocks, head
+
+
+def test_inspect_shows_the_backbone_boundary(tmp_path, capsys):
+    from transformers import ConvNextConfig, UperNetConfig
+
+    backbone = ConvNextConfig(num_stages=4, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1],
+                              out_features=["stage1", "stage2", "stage3", "stage4"])
+    UperNetConfig(backbone_config=backbone, hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8).save_pretrained(tmp_path)
+    assert main(["inspect", str(tmp_path), "--from_config", "--task", "semantic-segmentation"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:4] == ["backbone (pretrained) backbone: depths 0..5", "decode_head (new): head depth 6", "auxiliary_head (new): head depth 6"]
+    assert out[-1].split()[:4] == ["6", "head", "(new:", "decode_head,"]
+
+
+def test_inspect_refuses_an_unknown_tower(tmp_path, capsys):
+    tiny_model("bert").config.save_pretrained(tmp_path)
+    with pytest.raises(SystemExit, match="tower_layer_decay names 'vision', but it has no towers"):
+        main(["inspect", str(tmp_path), "--from_config", "--tower_layer_decay", '{"vision": 0.7}'])

@@ -7,8 +7,9 @@ import pytest
 import torch
 import transformers
 
-from finetune_llrd import layer_map, param_groups
+from finetune_llrd import LayerwiseRates, layer_map, param_groups
 from finetune_llrd.param_groups import format_lr_table, lr_table
+from finetune_llrd.towers import tower_block_depth
 
 transformers.logging.set_verbosity_error()
 
@@ -302,3 +303,412 @@ def test_a_detection_transformer_gets_its_own_depth_by_mapping():
     assert layers.depths["model.query_position_embeddings.weight"] == 5
     assert layers.depths["class_labels_classifier.weight"] == 6
     assert layers.depths["model.backbone.model.encoder.stages.3.layers.0.layer.0.convolution.weight"] == 5
+
+
+# --------------------------------------------------------------------------------------------------
+# Towers: CLIP-style dual encoders, BLIP-2, vision-language models; encoder-decoders in series unless asked
+# --------------------------------------------------------------------------------------------------
+
+_V = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37)
+_T = dict(vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37)
+_LLAMA = dict(model_type="llama", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
+_SEQ2SEQ = dict(vocab_size=99, d_model=32, encoder_layers=3, decoder_layers=2, encoder_attention_heads=4,
+                decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37)
+
+
+def _build_towers(name):
+    t = transformers
+    if name == "clip":
+        return t.CLIPModel, t.CLIPConfig(vision_config=_V, text_config=_T, projection_dim=16)
+    if name == "clip-uneven":
+        return t.CLIPModel, t.CLIPConfig(vision_config=_V, text_config=dict(_T, num_hidden_layers=2), projection_dim=16)
+    if name == "siglip":
+        return t.SiglipModel, t.SiglipConfig(vision_config=_V, text_config=dict(_T, max_position_embeddings=16))
+    if name == "align":
+        return t.AlignModel, t.AlignConfig(
+            text_config=_T, vision_config=dict(image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=64),
+            projection_dim=32,
+        )
+    if name == "blip-2":
+        return t.Blip2ForConditionalGeneration, t.Blip2Config(
+            vision_config=_V,
+            qformer_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                encoder_hidden_size=32),
+            text_config=dict(model_type="opt", vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                             ffn_dim=37, word_embed_proj_dim=32),
+            num_query_tokens=4,
+        )
+    if name == "llava":
+        return t.LlavaForConditionalGeneration, t.LlavaConfig(
+            vision_config=dict(model_type="clip_vision_model", **_V), text_config=_LLAMA, image_token_index=5
+        )
+    if name == "idefics3":
+        return t.Idefics3ForConditionalGeneration, t.Idefics3Config(
+            vision_config=_V, text_config=_LLAMA, scale_factor=2, image_token_id=5
+        )
+    if name == "smolvlm":
+        return t.SmolVLMForConditionalGeneration, t.SmolVLMConfig(
+            vision_config=_V, text_config=_LLAMA, scale_factor=2, image_token_id=5
+        )
+    if name == "t5":
+        return t.T5ForConditionalGeneration, t.T5Config(
+            vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0
+        )
+    if name == "bart":
+        return t.BartForConditionalGeneration, t.BartConfig(**_SEQ2SEQ, max_position_embeddings=64)
+    if name == "whisper":
+        return t.WhisperForConditionalGeneration, t.WhisperConfig(
+            **_SEQ2SEQ, num_mel_bins=8, max_source_positions=16, max_target_positions=16, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2, decoder_start_token_id=1,
+        )
+    raise KeyError(name)
+
+
+def build_towers_meta(name):
+    model_class, config = _build_towers(name)
+    with torch.device("meta"):
+        return model_class(config)
+
+
+def _blocks(prefix, depths):
+    return {f"{prefix}.{k}": depth for k, depth in enumerate(depths)}
+
+
+# name -> (L, {tower: (path, blocks)}, {module path or parameter name: depth}).
+TOWER_MAPS = {
+    # Two 4-layer towers side by side: layer k of each at depth k + 1; projections and logit scale at the head.
+    "clip": (4, {"text": ("text_model", 4), "vision": ("vision_model", 4)}, {
+        "logit_scale": 5,
+        "text_model.embeddings": 0,
+        **_blocks("text_model.encoder.layers", [1, 2, 3, 4]),
+        "text_model.final_layer_norm": 5,
+        "vision_model.embeddings": 0,
+        "vision_model.pre_layrnorm": 0,
+        **_blocks("vision_model.encoder.layers", [1, 2, 3, 4]),
+        "vision_model.post_layernorm": 5,
+        "visual_projection": 5,
+        "text_projection": 5,
+    }),
+    # A 2-layer text tower beside a 4-layer vision tower: its first block at 1, its last at L = 4.
+    "clip-uneven": (4, {"text": ("text_model", 2), "vision": ("vision_model", 4)}, {
+        "logit_scale": 5,
+        "text_model.embeddings": 0,
+        **_blocks("text_model.encoder.layers", [1, 4]),
+        "text_model.final_layer_norm": 5,
+        "vision_model.embeddings": 0,
+        "vision_model.pre_layrnorm": 0,
+        **_blocks("vision_model.encoder.layers", [1, 2, 3, 4]),
+        "vision_model.post_layernorm": 5,
+        "visual_projection": 5,
+        "text_projection": 5,
+    }),
+    # SigLIP: each tower's pooling head closes it (head depth), as do logit scale and bias.
+    "siglip": (4, {"text": ("text_model", 4), "vision": ("vision_model", 4)}, {
+        "logit_scale": 5,
+        "logit_bias": 5,
+        "text_model.embeddings": 0,
+        **_blocks("text_model.encoder.layers", [1, 2, 3, 4]),
+        "text_model.final_layer_norm": 5,
+        "text_model.head": 5,
+        "vision_model.embeddings": 0,
+        **_blocks("vision_model.encoder.layers", [1, 2, 3, 4]),
+        "vision_model.post_layernorm": 5,
+        "vision_model.head": 5,
+    }),
+    # ALIGN: a 4-layer BERT beside a 7-block EfficientNet: the text layers at 1 + round(k * 6 / 3) = 1, 3, 5, 7.
+    "align": (7, {"text": ("text_model", 4), "vision": ("vision_model", 7)}, {
+        "temperature": 8,
+        "text_model.embeddings": 0,
+        **_blocks("text_model.encoder.layer", [1, 3, 5, 7]),
+        "text_model.pooler": 8,
+        "vision_model.embeddings": 0,
+        **_blocks("vision_model.encoder.blocks", [1, 2, 3, 4, 5, 6, 7]),
+        "text_projection": 8,
+    }),
+    # BLIP-2: vision tower, Q-Former and language model are three towers; the query tokens and the Q-Former's
+    # input norm are embeddings, the language projection is new (head); the OPT LM head is tied to its
+    # embeddings (depth 0).
+    "blip-2": (4, {"vision": ("vision_model", 4), "qformer": ("qformer", 2), "text": ("language_model", 3)}, {
+        "query_tokens": 0,
+        "vision_model.embeddings": 0,
+        **_blocks("vision_model.encoder.layers", [1, 2, 3, 4]),
+        "vision_model.post_layernorm": 5,
+        "qformer.layernorm": 0,
+        **_blocks("qformer.encoder.layer", [1, 4]),
+        "language_projection": 5,
+        "language_model.model.decoder.embed_tokens": 0,
+        "language_model.model.decoder.embed_positions": 0,
+        **_blocks("language_model.model.decoder.layers", [1, 3, 4]),
+        "language_model.model.decoder.final_layer_norm": 5,
+    }),
+    # LLaVA: the projector is new (head); the vision tower's and the language model's first layers share depth 1.
+    "llava": (4, {"vision": ("model.vision_tower", 4), "text": ("model.language_model", 2)}, {
+        "model.vision_tower.embeddings": 0,
+        "model.vision_tower.pre_layrnorm": 0,
+        **_blocks("model.vision_tower.encoder.layers", [1, 2, 3, 4]),
+        "model.vision_tower.post_layernorm": 5,
+        "model.multi_modal_projector": 5,
+        "model.language_model.embed_tokens": 0,
+        **_blocks("model.language_model.layers", [1, 4]),
+        "model.language_model.norm": 5,
+        "lm_head": 5,
+    }),
+    "idefics3": (4, {"vision": ("model.vision_model", 4), "text": ("model.text_model", 2)}, {
+        "model.vision_model.embeddings": 0,
+        **_blocks("model.vision_model.encoder.layers", [1, 2, 3, 4]),
+        "model.vision_model.post_layernorm": 5,
+        "model.connector": 5,
+        "model.text_model.embed_tokens": 0,
+        **_blocks("model.text_model.layers", [1, 4]),
+        "model.text_model.norm": 5,
+        "lm_head": 5,
+    }),
+    "smolvlm": (4, {"vision": ("model.vision_model", 4), "text": ("model.text_model", 2)}, {
+        "model.vision_model.embeddings": 0,
+        **_blocks("model.vision_model.encoder.layers", [1, 2, 3, 4]),
+        "model.vision_model.post_layernorm": 5,
+        "model.connector": 5,
+        "model.text_model.embed_tokens": 0,
+        **_blocks("model.text_model.layers", [1, 4]),
+        "model.text_model.norm": 5,
+        "lm_head": 5,
+    }),
+}
+
+# Encoder-decoders by default: one stack in series, encoder blocks below decoder blocks; the encoder's final
+# norm feeds the decoder (its first block's depth); the LM head is tied to the embeddings (depth 0).
+SERIES_MAPS = {
+    "t5": (5, {
+        "shared": 0,
+        **_blocks("encoder.block", [1, 2, 3]),
+        "encoder.final_layer_norm": 4,
+        **_blocks("decoder.block", [4, 5]),
+        "decoder.final_layer_norm": 6,
+    }),
+    "bart": (5, {
+        "model.shared": 0,
+        "model.encoder.embed_positions": 0,
+        "model.encoder.layernorm_embedding": 0,
+        **_blocks("model.encoder.layers", [1, 2, 3]),
+        "model.decoder.embed_positions": 0,
+        "model.decoder.layernorm_embedding": 0,
+        **_blocks("model.decoder.layers", [4, 5]),
+    }),
+    "whisper": (5, {
+        "model.encoder.conv1": 0,
+        "model.encoder.conv2": 0,
+        "model.encoder.embed_positions": 0,
+        **_blocks("model.encoder.layers", [1, 2, 3]),
+        "model.encoder.layer_norm": 4,
+        "model.decoder.embed_tokens": 0,
+        "model.decoder.embed_positions": 0,
+        **_blocks("model.decoder.layers", [4, 5]),
+        "model.decoder.layer_norm": 6,
+    }),
+}
+
+# towers="encoder-decoder": the 3-block encoder and the 2-block decoder on one scale (L = 3); each stack's
+# final norm closes its tower (head).
+ENCODER_DECODER_MAPS = {
+    "t5": (3, {"encoder": ("encoder", 3), "decoder": ("decoder", 2)}, {
+        "shared": 0,
+        **_blocks("encoder.block", [1, 2, 3]),
+        "encoder.final_layer_norm": 4,
+        **_blocks("decoder.block", [1, 3]),
+        "decoder.final_layer_norm": 4,
+    }),
+    "bart": (3, {"encoder": ("model.encoder", 3), "decoder": ("model.decoder", 2)}, {
+        "model.shared": 0,
+        "model.encoder.embed_positions": 0,
+        "model.encoder.layernorm_embedding": 0,
+        **_blocks("model.encoder.layers", [1, 2, 3]),
+        "model.decoder.embed_positions": 0,
+        "model.decoder.layernorm_embedding": 0,
+        **_blocks("model.decoder.layers", [1, 3]),
+    }),
+    "whisper": (3, {"encoder": ("model.encoder", 3), "decoder": ("model.decoder", 2)}, {
+        "model.encoder.conv1": 0,
+        "model.encoder.conv2": 0,
+        "model.encoder.embed_positions": 0,
+        **_blocks("model.encoder.layers", [1, 2, 3]),
+        "model.encoder.layer_norm": 4,
+        "model.decoder.embed_tokens": 0,
+        "model.decoder.embed_positions": 0,
+        **_blocks("model.decoder.layers", [1, 3]),
+        "model.decoder.layer_norm": 4,
+    }),
+}
+
+
+def _assert_exact(model, layers, num_layers, prefixes):
+    names = [name for name, _ in model.named_parameters()]
+    assert layers.num_layers == num_layers
+    assert layers.depths == depth_by_prefix(names, prefixes)
+    for prefix in prefixes:
+        assert any(n == prefix or n.startswith(prefix + ".") for n in names), f"{prefix} covers no parameter"
+
+
+@pytest.mark.parametrize("name", sorted(TOWER_MAPS))
+def test_tower_depths_exact(name):
+    model = build_towers_meta(name)
+    num_layers, towers, prefixes = TOWER_MAPS[name]
+    layers = layer_map(model, include_frozen=True)
+    assert {tower.name: (tower.path, tower.num_blocks) for tower in layers.towers} == towers
+    _assert_exact(model, layers, num_layers, prefixes)
+    groups = param_groups(model, lr=1e-3, layer_decay=0.8, weight_decay=0.05, layers=layers)
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert len(grouped) == len(set(grouped)) == len({id(p) for p in model.parameters()})
+
+
+@pytest.mark.parametrize("name", sorted(SERIES_MAPS))
+def test_encoder_decoder_is_in_series_by_default(name):
+    model = build_towers_meta(name)
+    num_layers, prefixes = SERIES_MAPS[name]
+    layers = layer_map(model, include_frozen=True)
+    assert layers.towers == ()
+    _assert_exact(model, layers, num_layers, prefixes)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_DECODER_MAPS))
+def test_encoder_decoder_as_towers_when_asked(name):
+    model = build_towers_meta(name)
+    num_layers, towers, prefixes = ENCODER_DECODER_MAPS[name]
+    layers = layer_map(model, towers="encoder-decoder", include_frozen=True)
+    assert {tower.name: (tower.path, tower.num_blocks) for tower in layers.towers} == towers
+    _assert_exact(model, layers, num_layers, prefixes)
+
+
+@pytest.mark.parametrize("name, head, embedding", [
+    ("t5", "lm_head.weight", "shared.weight"),
+    ("bart", "lm_head.weight", "model.shared.weight"),
+    ("whisper", "proj_out.weight", "model.decoder.embed_tokens.weight"),
+    ("llava-tied", "lm_head.weight", "model.language_model.embed_tokens.weight"),
+])
+def test_a_tied_lm_head_is_one_parameter_at_the_embeddings_depth(name, head, embedding):
+    if name == "llava-tied":
+        model_class, config = _build_towers("llava")
+        config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+        with torch.device("meta"):
+            model = model_class(config)
+    else:
+        model = build_towers_meta(name)
+    assert model.get_parameter(head) is model.get_parameter(embedding)
+    layers = layer_map(model)
+    assert layers.depths[embedding] == 0
+    assert head not in layers.depths
+
+
+def test_a_tied_head_registered_before_its_embedding_is_still_at_depth_0():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Linear(8, 8)
+            self.norm = torch.nn.LayerNorm(8)
+
+    class HeadFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(8, 20, bias=False)
+            self.embed = torch.nn.Embedding(20, 8)
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(3))
+            self.head.weight = self.embed.weight
+
+    layers = layer_map(HeadFirst())
+    assert layers.depths["head.weight"] == 0
+    assert "embed.weight" not in layers.depths
+    assert layers.num_layers == 3
+
+
+@pytest.mark.parametrize("block, num_blocks, num_layers, depth", [
+    *((k, 6, 12, d) for k, d in zip(range(1, 7), [1, 3, 5, 8, 10, 12])),
+    *((k, 3, 4, d) for k, d in zip(range(1, 4), [1, 3, 4])),
+    *((k, 12, 12, k) for k in range(1, 13)),
+    (1, 1, 5, 5),
+])
+def test_tower_block_depth_spreads_a_tower_from_1_to_L(block, num_blocks, num_layers, depth):
+    assert tower_block_depth(block, num_blocks, num_layers) == depth
+
+
+def test_tower_block_depth_refuses_a_tower_longer_than_L():
+    with pytest.raises(ValueError, match=r"num_blocks \(5\) <= num_layers \(4\)"):
+        tower_block_depth(1, 5, 4)
+
+
+def test_tower_layer_decay_gives_each_tower_its_own_rates():
+    model = build_towers_meta("clip-uneven")
+    rates = LayerwiseRates(1e-3, layer_decay=0.9, tower_layer_decay={"vision": 0.75, "text": 0.85})
+    groups = param_groups(model, rates=rates, weight_decay=0.0)
+    rate = {name: group["lr"] for group in groups for name in group["param_names"]}
+    tower = {name: group.get("tower") for group in groups for name in group["param_names"]}
+    # L = 4: depth d gets 1e-3 * decay ** (5 - d) with its tower's decay.
+    assert rate["vision_model.encoder.layers.0.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.75**4)
+    assert rate["vision_model.encoder.layers.3.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.75)
+    assert rate["vision_model.embeddings.patch_embedding.weight"] == pytest.approx(1e-3 * 0.75**5)
+    assert rate["text_model.encoder.layers.0.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.85**4)
+    assert rate["text_model.encoder.layers.1.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.85)
+    assert rate["text_model.embeddings.token_embedding.weight"] == pytest.approx(1e-3 * 0.85**5)
+    assert rate["visual_projection.weight"] == rate["logit_scale"] == rate["vision_model.post_layernorm.weight"] == 1e-3
+    assert tower["vision_model.encoder.layers.0.mlp.fc1.weight"] == "vision"
+    assert tower["text_model.encoder.layers.0.mlp.fc1.weight"] == "text"
+    assert tower["logit_scale"] is None
+    for group in groups:
+        assert {tower[name] for name in group["param_names"]} == {group.get("tower")}
+
+
+def test_without_tower_decay_the_towers_share_the_groups_of_a_depth():
+    model = build_towers_meta("clip")
+    groups = param_groups(model, lr=1e-3, layer_decay=0.5)
+    assert [group["layer"] for group in groups] == [0, 1, 2, 3, 4, 5]
+    assert not any("tower" in group for group in groups)
+    assert {name.split(".")[0] for name in groups[1]["param_names"]} == {"text_model", "vision_model"}
+
+
+def test_tower_layer_decay_naming_an_unknown_tower_is_refused():
+    rates = LayerwiseRates(1e-3, layer_decay=0.9, tower_layer_decay={"audio": 0.8})
+    with pytest.raises(ValueError, match="tower_layer_decay names 'audio', but its towers are text, vision"):
+        param_groups(build_towers_meta("clip"), rates=rates)
+    with pytest.raises(ValueError, match=r"it has no towers .*towers='encoder-decoder'"):
+        param_groups(build_towers_meta("t5"), rates=LayerwiseRates(1e-3, 0.9, tower_layer_decay={"encoder": 0.8}))
+    groups = param_groups(build_towers_meta("t5"), rates=LayerwiseRates(1e-3, 0.9, tower_layer_decay={"encoder": 0.8}),
+                          towers="encoder-decoder")
+    assert {group.get("tower") for group in groups} == {None, "encoder", "decoder"}
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"vision": 1.5}, r"tower_layer_decay\['vision'\] must be a decay in \(0, 1\], got 1.5"),
+    ("{vision: 0.7}", "tower_layer_decay is not valid JSON"),
+    ({}, "must be a non-empty mapping"),
+])
+def test_invalid_tower_layer_decay_is_refused(value, message):
+    with pytest.raises(ValueError, match=message):
+        LayerwiseRates(1e-3, 0.9, tower_layer_decay=value)
+
+
+def test_towers_can_be_named_or_turned_off():
+    model = build_towers_meta("llava")
+    assert layer_map(model, towers="none").towers == ()
+    assert layer_map(model, towers="none").num_layers == 6
+    named = layer_map(model, towers={"vit": "model.vision_tower", "lm": "model.language_model"})
+    assert [tower.name for tower in named.towers] == ["vit", "lm"]
+    assert named.depths == layer_map(model).depths
+    with pytest.raises(ValueError, match="towers must be one of"):
+        layer_map(model, towers="parallel")
+    with pytest.raises(ValueError, match="towers='encoder-decoder' needs a model with an encoder and a decoder"):
+        layer_map(build_towers_meta("clip"), towers="encoder-decoder")
+
+
+def test_lr_table_names_each_towers_blocks():
+    model = build_towers_meta("clip-uneven")
+    layers = layer_map(model)
+    rows = lr_table(param_groups(model, lr=1e-3, layer_decay=0.5, layers=layers), layers)
+    assert [row["block"] for row in rows] == [
+        "embeddings", "text 1/2, vision 1/4", "vision 2/4", "vision 3/4", "text 2/2, vision 4/4", "head"
+    ]
+    rates = LayerwiseRates(1e-3, 0.5, tower_layer_decay={"text": 0.8})
+    rows = lr_table(param_groups(model, rates=rates, layers=layers), layers)
+    assert [(row["block"], row.get("tower")) for row in rows] == [
+        ("text embeddings", "text"), ("vision embeddings", "vision"), ("text 1/2", "text"), ("vision 1/4", "vision"),
+        ("vision 2/4", "vision"), ("vision 3/4", "vision"), ("text 2/2", "text"), ("vision 4/4", "vision"),
+        ("head", None), ("text head", "text"), ("vision head", "vision"),
+    ]

@@ -278,3 +278,18 @@ def test_wrapper_prefixes_are_understood_by_user_mappings():
     assert layers.depths["_orig_mod.classifier.weight"] == 4
     assert layers.depths["_orig_mod.bert.encoder.layer.2.output.dense.weight"] == 3
     assert re.fullmatch(r"user_mapping\+block_stack", layers.rule)
+
+
+def test_a_final_norm_right_after_the_position_embedding_is_still_the_head():
+    """OPT registers ``final_layer_norm`` right after ``embed_positions`` when it has no projection; it is the
+    decoder's final norm, not the embeddings' norm."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(vocab_size=99, hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=3, num_attention_heads=4,
+                       ffn_dim=37, max_position_embeddings=64)
+    with torch.device("meta"):
+        model = OPTForCausalLM(config)
+    assert [name for name, _ in model.model.decoder.named_children()][:3] == ["embed_tokens", "embed_positions", "final_layer_norm"]
+    layers = layer_map(model)
+    assert layers.depths["model.decoder.final_layer_norm.weight"] == 4
+    assert layers.depths["model.decoder.embed_positions.weight"] == 0
