@@ -73,6 +73,14 @@ class Seq2SeqRecipeTrainingArguments(RecipeArgumentsMixin, layerwise_arguments(S
         },
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.search_trials > 0 and self.predict_with_generate:
+            raise ValueError(
+                "--search_trials scores its trials without generating (by the loss): pass --predict_with_generate "
+                "false with it, then evaluate the chosen configuration with generation in a second run."
+            )
+
 
 @dataclass
 class ModelArguments(BaseModelArguments):
