@@ -13,6 +13,8 @@ from transformers.trainer_utils import SchedulerType
 
 from .deepspeed_checks import check_deepspeed_scheduler
 from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grouping
+from .rates import parse_tower_layer_decay
+from .towers import parse_layer_towers
 from .rates import LayerwiseRates
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
@@ -73,6 +75,22 @@ class LayerwiseArgumentsMixin:
             "help": "Your own depths for parameters the automatic map gets wrong or cannot place: a JSON object "
             "{regex: depth} (first match wins), inline or as a path to a .json file. 0 = embeddings, "
             "1..L = blocks, L+1 = head."
+        },
+    )
+    layer_towers: str = field(
+        default="auto",
+        metadata={
+            "help": "Parallel stacks numbered side by side, each from depth 1 to L: 'auto' (the towers of CLIP, "
+            "SigLIP, BLIP-2 and vision-language models), 'encoder-decoder' (also an encoder-decoder's encoder and "
+            "decoder; by default they are in series), 'none' (every stack in series), or a JSON object "
+            '{"name": "module.path"}.'
+        },
+    )
+    tower_layer_decay: str | None = field(
+        default=None,
+        metadata={
+            "help": 'A layer decay of its own for some towers, as a JSON object {"vision": 0.75, "text": 0.85} '
+            "(open_clip's per-tower decay); other towers and parameters outside the towers use layer_decay."
         },
     )
 
@@ -151,6 +169,9 @@ class LayerwiseArgumentsMixin:
             validate_slanted_triangular_kwargs(self.lr_scheduler_kwargs or {})
         if self.layer_mapping is not None:
             self.layer_mapping = parse_layer_mapping(self.layer_mapping)
+        self.layer_towers = parse_layer_towers(self.layer_towers)
+        if self.tower_layer_decay is not None:
+            self.tower_layer_decay = parse_tower_layer_decay(self.tower_layer_decay)
         for name in ("gradual_unfreeze_steps", "reinit_top_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

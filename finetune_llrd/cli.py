@@ -17,7 +17,7 @@ from .param_groups import param_groups
 from .plotting import plot_lr_profile, plot_run
 from .rate_table import format_lr_table, lr_table
 from .rates import LayerwiseRates, check_finite_non_negative, parse_tower_layer_decay
-from .towers import TOWER_OPTIONS
+from .towers import parse_layer_towers
 
 TASKS = (
     "auto",
@@ -106,17 +106,10 @@ def _layer_mapping_flag(value: str) -> dict[str, int]:
 
 
 def _towers_flag(value: str) -> str | dict[str, str]:
-    if value in TOWER_OPTIONS:
-        return value
     try:
-        towers = json.loads(value)
-    except json.JSONDecodeError:
-        towers = None
-    if not isinstance(towers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items()):
-        raise argparse.ArgumentTypeError(
-            f'must be one of {list(TOWER_OPTIONS)} or a JSON object {{"name": "module.path"}}, got {value!r}.'
-        )
-    return towers
+        return parse_layer_towers(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _tower_layer_decay_flag(value: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ new or shared and sit at the head, except embeddings (BLIP-2's query tokens), wh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
@@ -82,16 +83,32 @@ def tower_block_depth(block: int, num_blocks: int, num_layers: int) -> int:
     return 1 + (2 * (block - 1) * (num_layers - 1) + (num_blocks - 1)) // span
 
 
-def validate_towers(towers: Towers) -> None:
-    """Raises a ``ValueError`` naming the fix unless ``towers`` is a known option or a mapping name -> path."""
+def validate_towers(towers: Towers, name: str = "towers") -> None:
+    """Raises a ``ValueError`` naming the field ``name`` and the fix unless ``towers`` is a known option or a
+    mapping name -> path."""
     if towers is None or (isinstance(towers, str) and towers in TOWER_OPTIONS):
         return
     if isinstance(towers, Mapping) and towers and all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items()):
         return
     raise ValueError(
-        f"towers must be one of {list(TOWER_OPTIONS)} or a mapping {{tower name: module path}} such as "
+        f"{name} must be one of {list(TOWER_OPTIONS)} or a mapping {{tower name: module path}} such as "
         f'{{"vision": "model.vision_tower", "text": "model.language_model"}}, got {towers!r}.'
     )
+
+
+def parse_layer_towers(value: Towers) -> Towers:
+    """Reads ``layer_towers``: an option of ``TOWER_OPTIONS``, a mapping, or a JSON object ``{name: module path}``.
+
+    Raises:
+        ValueError: naming the fix, for anything else.
+    """
+    if isinstance(value, str) and value not in TOWER_OPTIONS and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"layer_towers is not valid JSON: {error}.") from error
+    validate_towers(value, "layer_towers")
+    return value
 
 
 def find_tower_roots(modules: dict[str, nn.Module], size: dict[str, int], search_root: str, towers: Towers) -> dict[str, str]:

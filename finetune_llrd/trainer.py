@@ -143,7 +143,12 @@ class LayerwiseTrainerMixin:
         """The depth of every parameter of ``model`` under this trainer's settings."""
         args = self.args
         mapping = self.layer_mapping if self.layer_mapping is not None else getattr(args, "layer_mapping", None)
-        return layer_map(model, grouping=getattr(args, "layer_grouping", "block"), mapping=mapping)
+        return layer_map(
+            model,
+            grouping=getattr(args, "layer_grouping", "block"),
+            mapping=mapping,
+            towers=getattr(args, "layer_towers", "auto"),
+        )
 
     def layerwise_module(self, model: nn.Module) -> nn.Module:
         """The module whose trainable parameters the optimizer's groups hold: ``model`` itself. A trainer whose

@@ -712,3 +712,29 @@ def test_lr_table_names_each_towers_blocks():
         ("vision 2/4", "vision"), ("vision 3/4", "vision"), ("text 2/2", "text"), ("vision 4/4", "vision"),
         ("head", None), ("text head", "text"), ("vision head", "vision"),
     ]
+
+
+def test_training_arguments_carry_towers_and_tower_decay_to_the_optimizer(tmp_path):
+    from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
+
+    model_class, config = _build_towers("t5")
+    model = model_class(config)
+    args = LLRDTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, layer_decay=0.5, layer_towers="encoder-decoder",
+        tower_layer_decay='{"decoder": 0.8}', weight_decay=0.0, report_to="none", use_cpu=True,
+    )
+    assert args.tower_layer_decay == {"decoder": 0.8}
+    optimizer = LLRDTrainer(model=model, args=args).create_optimizer()
+    rate = {name: group["lr"] for group in optimizer.param_groups for name in group["param_names"]}
+    # L = 3 (the 3-block encoder); the 2-block decoder at depths 1 and 3 with its own decay.
+    assert rate["encoder.block.0.layer.0.SelfAttention.q.weight"] == pytest.approx(1e-3 * 0.5**3)
+    assert rate["decoder.block.0.layer.0.SelfAttention.q.weight"] == pytest.approx(1e-3 * 0.8**3)
+    assert rate["decoder.block.1.layer.0.SelfAttention.q.weight"] == pytest.approx(1e-3 * 0.8)
+    assert rate["shared.weight"] == pytest.approx(1e-3 * 0.5**4)
+
+
+def test_training_arguments_refuse_an_unknown_towers_option(tmp_path):
+    from finetune_llrd import LLRDTrainingArguments
+
+    with pytest.raises(ValueError, match="layer_towers must be one of"):
+        LLRDTrainingArguments(output_dir=str(tmp_path), layer_towers="parallel", report_to="none")
