@@ -5,12 +5,12 @@ rates against layer decay 0.75 (AudioMAE's fine-tuning setting) and a linear pro
 Sizing (measured on the shared 2-core machine, one thread): Whisper's feature extractor pads every clip to 30 s,
 so each clip costs a full 1,500-position encoder pass whatever its length (the drums last at most 2 s). In
 fp32 a training step of 8 clips costs about 12.5 CPU seconds (8.5 under ``--bf16``, used here), an evaluation
-clip about 0.33 s in bf16 and a probe step about 3 s. One epoch of 160 training clips (20 steps) and the 177
-validation clips make a run of about 4 minutes of a free core, a probe run about 2. The machine's heavy-run
+clip about 0.33 s in bf16 and a probe step about 3 s. One epoch of 128 training clips (16 steps) and the 177
+validation clips make a run of about 3.5 minutes of a free core, a probe run about 2. The machine's heavy-run
 lock is shared with the other studies, so each arm runs at one rate, 3 seeds: 9 runs. uniform and decay 0.75
 share the head's rate (1e-4), so they differ only in the rates below the head; the probe trains the new head
 alone at 1e-3. Adding rates to ``learning_rates`` later turns it into the usual grid on seed 0. The whole
-446-clip training set would cost about 2.8 times as much per run.
+446-clip training set would cost about 3 times as much per run.
 """
 
 from recipe_study import RecipeStudy
@@ -22,7 +22,7 @@ STUDY = RecipeStudy(
     common_args=[
         "--train_dir", "{data}/drums/train",
         "--validation_dir", "{data}/drums/validation",
-        "--max_train_samples", "160",
+        "--max_train_samples", "128",
         "--num_train_epochs", "1",
         "--per_device_train_batch_size", "8",
         "--per_device_eval_batch_size", "16",
@@ -43,7 +43,7 @@ STUDY = RecipeStudy(
     metric="eval_accuracy",
     greater_is_better=True,
     caveats=(
-        "One epoch of 160 of the 446 training clips (a random subset per seed, the same for every arm of a seed), "
+        "One epoch (16 steps) of 128 of the 446 training clips (a random subset per seed, the same for every arm of a seed), "
         "scored on the 177 validation clips, which come from 3 kits never seen in training: the differences "
         "between kits dominate, and a few labels are noisy (a tom filed under kick). bf16 autocast on the CPU. "
         "Each arm at one rate (no grid, for lack of machine time): uniform and decay 0.75 at 1e-4 (the head's "
