@@ -241,8 +241,8 @@ def trl_masks_assistant_turns(tokenizer) -> bool:
     TRL ships a training variant of it (Qwen, Llama 3, Gemma, Phi-3, ...)."""
     if tokenizer.chat_template is None:
         raise ValueError(
-            "The tokenizer has no chat template to render the conversations with: give one with --chat_template_path "
-            "(a .jinja file, or a model whose template to copy)."
+            "The tokenizer has no chat template to render the conversations with: give one as a .jinja file with "
+            "--chat_template_path."
         )
     if has_generation_markers(tokenizer.chat_template):
         return True
