@@ -738,3 +738,17 @@ def test_training_arguments_refuse_an_unknown_towers_option(tmp_path):
 
     with pytest.raises(ValueError, match="layer_towers must be one of"):
         LLRDTrainingArguments(output_dir=str(tmp_path), layer_towers="parallel", report_to="none")
+
+
+def test_a_vision_language_classifier_gets_its_towers_side_by_side():
+    """Gemma 3 for sequence classification holds a SigLIP vision tower and a language model: before towers,
+    the vision tower sat below the language model; now the first layers of both are at depth 1."""
+    from tiny_models import build_shrunk
+
+    model = build_shrunk("gemma3", transformers.AutoModelForSequenceClassification)
+    layers = layer_map(model)
+    assert {tower.name: tower.path for tower in layers.towers} == {"vision": "model.vision_tower", "text": "model.language_model"}
+    vision_first = next(n for n in layers.depths if n.startswith("model.vision_tower.encoder.layers.0."))
+    text_first = next(n for n in layers.depths if n.startswith("model.language_model.layers.0."))
+    assert layers.depths[vision_first] == layers.depths[text_first] == 1
+    assert layers.depths["score.weight"] == layers.head_depth
