@@ -90,3 +90,8 @@ class ProjectArguments(Seq2SeqTrainingArguments):
     """A project's own arguments class, outside every library: its composition must unpickle in a fresh process."""
 
     source_prefix: str = field(default="summarize: ", metadata={"help": "Prepended to every source text."})
+
+
+def describe_in_child(trainer_cls, args, queue) -> None:
+    """Runs in a spawned process: reports what arrived there (the composed class and arguments)."""
+    queue.put((trainer_cls.__module__, trainer_cls.__name__, type(args).__name__, args.layer_decay, args.predict_with_generate))

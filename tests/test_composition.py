@@ -2,8 +2,8 @@
 
 import dataclasses
 import json
+import multiprocessing
 import os
-import pickle
 import subprocess
 import sys
 
@@ -18,7 +18,7 @@ from transformers import (
 )
 
 import finetune_llrd.composition
-from composition_helpers import CopyPrefix, ProjectArguments, tiny_t5
+from composition_helpers import CopyPrefix, ProjectArguments, describe_in_child, tiny_t5
 from finetune_llrd import (
     LayerwiseArgumentsMixin,
     LayerwiseTrainerMixin,
@@ -113,52 +113,48 @@ def test_a_class_statement_with_the_mixins_works_like_the_factories(tmp_path):
     assert {g["layer"]: g["lr"] for g in optimizer.param_groups} == T5_RATES
 
 
-@pytest.mark.parametrize("fresh_process", [False, True])
-def test_composed_arguments_survive_torch_save_and_load(tmp_path, fresh_process):
+def test_composed_arguments_survive_torch_save_and_load(tmp_path):
     args = _seq2seq_args(tmp_path, layer_decay=0.7, predict_with_generate=True, layer_mapping='{"^lm_head": 6}')
     path = tmp_path / "training_args.bin"
     torch.save(args, path)
-    if not fresh_process:
-        loaded = torch.load(path, weights_only=False)
-        assert type(loaded) is type(args) and loaded == args
-        return
-    # A fresh interpreter that has composed nothing yet, as a resumed job or a spawned worker is.
+    loaded = torch.load(path, weights_only=False)
+    assert type(loaded) is type(args) and loaded == args
+
+
+def test_composed_arguments_load_in_a_fresh_process(tmp_path):
+    # A fresh interpreter that has composed nothing yet, as a resumed job has: a library's class, and a project's
+    # own arguments class (the composition is made again from the import path of the class it wraps).
+    library = _seq2seq_args(tmp_path, layer_decay=0.7, predict_with_generate=True, layer_mapping='{"^lm_head": 6}')
+    project = layerwise_arguments(ProjectArguments)(output_dir=str(tmp_path), report_to=[], layer_decay=0.6, source_prefix="translate: ")
+    assert type(project).__name__ == "LLRDProjectArguments"
+    torch.save(library, tmp_path / "library.bin")
+    torch.save(project, tmp_path / "project.bin")
     code = (
-        "import sys, torch; import finetune_llrd.composition as c; assert 'LLRDSeq2SeqTrainingArguments' not in vars(c)\n"
-        f"a = torch.load({str(path)!r}, weights_only=False)\n"
-        "print(type(a).__module__, type(a).__qualname__, a.layer_decay, a.predict_with_generate, a.layer_mapping, a.learning_rate)"
+        "import torch; import finetune_llrd.composition as c; assert 'LLRDSeq2SeqTrainingArguments' not in vars(c)\n"
+        f"a = torch.load({str(tmp_path / 'library.bin')!r}, weights_only=False)\n"
+        "print(type(a).__module__, type(a).__qualname__, a.layer_decay, a.predict_with_generate, a.layer_mapping, a.learning_rate)\n"
+        f"b = torch.load({str(tmp_path / 'project.bin')!r}, weights_only=False)\n"
+        "print(type(b).__name__, b.layer_decay, repr(b.source_prefix), isinstance(b, c.layerwise_arguments(__import__('composition_helpers').ProjectArguments)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=TESTS)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[-2] == (
-        "finetune_llrd.composition LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001"
-    )
+    assert result.stdout.splitlines()[-2:] == [
+        "finetune_llrd.composition LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001",
+        "LLRDProjectArguments 0.6 'translate: ' True",
+    ]
 
 
-def test_a_projects_own_arguments_unpickle_in_a_fresh_process(tmp_path):
-    args_cls = layerwise_arguments(ProjectArguments)
-    assert args_cls.__name__ == "LLRDProjectArguments"
-    args = args_cls(output_dir=str(tmp_path), report_to=[], layer_decay=0.6, source_prefix="translate: ")
-    path = tmp_path / "args.bin"
-    torch.save(args, path)
-    code = f"import torch; a = torch.load({str(path)!r}, weights_only=False); print(type(a).__name__, a.layer_decay, a.source_prefix)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=TESTS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[-2] == "LLRDProjectArguments 0.6 translate: "
-
-
-def test_composed_classes_pickle_by_name_into_a_fresh_process():
-    payload = pickle.dumps((layerwise_trainer(Seq2SeqTrainer), layerwise_arguments(Seq2SeqTrainingArguments)))
-    code = (
-        "import pickle, sys; classes = pickle.loads(sys.stdin.buffer.read()); "
-        "print([(c.__module__, c.__name__, c.__mro__[2].__name__) for c in classes])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:].decode()
-    assert result.stdout.decode().split("\n")[-2] == (
-        "[('finetune_llrd.composition', 'LLRDSeq2SeqTrainer', 'Seq2SeqTrainer'), "
-        "('finetune_llrd.composition', 'LLRDSeq2SeqTrainingArguments', 'Seq2SeqTrainingArguments')]"
-    )
+def test_a_spawned_worker_receives_the_composed_class_and_arguments(tmp_path):
+    # What spawn-based launchers (torch.multiprocessing.spawn, notebook_launcher) do: pickle, then a fresh interpreter.
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    args = _seq2seq_args(tmp_path, layer_decay=0.6, predict_with_generate=True)
+    worker = context.Process(target=describe_in_child, args=(layerwise_trainer(Seq2SeqTrainer), args, queue))
+    worker.start()
+    received = queue.get(timeout=300)
+    worker.join(timeout=60)
+    assert worker.exitcode == 0
+    assert received == ("finetune_llrd.composition", "LLRDSeq2SeqTrainer", "LLRDSeq2SeqTrainingArguments", 0.6, True)
 
 
 def test_unknown_composed_name_says_how_to_make_it():
