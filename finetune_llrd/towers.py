@@ -2,10 +2,11 @@
 
 CLIP, SigLIP and ALIGN hold a text and a vision tower side by side; BLIP-2 a vision tower, a Q-Former and a
 language model; a vision-language model (LLaVA, Idefics3, SmolVLM) a vision tower and a language model
-joined by a projector. Numbering such towers in series would put one whole tower below the other. As
-FT-CLIP and open_clip do (each tower its own stack and its own layer decay), each tower is numbered on its
-own and spread over the same scale 1..L, where L is the length of the longest tower: a tower's first
-block is at depth 1 and its last block at depth L, just below the head (see :func:`tower_block_depth`).
+joined by a projector. Numbering such towers in series would put one whole tower below the other. As the
+open_clip-based EVA-CLIP training code does (each tower its own stack and its own decay, ``--visual-ld``,
+``--text-ld``), each tower is numbered on its own; here the towers are then spread over one scale 1..L,
+where L is the length of the longest tower: a tower's first block is at depth 1 and its last block at
+depth L, just below the head (see :func:`tower_block_depth`).
 Modules outside every tower (CLIP's projections and ``logit_scale``, the VLM projector, the LM head) are
 new or shared and sit at the head, except embeddings (BLIP-2's query tokens), which are at depth 0.
 """
