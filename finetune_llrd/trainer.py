@@ -349,7 +349,8 @@ def _arguments_class_taken_by(trainer_cls: type) -> type | None:
 
 def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: LayerMap) -> LayerMap:
     """The depths of a module that wraps ``model`` and holds parameters of its own (a loss with a classifier):
-    ``model``'s parameters keep their depth, the others go to the head.
+    ``model``'s parameters keep their depth, the others go to the head. Frozen parameters get none, as in
+    :func:`~finetune_llrd.layer_map`.
 
     Args:
         wrapper: the module whose parameters are mapped, ``model`` among its submodules.
@@ -359,9 +360,13 @@ def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: Lay
     Returns:
         A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers.
     """
-    depth_of_param = {id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths}
+    depth_of_param = {
+        id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths
+    }
     head = model_layers.head_depth
-    depths = {name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters()}
+    depths = {
+        name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters() if param.requires_grad
+    }
     return dataclasses.replace(model_layers, depths=depths)
 
 
