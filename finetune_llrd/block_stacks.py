@@ -173,12 +173,17 @@ def block_stack_depths(model: nn.Module, grouping: str, towers: Towers = "auto")
     tower_roots = find_tower_roots(index.modules, index.size, index.base_model_path or "", towers)
     # Towers only when they hold every block stack: T5Gemma2's vision tower inside its encoder does not make
     # its encoder's text layers and its decoder towers.
-    if len(tower_roots) >= 2 and all(
-        any(_is_below(stack.module_lists[0], root) for root in tower_roots.values()) for stack in stacks
-    ):
-        found = _tower_depths(index, tower_roots, grouping, announced)
-        if found is not None:
-            return found
+    outside = [
+        stack.module_lists[0]
+        for stack in stacks
+        if not any(_is_below(stack.module_lists[0], root) for root in tower_roots.values())
+    ]
+    found = _tower_depths(index, tower_roots, grouping, announced) if len(tower_roots) >= 2 and not outside else None
+    if found is not None:
+        return found
+    if tower_roots and towers not in ("auto", "none", None):
+        problem = f"the block stacks {outside} are in none of them" if outside else "fewer than two hold a block stack"
+        raise ValueError(f"towers {tower_roots} cannot number this model side by side: {problem}.")
     if not stacks:
         return None
     for stack in stacks:

@@ -752,3 +752,11 @@ def test_a_vision_language_classifier_gets_its_towers_side_by_side():
     text_first = next(n for n in layers.depths if n.startswith("model.language_model.layers.0."))
     assert layers.depths[vision_first] == layers.depths[text_first] == 1
     assert layers.depths["score.weight"] == layers.head_depth
+
+
+def test_towers_that_leave_out_a_stack_are_refused():
+    model = build_towers_meta("blip-2")
+    with pytest.raises(ValueError, match=r"the block stacks \['language_model.model.decoder.layers'\] are in none of them"):
+        layer_map(model, towers={"vision": "vision_model", "qformer": "qformer"})
+    with pytest.raises(ValueError, match=r"cannot number this model side by side: the block stacks \['qformer"):
+        layer_map(model, towers={"vision": "vision_model"})
