@@ -62,7 +62,9 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 @dataclass
-class Seq2SeqRecipeTrainingArguments(RecipeArgumentsMixin, layerwise_arguments(Seq2SeqTrainingArguments), SearchArguments):
+class Seq2SeqRecipeTrainingArguments(
+    RecipeArgumentsMixin, layerwise_arguments(Seq2SeqTrainingArguments), SearchArguments
+):
     """`Seq2SeqTrainingArguments` with the layer-wise fields, the recipes' own settings and the lr x decay search."""
 
     predict_with_generate: bool = field(
@@ -101,11 +103,17 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
     )
     text_column: str | None = field(
         default=None,
-        metadata={"help": f"Summarisation: the column of documents. Default: the first of {', '.join(TEXT_COLUMN_GUESSES)} the data has."},
+        metadata={
+            "help": "Summarisation: the column of documents. Default: the first of "
+            f"{', '.join(TEXT_COLUMN_GUESSES)} the data has."
+        },
     )
     summary_column: str | None = field(
         default=None,
-        metadata={"help": f"Summarisation: the column of summaries. Default: the first of {', '.join(SUMMARY_COLUMN_GUESSES)} the data has."},
+        metadata={
+            "help": "Summarisation: the column of summaries. Default: the first of "
+            f"{', '.join(SUMMARY_COLUMN_GUESSES)} the data has."
+        },
     )
     source_lang: str | None = field(
         default=None, metadata={"help": "Translation: the source language, a key of the 'translation' column (en)."}
@@ -114,17 +122,22 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         default=None, metadata={"help": "Translation: the target language, a key of the 'translation' column (es)."}
     )
     source_prefix: str = field(
-        default="", metadata={"help": "Text put before every source (T5: 'summarize: ', 'translate English to German: ')."}
+        default="",
+        metadata={"help": "Text put before every source (T5: 'summarize: ', 'translate English to German: ')."},
     )
     max_source_length: int = field(
         default=1024, metadata={"help": "Source tokens per example after tokenization; longer sources are truncated."}
     )
     max_target_length: int = field(
         default=128,
-        metadata={"help": "Target tokens per example (longer targets are truncated); also the length generation stops at, unless --generation_max_length."},
+        metadata={
+            "help": "Target tokens per example (longer targets are truncated); also the length generation stops "
+            "at, unless --generation_max_length."
+        },
     )
     num_beams: int | None = field(
-        default=None, metadata={"help": "Beams of the generation at evaluation and prediction (default: the model's, else 1)."}
+        default=None,
+        metadata={"help": "Beams of the generation at evaluation and prediction (default: the model's, else 1)."},
     )
     ignore_pad_token_for_loss: bool = field(
         default=True, metadata={"help": "With --pad_to_max_length, leave the padded target positions out of the loss."}
@@ -138,7 +151,9 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         if (self.source_lang is None) != (self.target_lang is None):
             raise ValueError("Translation needs both --source_lang and --target_lang (summarisation neither).")
         if self.is_translation and (self.text_column or self.summary_column):
-            raise ValueError("--text_column / --summary_column are for summarisation; translation reads the 'translation' column.")
+            raise ValueError(
+                "--text_column / --summary_column are for summarisation; translation reads the 'translation' column."
+            )
         for name in ("max_source_length", "max_target_length", "num_beams"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -180,7 +195,8 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
         require_rows_and_columns(splits, sources, {TRANSLATION_COLUMN: "--source_lang / --target_lang"})
         for split, dataset in splits.items():
             languages = set(dataset[0][TRANSLATION_COLUMN])
-            for language, argument in ((data_args.source_lang, "--source_lang"), (data_args.target_lang, "--target_lang")):
+            wanted = ((data_args.source_lang, "--source_lang"), (data_args.target_lang, "--target_lang"))
+            for language, argument in wanted:
                 if language not in languages:
                     raise ValueError(
                         f"The translations of {sources[split]} have no language {language!r}; they hold "
@@ -199,7 +215,9 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
 def load_seq2seq_model(model_args):
     """The tokenizer and the model (its loss read as a batch mean), after checking that the model can start
     decoding: a warm-started EncoderDecoderModel needs ``decoder_start_token_id`` and ``pad_token_id`` set."""
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **model_args.hub_options())
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path, **model_args.hub_options()
+    )
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, **model_args.hub_options()
     )
@@ -335,9 +353,13 @@ def generation_metrics(tokenizer, data_args, predict_with_generate: bool):
         if data_args.is_translation:
             result = {"bleu": metric(predictions=predictions, references=[[text] for text in references])["score"]}
         else:
-            scores = metric(predictions=[split_sentences(text) for text in predictions], references=[split_sentences(text) for text in references])
+            scores = metric(
+                predictions=[split_sentences(text) for text in predictions],
+                references=[split_sentences(text) for text in references],
+            )
             result = {key: float(scores[key]) * 100 for key in ROUGE_TYPES}
-        lengths = [int(np.count_nonzero(row != tokenizer.pad_token_id)) for row in np.where(generated != -100, generated, tokenizer.pad_token_id)]
+        generated = np.where(generated != -100, generated, tokenizer.pad_token_id)
+        lengths = [int(np.count_nonzero(row != tokenizer.pad_token_id)) for row in generated]
         result["gen_len"] = float(np.mean(lengths)) if lengths else 0.0
         return {key: round(value, 4) for key, value in result.items()}
 

@@ -79,11 +79,15 @@ class ModelArguments:
         },
     )
     attn_implementation: str | None = field(
-        default=None, metadata={"help": "The attention kernel (sdpa, eager, flash_attention_2, ...); default: the model's."}
+        default=None,
+        metadata={"help": "The attention kernel (sdpa, eager, flash_attention_2, ...); default: the model's."},
     )
     use_peft: bool = field(
         default=False,
-        metadata={"help": "Train a LoRA adapter instead of all weights; its matrices keep the depths of the blocks they sit in."},
+        metadata={
+            "help": "Train a LoRA adapter instead of all weights; its matrices keep the depths of the blocks they "
+            "sit in."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
@@ -184,16 +188,17 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
         data_format, needed = TEXT, {training_args.dataset_text_field: "--dataset_text_field"}
     else:
         raise ValueError(
-            f"{sources[split]} has none of the columns the recipe reads: conversations in {data_args.messages_column!r} "
-            f"(--messages_column), prompts and completions in {data_args.prompt_column!r} and "
-            f"{data_args.completion_column!r} (--prompt_column, --completion_column), or text in "
-            f"{training_args.dataset_text_field!r} (--dataset_text_field). Its columns are {columns}."
+            f"{sources[split]} has none of the columns the recipe reads: conversations in "
+            f"{data_args.messages_column!r} (--messages_column), prompts and completions in "
+            f"{data_args.prompt_column!r} and {data_args.completion_column!r} (--prompt_column, --completion_column), "
+            f"or text in {training_args.dataset_text_field!r} (--dataset_text_field). Its columns are {columns}."
         )
     require_rows_and_columns(splits, sources, needed)
     if training_args.assistant_only_loss and data_format != CHAT:
         raise ValueError(
-            f"--assistant_only_loss needs conversations (a {data_args.messages_column!r} column); {sources[split]} holds "
-            f"{data_format} data. Prompt-completion data is trained on its completions by default (--completion_only_loss)."
+            f"--assistant_only_loss needs conversations (a {data_args.messages_column!r} column); {sources[split]} "
+            f"holds {data_format} data. Prompt-completion data is trained on its completions by default "
+            "(--completion_only_loss)."
         )
     return data_format
 
@@ -217,7 +222,8 @@ def load_tokenizer(model_args, training_args):
     """The tokenizer, with the chat template of ``--chat_template_path`` when that is a .jinja file (as SFTTrainer
     reads it), so that the assistant mask is computed with the template that trains."""
     tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, **model_args.hub_options(training_args.trust_remote_code)
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        **model_args.hub_options(training_args.trust_remote_code),
     )
     path = training_args.chat_template_path
     if path is not None and os.path.isfile(path) and path.endswith((".jinja", ".j2")):
