@@ -78,7 +78,7 @@ def find_backbone(modules: dict[str, nn.Module], size: dict[str, int]) -> str | 
 
 def new_modules_around(backbone: str, modules: dict[str, nn.Module], size: dict[str, int]) -> list[str]:
     """The modules with parameters outside the backbone, each the largest such module (``decode_head``,
-    ``neck``, ``model.encoder`` of a DETR), in registration order.
+    ``neck``, ``model.encoder`` of a DETR), level by level from the root, each level in registration order.
 
     Args:
         backbone: the backbone's path.

@@ -261,6 +261,18 @@ def test_backbone_depths_exact(name):
         assert any(n == prefix or n.startswith(prefix + ".") for n in names), f"{prefix} covers no parameter"
 
 
+@pytest.mark.parametrize("name, new_modules", [
+    ("upernet-beit", ("decode_head", "auxiliary_head")),
+    ("mask2former-swin", ("class_predictor", "model.transformer_module", "model.pixel_level_module.decoder")),
+    ("detr", ("class_labels_classifier", "bbox_predictor", "model.query_position_embeddings", "model.input_projection",
+              "model.encoder", "model.decoder")),
+    ("sam", ("shared_image_embedding", "prompt_encoder", "mask_decoder")),
+    ("segformer", ()),
+])
+def test_the_new_modules_around_a_backbone_are_named(name, new_modules):
+    assert layer_map(build_meta(name), include_frozen=True).new_modules == new_modules
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONE_MAPS))
 def test_every_trainable_parameter_in_exactly_one_group(name):
     model = build_meta(name)
