@@ -24,7 +24,8 @@ from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data,
 from recipe_utils import load_data_file, take_samples
 
 XSUM_TRAIN, XSUM_DEV = shared_data("xsum", "train.jsonl"), shared_data("xsum", "validation.jsonl")
-EN_ES_TRAIN, EN_ES_DEV = shared_data("translation_en_es", "train.jsonl.gz"), shared_data("translation_en_es", "validation.jsonl")
+EN_ES_TRAIN = shared_data("translation_en_es", "train.jsonl.gz")
+EN_ES_DEV = shared_data("translation_en_es", "validation.jsonl")
 BERT2BERT = os.path.join(REPO_ROOT, "out", "models", "bert2bert-minilm-l6")
 
 
@@ -129,8 +130,8 @@ def test_summarisation_with_t5_scores_rouge_of_its_generations_and_logs_depth_ra
     eval_rows = take_samples(load_data_file(XSUM_DEV), 8, seed=42)
     tokenizer = BertTokenizerFast.from_pretrained(output_dir)
     references = [
-        tokenizer.decode(tokenizer(text_target=summary, max_length=16, truncation=True)["input_ids"], skip_special_tokens=True)
-        for summary in eval_rows["summary"]
+        tokenizer.decode(labels, skip_special_tokens=True)
+        for labels in tokenizer(text_target=list(eval_rows["summary"]), max_length=16, truncation=True)["input_ids"]
     ]
     expected = seq2seq.rouge_scores(
         [seq2seq.split_sentences(text) for text in generated], [seq2seq.split_sentences(text) for text in references]
@@ -163,15 +164,20 @@ def test_translation_with_bart_scores_bleu(run_seq2seq, tiny_bart):
 
 def test_columns_languages_and_files_are_checked(run_seq2seq, tiny_t5, tmp_path):
     with pytest.raises(ValueError, match=r"no language 'fr'; they hold \['en', 'es'\]\. Set --target_lang"):
-        run_seq2seq(tiny_t5, f"--train_file {EN_ES_TRAIN} --validation_file {EN_ES_DEV} --source_lang en --target_lang fr")
-    with pytest.raises(ValueError, match=r"has no column 'body'; its columns are \['id', 'document', 'summary'\]\. Set --text_column"):
+        run_seq2seq(
+            tiny_t5, f"--train_file {EN_ES_TRAIN} --validation_file {EN_ES_DEV} --source_lang en --target_lang fr"
+        )
+    refused = r"has no column 'body'; its columns are \['id', 'document', 'summary'\]\. Set --text_column"
+    with pytest.raises(ValueError, match=refused):
         run_seq2seq(tiny_t5, f"--train_file {XSUM_TRAIN} --validation_file {XSUM_DEV} --text_column body")
     with pytest.raises(ValueError, match=r"--train_file .*nowhere\.jsonl: no such file"):
         run_seq2seq(tiny_t5, f"--train_file {tmp_path / 'nowhere.jsonl'}")
 
 
 def test_an_encoder_decoder_without_a_decoder_start_token_is_refused(run_seq2seq, tokenizer, tmp_path):
-    bert = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    bert = dict(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+    )
     config = EncoderDecoderConfig.from_encoder_decoder_configs(
         BertConfig(**bert), BertConfig(**bert, is_decoder=True, add_cross_attention=True)
     )
@@ -185,14 +191,18 @@ def test_an_encoder_decoder_without_a_decoder_start_token_is_refused(run_seq2seq
     "data, metric",
     [
         (["--train_file", XSUM_TRAIN, "--validation_file", XSUM_DEV, "--max_source_length", "256"], "eval_rougeL"),
-        (["--train_file", EN_ES_TRAIN, "--validation_file", EN_ES_DEV, "--source_lang", "en", "--target_lang", "es"], "eval_bleu"),
+        (
+            ["--train_file", EN_ES_TRAIN, "--validation_file", EN_ES_DEV, "--source_lang", "en", "--target_lang", "es"],
+            "eval_bleu",
+        ),
     ],
     ids=["xsum", "en-es"],
 )
 def test_real_bert2bert_on_eight_examples(data, metric, tmp_path):
     """The issue's checks: the warm-started MiniLM bert2bert on 8 XSum articles, then on 8 verse pairs."""
     if not os.path.isdir(BERT2BERT):
-        subprocess.run(["bash", os.path.join(REPO_ROOT, "..", "shared", "models", "build.sh"), os.path.dirname(BERT2BERT), "bert2bert-minilm-l6"], check=True)
+        build = os.path.join(REPO_ROOT, "..", "shared", "models", "build.sh")
+        subprocess.run(["bash", build, os.path.dirname(BERT2BERT), "bert2bert-minilm-l6"], check=True)
     output_dir = str(tmp_path / "bert2bert")
     command = [
         sys.executable, os.path.join(REPO_ROOT, "recipes", "seq2seq.py"), "--model_name_or_path", BERT2BERT, *data,

@@ -173,7 +173,8 @@ def test_prompt_completion_and_plain_text(run_sft, tmp_path):
     pairs, texts = tmp_path / "pairs.jsonl", tmp_path / "texts.jsonl.gz"
     with open(pairs, "w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps({"question": row["messages"][0]["content"], "answer": row["messages"][1]["content"]}) + "\n")
+            question, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+            handle.write(json.dumps({"question": question, "answer": answer}) + "\n")
     with gzip.open(texts, "wt", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps({"body": " ".join(m["content"] for m in row["messages"][:4])}) + "\n")
@@ -189,7 +190,8 @@ def test_prompt_completion_and_plain_text(run_sft, tmp_path):
     )
     assert math.isfinite(read_json(output_dir, "all_results.json")["eval_loss"])
 
-    with pytest.raises(ValueError, match=r"has none of the columns the recipe reads.*Its columns are \['question', 'answer'\]"):
+    refused = r"has none of the columns the recipe reads.*Its columns are \['question', 'answer'\]"
+    with pytest.raises(ValueError, match=refused):
         run_sft(f"--train_file {pairs} --validation_file {pairs}", output_dir=str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="--assistant_only_loss needs conversations"):
         run_sft(f"--train_file {texts} --validation_file {texts} --dataset_text_field body --assistant_only_loss true")
@@ -219,7 +221,8 @@ def test_lora_keeps_the_full_models_depths(run_sft, tmp_path, capsys):
 def test_real_smollm2_on_eight_conversations(tmp_path):
     """The issue's check: 8 chitchat conversations, the real SmolLM2-135M-Instruct (dequantized from 4 bits)."""
     if not os.path.isdir(SMOLLM2):
-        subprocess.run(["bash", os.path.join(REPO_ROOT, "..", "shared", "models", "build.sh"), os.path.dirname(SMOLLM2), "smollm2-135m-instruct"], check=True)
+        build = os.path.join(REPO_ROOT, "..", "shared", "models", "build.sh")
+        subprocess.run(["bash", build, os.path.dirname(SMOLLM2), "smollm2-135m-instruct"], check=True)
     output_dir = str(tmp_path / "smollm2")
     command = [
         sys.executable, os.path.join(REPO_ROOT, "recipes", "sft.py"), "--model_name_or_path", SMOLLM2,
