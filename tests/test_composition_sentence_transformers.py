@@ -114,6 +114,17 @@ def test_checkpoint_saves_and_a_resumed_run_continues_with_the_same_groups(tmp_p
     assert [(g["layer"], g["initial_lr"], g["param_names"]) for g in resumed.optimizer.param_groups] == summary
 
 
+def test_optimizer_dict_over_other_parameters_is_refused():
+    from finetune_llrd.integrations.sentence_transformers import absorb_optimizer_dict
+
+    first, second, third = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    groups = [{"params": [first, second], "lr": 1e-3, "weight_decay": 0.0, "layer": 1, "param_names": ["a", "b"]}]
+    with pytest.raises(ValueError, match="hold 1 parameters that the layer-wise groups lack and lack 1 that they hold"):
+        absorb_optimizer_dict(groups, [{"params": [first, third], "weight_decay": 0.0}])
+    mapped = absorb_optimizer_dict(groups, [{"params": [first], "weight_decay": 0.0}, {"params": [second], "lr": 5e-3}])
+    assert [(g["lr"], g["param_names"]) for g in mapped] == [(1e-3, ["a"]), (5e-3, ["b"])]
+
+
 def test_the_generic_mixin_says_which_class_to_use(tmp_path):
     class Plain(LayerwiseTrainerMixin, st.SentenceTransformerTrainer):
         pass
