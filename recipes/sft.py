@@ -366,10 +366,12 @@ def count_evaluated_examples(trainer, splits: dict[str, Dataset]) -> None:
     splits["eval"] = prepared
 
 
-def trl_model_card_kwargs(data_args) -> dict:
+def trl_model_card_kwargs(data_args, training_args) -> dict:
     """The keyword arguments of SFTTrainer's ``create_model_card`` / ``push_to_hub`` (TRL's own card, to which
-    the layer-wise section is added): the Hub dataset, if any, and the tags."""
-    return {"dataset_name": data_args.dataset_name, "tags": ["layer-wise-lr"]}
+    the layer-wise section is added): the model's name (as ``push_to_hub`` names it), the Hub dataset, the tags."""
+    hub_model_id = training_args.hub_model_id
+    name = hub_model_id.split("/")[-1] if hub_model_id else os.path.basename(os.path.normpath(training_args.output_dir))
+    return {"model_name": name, "dataset_name": data_args.dataset_name, "tags": ["layer-wise-lr"]}
 
 
 def add_perplexity(metrics: dict[str, float]) -> None:
@@ -403,7 +405,7 @@ def main(argv=None):
         trainer_class=sft_trainer_class(model_args, splits),
     )
     count_evaluated_examples(trainer, splits)
-    model_card = trl_model_card_kwargs(data_args)
+    model_card = trl_model_card_kwargs(data_args, training_args)
     train_evaluate_and_report(
         trainer, splits, checkpoint=checkpoint, model_card=model_card, add_eval_metrics=add_perplexity
     )

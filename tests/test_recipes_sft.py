@@ -138,6 +138,10 @@ def test_chat_sft_trains_on_assistant_turns_logs_depth_rates_and_reports_perplex
     results = read_json(output_dir, "all_results.json")
     assert results["perplexity"] == pytest.approx(math.exp(results["eval_loss"]), rel=1e-12)
     assert results["train_samples"] == 16
+    with open(os.path.join(output_dir, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()  # TRL's card, with the layer-wise section
+    assert "# Model Card for out\n" in card and "It has been trained using [TRL]" in card
+    assert "### Layer-wise learning rates" in card and "- layer_decay: 0.5\n" in card
 
     # Per-depth rates: L=3 blocks, depth d at 1e-3 * 0.5 ** (4 - d), all following one schedule.
     logs = [entry for entry in read_json(output_dir, "trainer_state.json")["log_history"] if "lr/head" in entry]
