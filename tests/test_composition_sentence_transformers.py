@@ -114,6 +114,18 @@ def test_checkpoint_saves_and_a_resumed_run_continues_with_the_same_groups(tmp_p
     assert [(g["layer"], g["initial_lr"], g["param_names"]) for g in resumed.optimizer.param_groups] == summary
 
 
+def test_every_sentence_transformers_trainer_gets_the_integration():
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+    from sentence_transformers.sparse_encoder import SparseEncoderTrainer
+
+    from finetune_llrd.integrations.sentence_transformers import LayerwiseSentenceTransformerTrainerMixin
+
+    for trainer_cls in (st.SentenceTransformerTrainer, CrossEncoderTrainer, SparseEncoderTrainer):
+        composed = layerwise_trainer(trainer_cls)
+        assert composed.__name__ == f"LLRD{trainer_cls.__name__}"
+        assert composed.__bases__ == (LayerwiseSentenceTransformerTrainerMixin, trainer_cls)
+
+
 def test_optimizer_dict_over_other_parameters_is_refused():
     from finetune_llrd.integrations.sentence_transformers import absorb_optimizer_dict
 
