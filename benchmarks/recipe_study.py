@@ -457,4 +457,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # The study files import RecipeStudy from "recipe_study": let that be this module, not a second copy.
+    sys.modules.setdefault("recipe_study", sys.modules[__name__])
     main()
