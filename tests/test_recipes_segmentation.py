@@ -330,6 +330,11 @@ def test_masks_with_unknown_classes_or_colours_are_refused(tmp_path):
         "palette PNG). Check --label_column_name."
     )
 
+    Image.new("L", (5, 4)).save(folder / "masks" / "a.png")
+    assert _refusal(f"--train_dir {folder} --id2label_file {BRAINSEG_ID2LABEL} --do_train", tmp_path) == (
+        f"An image of {folder} is 4x4 but its mask is 5x4: each mask must label every pixel of its image."
+    )
+
     gaps = tmp_path / "gaps.json"
     gaps.write_text(json.dumps({"0": "background", "2": "frontal"}))
     assert _refusal(f"{BRAINSEG.replace(BRAINSEG_ID2LABEL, str(gaps))}", tmp_path) == (
