@@ -325,19 +325,26 @@ def mask_assistant_turns(splits: dict[str, Dataset], tokenizer, training_args) -
 
 
 def sft_trainer_class(model_args, splits: dict[str, Dataset]):
-    """``layerwise_trainer(SFTTrainer)``, given the LoRA configuration of ``--use_peft``. With tokenized
-    conversations (:func:`mask_assistant_turns`) TRL must not look for the conversations' turns itself: its
-    ``assistant_only_loss`` is off while the trainer is built, and the mask in the data does its work."""
-    trainer_class = partial(layerwise_trainer(SFTTrainer), peft_config=model_args.peft_config())
-    if "input_ids" not in next(iter(splits.values())).column_names:
-        return trainer_class
+    """``layerwise_trainer(SFTTrainer)``, given the LoRA configuration of ``--use_peft``.
 
-    def build(*, args, **kwargs):
-        args.assistant_only_loss = False
+    SFTTrainer requires a training set even to evaluate: without ``--do_train`` it gets the evaluation set, which
+    it prepares and never trains on. With tokenized conversations (:func:`mask_assistant_turns`) TRL must not
+    look for the conversations' turns itself: its ``assistant_only_loss`` is off while the trainer is built, and
+    the mask in the data does its work.
+    """
+    trainer_class = partial(layerwise_trainer(SFTTrainer), peft_config=model_args.peft_config())
+    tokenized = "input_ids" in next(iter(splits.values())).column_names
+
+    def build(*, args, train_dataset, eval_dataset, **kwargs):
+        if train_dataset is None:
+            train_dataset = eval_dataset
+        if tokenized:
+            args.assistant_only_loss = False
         try:
-            return trainer_class(args=args, **kwargs)
+            return trainer_class(args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         finally:
-            args.assistant_only_loss = True
+            if tokenized:
+                args.assistant_only_loss = True
 
     return build
 

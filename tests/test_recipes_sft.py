@@ -172,6 +172,21 @@ def test_chat_sft_trains_on_assistant_turns_logs_depth_rates_and_reports_perplex
     assert results["eval_loss"] == pytest.approx(sum(losses) / sum(counts), rel=1e-4)
 
 
+def test_evaluation_alone_scores_the_model_as_loaded(run_sft, tiny_llama, tmp_path):
+    # SFTTrainer requires a training set; without --do_train it gets the evaluation set and never trains.
+    output_dir = run_sft(f"--validation_file {CHITCHAT_DEV} --max_eval_samples 8 --assistant_only_loss true --do_eval")
+    results = read_json(output_dir, "all_results.json")
+    assert "train_loss" not in results and results["perplexity"] == pytest.approx(math.exp(results["eval_loss"]))
+    assert not os.path.exists(os.path.join(output_dir, "model.safetensors"))
+    # The same 8 conversations after training: the trained model is scored, not the one as loaded.
+    trained = run_sft(
+        f"--train_file {CHITCHAT_TRAIN} --validation_file {CHITCHAT_DEV} --max_train_samples 16 --max_eval_samples 8 "
+        "--assistant_only_loss true",
+        output_dir=str(tmp_path / "trained"),
+    )
+    assert read_json(trained, "all_results.json")["eval_loss"] != results["eval_loss"]
+
+
 def test_prompt_completion_and_plain_text(run_sft, tmp_path):
     rows = chitchat(CHITCHAT_TRAIN, 12)
     pairs, texts = tmp_path / "pairs.jsonl", tmp_path / "texts.jsonl.gz"
