@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_utils
+from evidence_summary import t_interval
 
 STUDIES_DIR = bench_utils.BENCHMARKS_DIR / "studies"
 STUDY_RESULTS_DIR = bench_utils.RESULTS_DIR / "studies"
@@ -278,17 +279,6 @@ def run_study(study: RecipeStudy, models_dir: Path, threads: int, dry_run: bool,
         print(f"  {record['status']}: {study.metric}={score(record, study.metric)} in {record['wall_seconds']} s", flush=True)
         retry_failed = False
         done += 1
-
-
-def t_interval(values: list[float], confidence: float = 0.95) -> list[float] | None:
-    """The t interval of the mean of ``values`` (None for fewer than two)."""
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return [mean - half, mean + half]
 
 
 def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
