@@ -589,6 +589,11 @@ def test_encoder_decoder_as_towers_when_asked(name):
     layers = layer_map(model, towers="encoder-decoder", include_frozen=True)
     assert {tower.name: (tower.path, tower.num_blocks) for tower in layers.towers} == towers
     _assert_exact(model, layers, num_layers, prefixes)
+    rates = LayerwiseRates(1e-3, 0.8, tower_layer_decay={"decoder": 0.9})
+    groups = param_groups(model, rates=rates, weight_decay=0.05, towers="encoder-decoder")
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize("name, head, embedding", [
