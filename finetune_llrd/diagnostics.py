@@ -102,7 +102,7 @@ class DepthStepMonitor(TrainerCallback):
         self.gradient_norms: torch.Tensor | None = None
         self.weight_norms: torch.Tensor | None = None
         self.update_ratios: torch.Tensor | None = None
-        self.applied_rates: list[tuple[int, float]] | None = None
+        self.applied_rates: list[dict[str, Any]] | None = None
         self._scheduled_rates: list[float] | None = None
         self._weights_before_step: list[torch.Tensor | None] | None = None
 
@@ -145,7 +145,9 @@ class DepthStepMonitor(TrainerCallback):
         if self.depths is None or optimizer is None:
             return
         groups = optimizer.param_groups
-        self.applied_rates = [(group["layer"], group["lr"]) for group in groups if "layer" in group]
+        self.applied_rates = [
+            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower")} for group in groups if "layer" in group
+        ]
         if self._scheduled_rates is not None:
             for group, rate in zip(groups, self._scheduled_rates):
                 group["lr"] = rate
@@ -177,7 +179,7 @@ class DepthStepMonitor(TrainerCallback):
             head_depth: L+1; by default the deepest depth present.
         """
         if self.applied_rates is not None:
-            groups = [{"layer": depth, "lr": rate} for depth, rate in self.applied_rates]
+            groups = self.applied_rates
         logs = depth_learning_rate_logs(groups, head_depth=head_depth)
         if self.log_statistics and self.depths is not None:
             for prefix, values in (("grad_norm", self.gradient_norms), ("weight_norm", self.weight_norms),
@@ -199,20 +201,29 @@ def step_will_log(args, state) -> bool:
 def depth_learning_rate_logs(groups: Sequence[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
     """The current rate of every depth, keyed ``lr/layer_00`` ... ``lr/layer_L`` and ``lr/head``.
 
+    Groups of a tower with a decay of its own (they carry ``tower``, see ``tower_layer_decay``) are logged
+    under ``lr/<tower>/layer_XX`` and ``lr/<tower>/head``, so that every tower's rates show.
+
     Args:
         groups: optimizer parameter groups carrying ``layer``; groups without it are skipped.
-        head_depth: L+1; by default the deepest depth present.
+        head_depth: L+1; by default the deepest depth present in any group.
 
     Returns:
         An empty dict when no group carries ``layer``.
     """
-    rates: dict[int, float] = {}
+    rates: dict[str | None, dict[int, float]] = {}
     for group in groups:
         if "layer" in group:
-            rates.setdefault(int(group["layer"]), float(group["lr"]))
+            rates.setdefault(group.get("tower"), {}).setdefault(int(group["layer"]), float(group["lr"]))
     if not rates:
         return {}
-    return depth_logs("lr", sorted(rates), [rates[d] for d in sorted(rates)], head_depth)
+    head = max(max(by_depth) for by_depth in rates.values()) if head_depth is None else head_depth
+    logs: dict[str, float] = {}
+    for tower, by_depth in rates.items():
+        prefix = "lr" if tower is None else f"lr/{tower}"
+        depths = sorted(by_depth)
+        logs.update(depth_logs(prefix, depths, [by_depth[d] for d in depths], head))
+    return logs
 
 
 def depth_logs(prefix: str, depths: Sequence[int], values: Sequence[float], head_depth: int | None = None) -> dict[str, float]:

@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from finetune_llrd import LayerwiseRates, layer_map, param_groups
+from finetune_llrd.diagnostics import depth_learning_rate_logs
 from finetune_llrd.param_groups import format_lr_table, lr_table
 from finetune_llrd.towers import tower_block_depth
 
@@ -671,6 +672,21 @@ def test_tower_layer_decay_gives_each_tower_its_own_rates():
     assert tower["logit_scale"] is None
     for group in groups:
         assert {tower[name] for name in group["param_names"]} == {group.get("tower")}
+
+
+def test_with_tower_decays_every_tower_logs_its_own_rates():
+    model = build_towers_meta("clip-uneven")
+    rates = LayerwiseRates(1e-3, layer_decay=0.9, tower_layer_decay={"vision": 0.75, "text": 0.85})
+    logs = depth_learning_rate_logs(param_groups(model, rates=rates, weight_decay=0.0))
+    assert sorted(logs) == sorted(
+        ["lr/head"]
+        + [f"lr/vision/layer_0{d}" for d in range(5)] + ["lr/vision/head"]
+        + ["lr/text/layer_00", "lr/text/layer_01", "lr/text/layer_04", "lr/text/head"]
+    )
+    assert logs["lr/vision/layer_01"] == pytest.approx(1e-3 * 0.75**4)
+    assert logs["lr/text/layer_04"] == pytest.approx(1e-3 * 0.85)
+    assert logs["lr/text/layer_00"] == pytest.approx(1e-3 * 0.85**5)
+    assert logs["lr/head"] == logs["lr/vision/head"] == logs["lr/text/head"] == 1e-3
 
 
 def test_without_tower_decay_the_towers_share_the_groups_of_a_depth():
