@@ -228,18 +228,18 @@ def test_missing_folders_files_columns_and_clips_are_named(tmp_path):
 @pytest.mark.slow
 def test_real_whisper_tiny_learns_the_drums(run_audio, tmp_path):
     """The real Whisper tiny.en encoder (``bash ../shared/models/build.sh out/models whisper-tiny-en``) fine-tuned
-    with layer decay on 160 real drum clips for one epoch: well above the 0.169 of the majority class on the
-    validation clips of 3 unseen kits."""
+    as the audio study's uniform arm at 3e-4 on seed 0 (one epoch of 128 real drum clips): it beats the best
+    constant answer on the 177 validation clips of 3 unseen kits (cymbal, 44 clips: 0.249). Measured: 0.316."""
     folder = os.path.join(REPO_ROOT, "out", "models", "whisper-tiny-en")
     if not os.path.isfile(os.path.join(folder, "config.json")):
         pytest.skip(f"build it first: bash ../shared/models/build.sh out/models whisper-tiny-en ({folder})")
     drums = shared_data("drums")
     output_dir = run_audio(
         folder,
-        f"--train_dir {drums}/train --validation_dir {drums}/validation --max_train_samples 160 "
+        f"--train_dir {drums}/train --validation_dir {drums}/validation --max_train_samples 128 "
         "--num_train_epochs 1 --per_device_train_batch_size 8 --per_device_eval_batch_size 16 --learning_rate 3e-4 "
-        "--layer_decay 0.75 --warmup_steps 0.1 --bf16",
+        "--warmup_steps 0.1 --weight_decay 0.01 --bf16 --seed 0",
     )
     results = read_json(output_dir, "all_results.json")
-    assert results["eval_samples"] == 177
-    assert results["eval_accuracy"] > 0.4, results
+    assert (results["train_samples"], results["eval_samples"]) == (128, 177)
+    assert results["eval_accuracy"] > 44 / 177, results
