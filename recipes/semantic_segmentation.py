@@ -70,11 +70,11 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
 )
 
-from image_classification import as_image_column, model_input_size, resize_image_processor
 from recipe_utils import (
-    DataArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_config, load_data_file,
-    load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs, prepare_run, require_rows_and_columns,
-    take_samples, train_evaluate_and_report, treat_loss_as_batch_mean,
+    DataArgumentsMixin, as_image_column, build_trainer, check_data_files, keep_splits_to_run, load_config,
+    load_data_file, load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size,
+    prepare_run, require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
+    treat_loss_as_batch_mean,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 
@@ -319,8 +319,8 @@ def check_image_and_mask_columns(data_args, splits: dict[str, Dataset], sources:
     columns = {data_args.image_column_name: "--image_column_name", data_args.label_column_name: "--label_column_name"}
     require_rows_and_columns(splits, sources, columns)
     for split, dataset in splits.items():
-        for column in columns:
-            dataset = as_image_column(dataset, column, sources[split])
+        for column, flag in columns.items():
+            dataset = as_image_column(dataset, column, sources[split], flag)
         splits[split] = dataset
 
 

@@ -61,8 +61,8 @@ OWN_DEFINITIONS = {
     },
     "image_classification": {
         "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_image_column", "resolve_label_column",
-        "as_image_column", "model_input_size", "random_resized_crop_box", "TrainTransform", "EvalTransform",
-        "check_image_columns", "set_drop_path_rate", "resize_image_processor", "image_size_forward_options",
+        "random_resized_crop_box", "TrainTransform", "EvalTransform",
+        "check_image_columns", "set_drop_path_rate", "image_size_forward_options",
         "apply_transforms", "collate", "accuracy_metrics", "main",
     },
     "token_classification": {
