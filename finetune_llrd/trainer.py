@@ -358,8 +358,14 @@ def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: Lay
         model_layers: the depths of ``model``'s parameters (names as in ``model.named_parameters()``).
 
     Returns:
-        A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers.
+        A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers, and
+        its towers, backbone and new modules at their paths inside ``wrapper``.
     """
+    prefix = next(name for name, module in wrapper.named_modules() if module is model)
+
+    def inside(path: str) -> str:
+        return f"{prefix}.{path}" if prefix else path
+
     depth_of_param = {
         id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths
     }
@@ -367,7 +373,13 @@ def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: Lay
     depths = {
         name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters() if param.requires_grad
     }
-    return dataclasses.replace(model_layers, depths=depths)
+    return dataclasses.replace(
+        model_layers,
+        depths=depths,
+        towers=tuple(dataclasses.replace(tower, path=inside(tower.path)) for tower in model_layers.towers),
+        backbone=None if model_layers.backbone is None else inside(model_layers.backbone),
+        new_modules=tuple(inside(path) for path in model_layers.new_modules),
+    )
 
 
 def refuse_step_features_under_deepspeed(args: LayerwiseArgumentsMixin) -> None:

@@ -11,6 +11,7 @@ from finetune_llrd import LayerwiseRates, layer_map, param_groups
 from finetune_llrd.diagnostics import depth_learning_rate_logs
 from finetune_llrd.param_groups import format_lr_table, lr_table
 from finetune_llrd.towers import tower_block_depth
+from finetune_llrd.trainer import layer_map_of_wrapper
 
 transformers.logging.set_verbosity_error()
 
@@ -687,6 +688,21 @@ def test_with_tower_decays_every_tower_logs_its_own_rates():
     assert logs["lr/text/layer_04"] == pytest.approx(1e-3 * 0.85)
     assert logs["lr/text/layer_00"] == pytest.approx(1e-3 * 0.85**5)
     assert logs["lr/head"] == logs["lr/vision/head"] == logs["lr/text/head"] == 1e-3
+
+
+def test_a_wrapper_of_a_two_tower_model_keeps_its_towers_and_their_decays():
+    # As sentence-transformers' trainer maps the loss module that wraps the model (with a classifier of its own).
+    model = build_towers_meta("clip-uneven")
+    classifier = torch.nn.Linear(4, 2, device="meta")
+    wrapper = torch.nn.ModuleDict({"model": torch.nn.ModuleDict({"0": model}), "classifier": classifier})
+    layers = layer_map_of_wrapper(wrapper, model, layer_map(model))
+    assert {tower.name: tower.path for tower in layers.towers} == {"text": "model.0.text_model", "vision": "model.0.vision_model"}
+    rates = LayerwiseRates(1e-3, layer_decay=0.9, tower_layer_decay={"vision": 0.75, "text": 0.85})
+    groups = param_groups(wrapper, rates=rates, weight_decay=0.0, layers=layers)
+    rate = {name: group["lr"] for group in groups for name in group["param_names"]}
+    assert rate["model.0.vision_model.encoder.layers.0.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.75**4)
+    assert rate["model.0.text_model.encoder.layers.0.mlp.fc1.weight"] == pytest.approx(1e-3 * 0.85**4)
+    assert rate["classifier.weight"] == rate["model.0.logit_scale"] == 1e-3
 
 
 def test_without_tower_decay_the_towers_share_the_groups_of_a_depth():
