@@ -41,11 +41,11 @@ import soundfile
 import torch
 from datasets import Dataset
 from scipy.signal import resample_poly
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EvalPrediction
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from recipe_utils import (
-    DataArgumentsMixin, LabelSet, build_trainer, check_data_files, check_labels, keep_splits_to_run, load_config,
-    load_data_file, load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs, prepare_run,
+    DataArgumentsMixin, LabelSet, accuracy_metrics, build_trainer, check_data_files, check_labels,
+    keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs, prepare_run,
     require_rows_and_columns, take_samples, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
@@ -303,17 +303,6 @@ def freeze(model, model_args) -> None:
         )
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     logger.info(f"--freeze_base_model: training {len(trainable)} tensors: {trainable}")
-
-
-def accuracy_metrics():
-    """``compute_metrics``: the accuracy of the most likely class."""
-    metric = load_metric("accuracy")
-
-    def compute_metrics(prediction: EvalPrediction):
-        predictions = np.argmax(logits_of(prediction.predictions), axis=-1)
-        return metric(predictions=predictions, references=prediction.label_ids)
-
-    return compute_metrics
 
 
 def main(argv=None):

@@ -33,16 +33,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import datasets
-import numpy as np
 import torch
 from datasets import Dataset, load_dataset
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, PretrainedConfig
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from recipe_utils import (
-    DataArgumentsMixin, LabelSet, as_image_column, build_trainer, check_data_files, check_labels, keep_splits_to_run,
-    load_config, load_data_file, load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs,
+    DataArgumentsMixin, LabelSet, accuracy_metrics, as_image_column, build_trainer, check_data_files, check_labels,
+    keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs,
     model_input_size, prepare_run, require_rows_and_columns, resize_image_processor, take_samples,
     train_evaluate_and_report,
 )
@@ -367,17 +366,6 @@ def collate(examples: list[dict], forward_options: dict[str, bool] | None = None
         "labels": torch.tensor([example["labels"] for example in examples]),
         **(forward_options or {}),
     }
-
-
-def accuracy_metrics():
-    """``compute_metrics``: the accuracy of the most likely class."""
-    metric = load_metric("accuracy")
-
-    def compute_metrics(prediction: EvalPrediction):
-        predictions = np.argmax(logits_of(prediction.predictions), axis=-1)
-        return metric(predictions=predictions, references=prediction.label_ids)
-
-    return compute_metrics
 
 
 def main(argv=None):

@@ -930,6 +930,17 @@ def tokenize_splits(
             )
 
 
+def accuracy_metrics():
+    """``compute_metrics``: the accuracy of the most likely class."""
+    metric = load_metric("accuracy")
+
+    def compute_metrics(prediction: transformers.EvalPrediction):
+        predictions = np.argmax(logits_of(prediction.predictions), axis=-1)
+        return metric(predictions=predictions, references=prediction.label_ids)
+
+    return compute_metrics
+
+
 def pad_to_multiple_of(training_args: RecipeTrainingArguments) -> int | None:
     """8 under mixed precision (tensor cores work on multiples of 8), else None."""
     return 8 if training_args.fp16 or training_args.bf16 else None

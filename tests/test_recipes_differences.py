@@ -1,4 +1,4 @@
-"""What the three recipes share and where they are meant to differ, in the spirit of accelerate's
+"""What the recipes share and where they are meant to differ, in the spirit of accelerate's
 ``ExampleDifferenceTests`` (its ``tests/test_examples.py``): a recipe keeps only what is specific to its task,
 and everything else comes from ``recipes/recipe_utils.py``. A change to what differs must change the sets
 below, on purpose."""
@@ -16,7 +16,14 @@ import pytest
 import recipe_utils
 from recipe_helpers import RECIPES_DIR
 
-RECIPES = ("text_classification", "image_classification", "token_classification")
+CLASSIFICATION_RECIPES = ("text_classification", "image_classification", "token_classification")
+RECIPES = CLASSIFICATION_RECIPES + (
+    "question_answering", "audio_classification", "semantic_segmentation", "sft", "seq2seq",
+)  # fmt: skip
+
+# The steps every recipe takes from recipe_utils, in this order (the classification recipes take all of SHARED_STEPS;
+# the others build their model, tokenizer or trainer class the way their task needs).
+CORE_STEPS = ["prepare_run", "load_splits", "keep_splits_to_run", "build_trainer", "train_evaluate_and_report"]
 
 # The shared steps every main() takes, in this order; a recipe's own steps come between them.
 SHARED_STEPS = [
@@ -50,6 +57,34 @@ MAIN_CALLS = {
         "DataCollatorForTokenClassification", "pad_to_multiple_of", "seqeval_metrics", "build_trainer",
         "model_card_kwargs", "partial", "train_evaluate_and_report",
     ],
+    "question_answering": [
+        "prepare_run", "load_splits", "require_rows_and_columns", "check_answers", "keep_splits_to_run", "load_config",
+        "load_fast_tokenizer", "load_model", "min", "dict", "tokenize_eval_examples", "partial", "tokenize_splits",
+        "partial", "DataCollatorWithPadding", "pad_to_multiple_of", "build_trainer", "partial", "model_card_kwargs",
+        "train_evaluate_and_report",
+    ],
+    "audio_classification": [
+        "prepare_run", "load_splits", "require_rows_and_columns", "check_audio_column", "check_labels",
+        "keep_splits_to_run", "load_config", "load_model", "freeze", "apply_transforms", "build_trainer",
+        "AudioCollator", "accuracy_metrics", "model_card_kwargs", "train_evaluate_and_report",
+    ],
+    "semantic_segmentation": [
+        "prepare_run", "load_splits", "check_image_and_mask_columns", "load_id2label", "check_first_masks", "len",
+        "keep_splits_to_run", "resize_image_processor", "min", "model_input_size", "hasattr", "build_model", "getattr",
+        "getattr", "apply_transforms", "len", "build_trainer", "segmentation_metrics", "model_card_kwargs",
+        "train_evaluate_and_report",
+    ],
+    "sft": [
+        "prepare_run", "load_splits", "resolve_data_format", "keep_splits_to_run", "select_sft_columns",
+        "load_tokenizer", "load_causal_lm", "mask_assistant_turns", "build_trainer", "sft_trainer_class",
+        "count_evaluated_examples", "trl_model_card_kwargs", "train_evaluate_and_report",
+    ],
+    "seq2seq": [
+        "prepare_run", "load_splits", "resolve_columns", "keep_splits_to_run", "load_seq2seq_model",
+        "set_generation_defaults", "partial", "tokenize_splits", "DataCollatorForSeq2Seq", "pad_to_multiple_of",
+        "generation_metrics", "build_trainer", "layerwise_trainer", "model_card_kwargs", "partial",
+        "train_evaluate_and_report",
+    ],
 }  # fmt: skip
 
 # What each recipe defines itself: its task's data, processing, metric and predictions.
@@ -63,12 +98,40 @@ OWN_DEFINITIONS = {
         "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_image_column", "resolve_label_column",
         "random_resized_crop_box", "TrainTransform", "EvalTransform",
         "check_image_columns", "set_drop_path_rate", "image_size_forward_options",
-        "apply_transforms", "collate", "accuracy_metrics", "main",
+        "apply_transforms", "collate", "main",
     },
     "token_classification": {
         "ModelArguments", "DataTrainingArguments", "is_conll_file", "read_conll_file", "load_splits",
         "resolve_tags", "inside_tag_ids", "align_tags", "seqeval_scores", "tokenize_and_align_tags",
         "load_fast_tokenizer", "word_level_tags", "seqeval_metrics", "write_predicted_tags", "main",
+    },
+    "question_answering": {
+        "DataTrainingArguments", "ModelArguments", "QuestionAnsweringTrainer", "answer_f1", "answer_token_span",
+        "check_answers", "load_fast_tokenizer", "load_splits", "main", "normalize_answer", "postprocess_qa_predictions",
+        "prepare_eval_features", "prepare_train_features", "squad_scores", "tokenize_eval_examples", "tokenize_windows",
+        "write_json",
+    },
+    "audio_classification": {
+        "AudioCollator", "DataTrainingArguments", "ModelArguments", "apply_transforms", "check_audio_column", "freeze",
+        "load_splits", "main", "random_window", "read_audio_folder", "read_clip", "resample",
+    },
+    "semantic_segmentation": {
+        "DataTrainingArguments", "ModelArguments", "SegmentationTransform", "apply_transforms", "build_model",
+        "check_class_ids", "check_first_masks", "check_image_and_mask_columns", "collate", "default_out_indices",
+        "image_mask_folder", "is_segmentation_checkpoint", "load_id2label", "load_splits", "main", "mask_to_array",
+        "mean_iou", "random_scale_crop_flip", "reduce_labels", "resize_pair", "segmentation_metrics",
+        "set_loss_ignore_index", "upernet_on_backbone", "upsampled_predictions",
+    },
+    "sft": {
+        "DataTrainingArguments", "ModelArguments", "SFTTrainingArguments", "add_perplexity", "assistant_spans",
+        "count_evaluated_examples", "load_causal_lm", "load_splits", "load_tokenizer", "main", "mask_assistant_turns",
+        "resolve_data_format", "select_sft_columns", "sft_trainer_class", "tokenize_with_assistant_mask",
+        "trl_masks_assistant_turns", "trl_model_card_kwargs",
+    },
+    "seq2seq": {
+        "DataTrainingArguments", "ModelArguments", "Seq2SeqRecipeTrainingArguments", "decode", "generation_metrics",
+        "load_seq2seq_model", "load_splits", "main", "resolve_columns", "rouge_scores", "sacrebleu_scores",
+        "set_generation_defaults", "split_sentences", "tokenize_pairs", "write_generations",
     },
 }  # fmt: skip
 
@@ -140,9 +203,10 @@ def _declared(cls: type) -> set[str]:
 def test_main_takes_the_shared_steps_and_its_own_between_them(recipe):
     calls = _called_names(_main(recipe))
     assert calls == MAIN_CALLS[recipe]
-    assert [call for call in calls if call in SHARED_STEPS] == SHARED_STEPS
+    steps = SHARED_STEPS if recipe in CLASSIFICATION_RECIPES else CORE_STEPS
+    assert [call for call in calls if call in steps] == steps
     module = importlib.import_module(recipe)
-    for name in SHARED_STEPS:
+    for name in steps:
         owner = recipe_utils if name != "load_splits" else module
         assert getattr(module, name) is getattr(owner, name), name
 
@@ -170,7 +234,7 @@ def test_each_recipe_defines_only_what_its_task_needs(recipe):
     assert not ours & set(shared.values())
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", CLASSIFICATION_RECIPES)
 def test_each_recipe_adds_only_its_own_arguments_to_the_shared_ones(recipe):
     module = importlib.import_module(recipe)
     model_arguments, data_arguments = module.ModelArguments, module.DataTrainingArguments
