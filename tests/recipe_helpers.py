@@ -64,7 +64,8 @@ def save_tiny_text_model(directory: str, texts: list[str], num_labels: int | Non
     classifier for ``num_labels``, or with ``num_labels=None`` the bare encoder, as pretrained checkpoints are."""
     os.makedirs(directory, exist_ok=True)
     vocab_file = write_word_piece_vocab(os.path.join(directory, "vocab.txt"), texts)
-    tokenizer = BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True, model_max_length=128)
+    # vocab=, not vocab_file=: transformers 5 ignores vocab_file= and maps every word to [UNK].
+    tokenizer = BertTokenizerFast(vocab=vocab_file, do_lower_case=True, model_max_length=128)
     with open(vocab_file, encoding="utf-8") as handle:
         vocab_size = sum(1 for _ in handle)
     model = tiny_model("bert", num_labels=num_labels or 2, vocab_size=vocab_size, max_position_embeddings=128)

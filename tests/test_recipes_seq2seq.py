@@ -50,7 +50,7 @@ def _save(directory: str, model, tokenizer) -> str:
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     vocab = write_word_piece_vocab(str(tmp_path_factory.mktemp("vocab") / "vocab.txt"), _texts(), size=600)
-    return BertTokenizerFast(vocab_file=vocab, do_lower_case=True, model_max_length=512)
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=512)
 
 
 @pytest.fixture(scope="module")
