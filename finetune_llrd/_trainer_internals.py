@@ -35,3 +35,19 @@ def mark_scheduler_created(trainer: Trainer) -> None:
             f"transformers=={WRITTEN_AGAINST_TRANSFORMERS}."
         )
     setattr(trainer, _SCHEDULER_CREATED_FLAG, True)
+
+
+def load_checkpoint_weights(trainer: Trainer, checkpoint: str) -> None:
+    """Loads the model weights of ``checkpoint`` into ``trainer.model`` as the stock ``train()`` does when it
+    resumes (safetensors or bin, sharded or not, adapters).
+
+    Raises:
+        RuntimeError: if this transformers no longer has ``Trainer._load_from_checkpoint``.
+    """
+    if not hasattr(trainer, "_load_from_checkpoint"):
+        raise RuntimeError(
+            f"transformers {transformers.__version__} has no Trainer._load_from_checkpoint, which finetune_llrd "
+            f"(written against transformers {WRITTEN_AGAINST_TRANSFORMERS}) calls to resume from a checkpoint that "
+            "already holds every step. Update finetune_llrd/_trainer_internals.py for this version."
+        )
+    trainer._load_from_checkpoint(checkpoint)

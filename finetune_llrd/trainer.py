@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import typing
 from collections import defaultdict
@@ -12,12 +13,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import TrainOutput
 
-from ._trainer_internals import mark_scheduler_created
+from ._trainer_internals import load_checkpoint_weights, mark_scheduler_created
 from .arguments import LayerwiseArgumentsMixin, check_deepspeed_config
 from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback, NonFiniteLossError
-from .checkpoints import check_resume_matches, resolve_resume_checkpoint
+from .checkpoints import TRAINER_STATE, check_resume_matches, resolve_resume_checkpoint
 from .diagnostics import DepthStepMonitor
 from .layer_map import LayerMap, LayerMapping, layer_map
 from .model_card import add_layerwise_section
@@ -117,6 +119,8 @@ class LayerwiseTrainerMixin:
         With ``save_on_preemption``, a run stopped by SIGTERM or SIGUSR1 raises ``TrainingPreempted`` (a
         ``SystemExit`` with code 75) once its checkpoint is written."""
         self._resume_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if self._resume_checkpoint is not None and self._checkpoint_holds_every_step(self._resume_checkpoint):
+            return self._finished_run(self._resume_checkpoint)
         # The signal handlers go back however training ends.
         try:
             output = super().train(self._resume_checkpoint, *args, **kwargs)
@@ -126,6 +130,28 @@ class LayerwiseTrainerMixin:
         if self.preemption is not None:
             self.preemption.exit_if_preempted()
         return output
+
+    def _checkpoint_holds_every_step(self, checkpoint: str) -> bool:
+        """Whether ``checkpoint`` already reached ``max_steps``: the stock loop would then train one step more."""
+        if self.args.max_steps <= 0 or self.is_deepspeed_enabled or self.is_fsdp_enabled or self.model_init is not None:
+            return False
+        return TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE)).global_step >= self.args.max_steps
+
+    def _finished_run(self, checkpoint: str) -> TrainOutput:
+        """The outcome of resuming a run that has nothing left to train: the checkpoint's weights and state."""
+        logger.warning(
+            "%s already holds all %d steps of --max_steps: nothing is left to train, its weights are loaded.",
+            checkpoint, self.args.max_steps,
+        )
+        load_checkpoint_weights(self, checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
+        losses = [entry.get("train_loss", entry.get("loss")) for entry in self.state.log_history]
+        training_loss = next((loss for loss in reversed(losses) if loss is not None), float("nan"))
+        metrics = {"train_runtime": 0.0, "train_samples_per_second": 0.0, "train_steps_per_second": 0.0,
+                   "total_flos": self.state.total_flos}
+        if training_loss == training_loss:  # not NaN: a loss was logged
+            metrics["train_loss"] = training_loss
+        return TrainOutput(self.state.global_step, training_loss, metrics)
 
     def call_model_init(self, *args, **kwargs):
         model = super().call_model_init(*args, **kwargs)

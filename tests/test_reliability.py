@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups
@@ -78,6 +79,19 @@ def test_resume_from_checkpoint_given_as_text_takes_the_newest_complete_checkpoi
     trainer.train(resume_from_checkpoint=spelling)
     assert trainer._resume_checkpoint == str(tmp_path / "checkpoint-4")
     assert trainer.state.global_step == 6
+
+
+def test_resuming_a_checkpoint_that_holds_every_step_trains_no_more(checkpointed_run, tmp_path):
+    # The stock loop would take one step more (global step 7 of max_steps 6).
+    _copy_run(checkpointed_run, tmp_path, keep=(2, 4, 6))
+    args = training_args(tmp_path, layer_decay=0.5, max_steps=6, save_strategy="no")
+    trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
+    output = trainer.train(resume_from_checkpoint="true")
+    assert (output.global_step, trainer.state.global_step) == (6, 6)
+    saved = load_file(str(tmp_path / "checkpoint-6" / "model.safetensors"))
+    weights = dict(trainer.model.named_parameters())
+    assert all(torch.equal(weights[name].detach(), tensor) for name, tensor in saved.items() if name in weights)
+    assert sum(name in weights for name in saved) == len(weights)
 
 
 def test_resume_words_and_folders():

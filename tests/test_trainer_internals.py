@@ -5,7 +5,7 @@ import pytest
 from transformers import Trainer, TrainingArguments
 
 from finetune_llrd import LLRDTrainer
-from finetune_llrd._trainer_internals import WRITTEN_AGAINST_TRANSFORMERS, mark_scheduler_created
+from finetune_llrd._trainer_internals import WRITTEN_AGAINST_TRANSFORMERS, load_checkpoint_weights, mark_scheduler_created
 from finetune_llrd.schedules import slanted_triangular_factor
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
@@ -34,3 +34,9 @@ def test_a_scheduler_the_trainer_built_is_rebuilt_for_the_next_train(tmp_path):
 def test_a_missing_flag_is_reported_with_the_version_it_was_written_for():
     with pytest.raises(RuntimeError, match=rf"written against transformers {WRITTEN_AGAINST_TRANSFORMERS}\)"):
         mark_scheduler_created(object())
+
+
+def test_a_missing_checkpoint_loader_is_reported_with_the_version_it_was_written_for():
+    assert callable(Trainer._load_from_checkpoint), "Trainer._load_from_checkpoint moved"
+    with pytest.raises(RuntimeError, match=rf"written against transformers {WRITTEN_AGAINST_TRANSFORMERS}\)"):
+        load_checkpoint_weights(object(), "checkpoint-6")
