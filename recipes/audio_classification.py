@@ -317,7 +317,7 @@ def main(argv=None):
     require_rows_and_columns(splits, sources, columns)
     check_audio_column(data_args, splits, sources)
     labels = LabelSet.from_column(splits["train"], data_args.label_column_name)
-    check_labels(splits, sources, data_args.label_column_name, labels, sources["train"])
+    check_labels(splits, sources, data_args.label_column_name, labels, sources["train"], "--label_column_name")
     keep_splits_to_run(splits, training_args)
 
     config = load_config(

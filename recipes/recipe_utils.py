@@ -630,7 +630,12 @@ class LabelSet:
 
 
 def check_labels(
-    splits: dict[str, Dataset], sources: dict[str, str], column: str, labels: LabelSet, origin: str
+    splits: dict[str, Dataset],
+    sources: dict[str, str],
+    column: str,
+    labels: LabelSet,
+    origin: str,
+    label_flag: str = "--label_column",
 ) -> None:
     """Raises a ValueError naming the split's source and ``column`` if a labelled split (any but the test
     splits) holds a label ``labels`` does not know.
@@ -641,6 +646,7 @@ def check_labels(
         column: the label column.
         labels: the classes.
         origin: where the classes come from ("the GLUE task rte", "train.tsv"), for the message.
+        label_flag: the recipe's option that names the label column, for the message.
     """
     for split, dataset in splits.items():
         if split.startswith("test"):
@@ -650,7 +656,7 @@ def check_labels(
             raise ValueError(
                 f"Column {column!r} of {sources[split]} holds labels {unknown[:10]} that are not among the "
                 f"{len(labels.names)} labels {names_preview(labels.names)} of {origin}. Fix the data, or choose the "
-                "label column with --label_column."
+                f"label column with {label_flag}."
             )
 
 

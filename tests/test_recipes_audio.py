@@ -221,7 +221,7 @@ def test_missing_folders_files_columns_and_clips_are_named(tmp_path):
     assert message == (
         f"Column 'label' of audio folder {validation.parent} holds labels ['gong'] that are not among the 8 labels "
         f"{DRUMS} of audio folder {shared_data('drums', 'train')}. Fix the data, or choose the label column with "
-        "--label_column."
+        "--label_column_name."
     )
 
 
