@@ -541,6 +541,26 @@ def load_hub_splits(
     return splits, sources
 
 
+
+def load_data_splits(
+    data_args: DataArgumentsMixin, model_args: ModelArguments, required: dict[str, bool]
+) -> tuple[dict[str, Dataset], dict[str, str]]:
+    """The splits ``required`` names ("train", "eval", "test" -> whether the run needs it), from the local files
+    (:func:`select_data_files`) or from ``--dataset_name`` (:func:`load_hub_splits`), with where each comes from.
+    """
+    if data_args.dataset_name is None:
+        files = select_data_files(data_args, required, required)
+        return {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}, files
+    requested = {split: hub for split, hub in data_args.hub_splits().items() if required[split]}
+    return load_hub_splits(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        requested,
+        model_args=model_args,
+        revision=data_args.dataset_revision,
+    )
+
+
 def select_data_files(
     data_args: DataArgumentsMixin, required: dict[str, bool], wanted: dict[str, bool]
 ) -> dict[str, str]:

@@ -46,9 +46,8 @@ from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
 from recipe_utils import (
     PredictionDataArgumentsMixin, RecipeArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files,
-    keep_splits_to_run, load_data_file, load_hub_splits, load_metric, load_model, model_card_kwargs,
-    pad_to_multiple_of, prepare_run, require_rows_and_columns, select_data_files, tokenize_splits,
-    train_evaluate_and_report,
+    keep_splits_to_run, load_data_splits, load_metric, load_model, model_card_kwargs, pad_to_multiple_of,
+    prepare_run, require_rows_and_columns, tokenize_splits, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 
@@ -170,17 +169,7 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits to train on ("train"), evaluate on ("eval") and predict ("test"), with where each comes from."""
     required = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
-    if data_args.dataset_name is None:
-        files = select_data_files(data_args, required, required)
-        return {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}, files
-    requested = {split: hub for split, hub in data_args.hub_splits().items() if required[split]}
-    return load_hub_splits(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        requested,
-        model_args=model_args,
-        revision=data_args.dataset_revision,
-    )
+    return load_data_splits(data_args, model_args, required)
 
 
 def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[str, str]:

@@ -37,9 +37,8 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
 from recipe_utils import (
-    DataArgumentsMixin, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_data_file,
-    load_hub_splits, prepare_run, require_rows_and_columns, select_data_files, take_samples,
-    train_evaluate_and_report,
+    DataArgumentsMixin, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_data_splits,
+    prepare_run, require_rows_and_columns, take_samples, train_evaluate_and_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -157,17 +156,7 @@ class DataTrainingArguments(DataArgumentsMixin):
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits to train on ("train") and evaluate on ("eval"), with a description of where each comes from."""
     required = {"train": training_args.do_train, "eval": training_args.do_eval}
-    if data_args.dataset_name is None:
-        files = select_data_files(data_args, required, required)
-        return {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}, files
-    requested = {split: hub for split, hub in data_args.hub_splits().items() if required[split]}
-    return load_hub_splits(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        requested,
-        model_args=model_args,
-        revision=data_args.dataset_revision,
-    )
+    return load_data_splits(data_args, model_args, required)
 
 
 def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], sources: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+import recipe_utils
 import sft
 from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 
@@ -153,7 +154,7 @@ def test_chat_sft_trains_on_assistant_turns_logs_depth_rates_and_reports_perplex
 
     # eval_loss is the saved model's mean cross entropy on the assistant tokens of the 8 conversations (cut
     # to 64 tokens), recomputed here from the rendered conversations; one batch holds them all.
-    eval_rows = sft.take_samples(sft.load_data_file(CHITCHAT_DEV), 8, seed=42)
+    eval_rows = sft.take_samples(recipe_utils.load_data_file(CHITCHAT_DEV), 8, seed=42)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     model = AutoModelForCausalLM.from_pretrained(output_dir).eval()
     losses, counts = [], []
