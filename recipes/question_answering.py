@@ -25,10 +25,12 @@ match and token F1, in percent, each the best over a question's reference answer
 with "" when the no-answer score beats the best span's by more than ``--null_score_diff_threshold``, and the
 scores are also given separately for answerable (``HasAns_``) and unanswerable (``NoAns_``) questions.
 
-Without ``--do_train`` the recipe trains (and, without ``--do_eval`` either, evaluates). It writes
-``all_results.json`` (``eval_exact_match``, ``eval_f1``), ``eval_predictions.json`` (question id -> answer) and
+Without ``--do_train`` the recipe trains (and, without ``--do_eval`` / ``--do_predict`` either, evaluates). It
+writes ``all_results.json`` (``eval_exact_match``, ``eval_f1``), ``eval_predictions.json`` (question id -> answer) and
 a model card with the layer-wise settings and the per-depth learning rates to ``--output_dir``, and prints the
-final metrics and the per-depth learning rates.
+final metrics and the per-depth learning rates. ``--do_predict`` answers the questions of ``--test_file`` (or the
+Hub dataset's ``--test_split_name``) into ``predict_predictions.json``, and scores them (``predict_f1``, ...)
+when that data has answers.
 """
 
 import collections
@@ -49,7 +51,7 @@ from transformers.trainer_utils import speed_metrics
 
 from finetune_llrd import LLRDTrainer
 from recipe_utils import (
-    DataArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
+    PredictionDataArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
     load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs, pad_to_multiple_of, prepare_run,
     require_rows_and_columns, select_data_files, take_samples, tokenize_splits, train_evaluate_and_report,
 )
@@ -74,7 +76,7 @@ class ModelArguments(BaseModelArguments):
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsMixin, TokenizationArgumentsMixin):
+class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsMixin):
     """Which questions to train and evaluate on, how to read them, and how to turn token scores into answers."""
 
     dataset_name: str | None = field(
@@ -83,6 +85,10 @@ class DataTrainingArguments(DataArgumentsMixin, TokenizationArgumentsMixin):
     train_file: str | None = field(
         default=None,
         metadata={"help": "Training data: .jsonl / .json (also .gz), .csv or .parquet with SQuAD's columns."},
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "Questions to answer (--do_predict), as --train_file; scored when they have answers."},
     )
     question_column_name: str = field(default="question", metadata={"help": "The column holding the questions."})
     context_column_name: str = field(
@@ -119,9 +125,11 @@ class DataTrainingArguments(DataArgumentsMixin, TokenizationArgumentsMixin):
     )
 
     def __post_init__(self):
-        files = {"train_file": self.train_file, "validation_file": self.validation_file}
+        files = {"train_file": self.train_file, "validation_file": self.validation_file, "test_file": self.test_file}
         if (self.dataset_name is not None) == any(path is not None for path in files.values()):
-            raise ValueError("Give the data one way: --dataset_name (Hub) or --train_file / --validation_file.")
+            raise ValueError(
+                "Give the data one way: --dataset_name (Hub) or --train_file / --validation_file / --test_file."
+            )
         check_data_files(files)
         if not 0 < self.doc_stride < self.max_seq_length:
             raise ValueError(
@@ -135,8 +143,8 @@ class DataTrainingArguments(DataArgumentsMixin, TokenizationArgumentsMixin):
 
 
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
-    """The splits "train" and "eval" the run needs, with where each comes from."""
-    required = {"train": training_args.do_train, "eval": training_args.do_eval}
+    """The splits "train", "eval" and "test" the run needs, with where each comes from."""
+    required = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
     if data_args.dataset_name is not None:
         return load_hub_splits(
             data_args.dataset_name,
@@ -152,14 +160,18 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
 
 def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:
     """Checks that every split's answers are SQuAD's ``{"text": [...], "answer_start": [...]}``, and that questions
-    without an answer come only with --version_2_with_negative. A split without an ``id`` column gets the row
-    numbers as ids (the predictions are keyed by them).
+    without an answer come only with --version_2_with_negative; a test split may have no answers at all. A split
+    without an ``id`` column gets the row numbers as ids (the predictions are keyed by them).
 
     Raises:
         ValueError: naming the split's source and the column.
     """
     column = data_args.answer_column_name
     for split, dataset in splits.items():
+        if "id" not in dataset.column_names:
+            splits[split] = dataset = dataset.add_column("id", [str(index) for index in range(len(dataset))])
+        if split.startswith("test") and column not in dataset.column_names:
+            continue
         feature = dataset.features[column]
         if not isinstance(feature, dict) or not {"text", "answer_start"} <= set(feature):
             raise ValueError(
@@ -173,8 +185,6 @@ def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]
                 f"{unanswered} of the {len(dataset)} questions of {sources[split]} have no answer (SQuAD v2): pass "
                 "--version_2_with_negative to train and score 'no answer'."
             )
-        if "id" not in dataset.column_names:
-            splits[split] = dataset.add_column("id", [str(index) for index in range(len(dataset))])
 
 
 def load_fast_tokenizer(model_args):
@@ -282,14 +292,15 @@ def prepare_eval_features(examples, *, tokenizer, data_args, max_seq_length: int
 def tokenize_eval_examples(
     splits: dict[str, Dataset], sources: dict[str, str], prepare, *, data_args, training_args
 ) -> dict[str, Dataset]:
-    """Replaces every evaluation split by the windows of its random subset of ``--max_eval_samples`` questions.
+    """Replaces every evaluation and test split by the windows of its random subset of ``--max_eval_samples`` /
+    ``--max_predict_samples`` questions.
 
     Returns:
         Split -> the questions (a question's answers are read back from its windows and scored against them).
     """
     examples = {}
     with training_args.main_process_first(desc="tokenization of the evaluation questions"):
-        for split in [split for split in splits if split.startswith("eval")]:
+        for split in [split for split in splits if split != "train"]:
             examples[split] = take_samples(splits[split], data_args.max_samples(split), training_args.seed)
             splits[split] = examples[split].map(
                 prepare,
@@ -456,10 +467,22 @@ class QuestionAnsweringTrainer(LLRDTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        metrics = self.answer_questions(eval_dataset, self.eval_examples, ignore_keys, metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def answer_questions(
+        self, dataset: Dataset, examples: Dataset, ignore_keys=None, metric_key_prefix: str = "predict"
+    ) -> dict[str, float]:
+        """Answers the questions ``examples`` from the scores of their windows ``dataset``, writes the answers to
+        ``<metric_key_prefix>_predictions.json`` and returns the metrics: the SQuAD scores when ``examples`` have
+        answers, the loss only when the windows have answer positions.
+        """
         start_time = time.time()
         output = self.evaluation_loop(
-            self.get_eval_dataloader(eval_dataset),
-            description="Evaluation",
+            self.get_eval_dataloader(dataset),
+            description="Evaluation" if metric_key_prefix.startswith("eval") else "Prediction",
             prediction_loss_only=False,
             ignore_keys=ignore_keys,
             metric_key_prefix=metric_key_prefix,
@@ -471,8 +494,8 @@ class QuestionAnsweringTrainer(LLRDTrainer):
         }
         args = self.data_args
         answers, null_score_differences = postprocess_qa_predictions(
-            self.eval_examples,
-            eval_dataset,
+            examples,
+            dataset,
             output.predictions[:2],
             context_column=args.context_column_name,
             version_2_with_negative=args.version_2_with_negative,
@@ -480,20 +503,29 @@ class QuestionAnsweringTrainer(LLRDTrainer):
             max_answer_length=args.max_answer_length,
             null_score_diff_threshold=args.null_score_diff_threshold,
         )
-        references = {
-            str(question_id): answers_of_question["text"]
-            for question_id, answers_of_question in zip(self.eval_examples["id"], self.eval_examples[args.answer_column_name])
-        }
-        scores = squad_scores(answers, references)
-        metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
-        metrics[f"{metric_key_prefix}_questions"] = len(self.eval_examples)
+        if args.answer_column_name in examples.column_names:
+            references = {
+                str(question_id): answers_of_question["text"]
+                for question_id, answers_of_question in zip(examples["id"], examples[args.answer_column_name])
+            }
+            scores = squad_scores(answers, references)
+            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores.items()})
+        metrics[f"{metric_key_prefix}_questions"] = len(examples)
         if self.is_world_process_zero():
             write_json(os.path.join(self.args.output_dir, f"{metric_key_prefix}_predictions.json"), answers)
             if null_score_differences:
                 write_json(os.path.join(self.args.output_dir, f"{metric_key_prefix}_null_odds.json"), null_score_differences)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+def write_predictions(trainer: QuestionAnsweringTrainer, *, splits: dict[str, Dataset], examples: dict[str, Dataset]):
+    """Answers every test split's questions (``--do_predict``): ``predict_predictions.json``, and the scores in
+    ``predict_results.json`` when the questions have answers."""
+    for split in [split for split in splits if split.startswith("test")]:
+        metrics = trainer.answer_questions(splits[split], examples[split], metric_key_prefix="predict")
+        metrics["predict_samples"] = len(splits[split])
+        trainer.log_metrics("predict", metrics)
+        trainer.save_metrics("predict", metrics)
 
 
 def write_json(path: str, content: dict) -> None:
@@ -510,13 +542,12 @@ def main(argv=None):
     columns = {
         data_args.question_column_name: "--question_column_name",
         data_args.context_column_name: "--context_column_name",
-        data_args.answer_column_name: "--answer_column_name",
     }
-    require_rows_and_columns(splits, sources, columns)
+    require_rows_and_columns(splits, sources, columns, {data_args.answer_column_name: "--answer_column_name"})
     check_answers(data_args, splits, sources)
     keep_splits_to_run(splits, training_args)
 
-    source = sources.get("train", sources.get("eval"))
+    source = sources.get("train", sources.get("eval", sources.get("test")))
     config = load_config(model_args, QA_OUTPUTS, source, finetuning_task="question-answering", head_suffix="ForQuestionAnswering")
     tokenizer = load_fast_tokenizer(model_args)
     model = load_model(AutoModelForQuestionAnswering, model_args, config)
@@ -540,7 +571,8 @@ def main(argv=None):
         trainer_class=partial(QuestionAnsweringTrainer, eval_examples=eval_examples.get("eval"), data_args=data_args),
     )  # fmt: skip
     model_card = model_card_kwargs(model_args, data_args, tasks="question-answering")
-    train_evaluate_and_report(trainer, splits, checkpoint=checkpoint, model_card=model_card)
+    predict = partial(write_predictions, splits=splits, examples=eval_examples)
+    train_evaluate_and_report(trainer, splits, checkpoint=checkpoint, model_card=model_card, predict=predict)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ MAIN_CALLS = {
         "prepare_run", "load_splits", "require_rows_and_columns", "check_answers", "keep_splits_to_run", "load_config",
         "load_fast_tokenizer", "load_model", "min", "dict", "tokenize_eval_examples", "partial", "tokenize_splits",
         "partial", "DataCollatorWithPadding", "pad_to_multiple_of", "build_trainer", "partial", "model_card_kwargs",
-        "train_evaluate_and_report",
+        "partial", "train_evaluate_and_report",
     ],
     "audio_classification": [
         "prepare_run", "load_splits", "require_rows_and_columns", "check_audio_column", "check_labels",
@@ -109,7 +109,7 @@ OWN_DEFINITIONS = {
         "DataTrainingArguments", "ModelArguments", "QuestionAnsweringTrainer", "answer_f1", "answer_token_span",
         "check_answers", "load_fast_tokenizer", "load_splits", "main", "normalize_answer", "postprocess_qa_predictions",
         "prepare_eval_features", "prepare_train_features", "squad_scores", "tokenize_eval_examples", "tokenize_windows",
-        "write_json",
+        "write_json", "write_predictions",
     },
     "audio_classification": {
         "AudioCollator", "DataTrainingArguments", "ModelArguments", "apply_transforms", "check_audio_column", "freeze",

@@ -96,6 +96,28 @@ def test_version_2_scores_unanswerable_questions_apart(run_qa, tmp_path):
     assert sorted(read_json(output_dir, "eval_null_odds.json")) == sorted(row["id"] for row in rows)
 
 
+def test_predict_answers_a_test_file_and_scores_it_only_when_it_has_answers(run_qa, squad_slice, tmp_path):
+    train_file, _ = squad_slice
+    rows = squad_rows("validation", 20)[12:]
+    scored = write_jsonl_gz(tmp_path / "test.jsonl.gz", rows)
+    unanswered = write_jsonl_gz(tmp_path / "questions.jsonl.gz", [{k: v for k, v in row.items() if k != "answers"} for row in rows])
+
+    output_dir = run_qa(f"--train_file {train_file} --test_file {scored} --max_steps 2 --do_train --do_predict --max_predict_samples 6")
+    results = read_json(output_dir, "predict_results.json")
+    assert results["predict_questions"] == 6
+    assert 0.0 <= results["predict_exact_match"] <= results["predict_f1"] <= 100.0
+    assert set(read_json(output_dir, "predict_predictions.json")) < {row["id"] for row in rows}
+    assert not os.path.exists(os.path.join(output_dir, "eval_results.json"))
+
+    output_dir = run_qa(f"--do_predict --test_file {unanswered}", output_dir=str(tmp_path / "predict-only"))
+    results = read_json(output_dir, "predict_results.json")
+    assert results["predict_questions"] == 8 and "predict_f1" not in results
+    predictions = read_json(output_dir, "predict_predictions.json")
+    assert sorted(predictions) == sorted(row["id"] for row in rows)
+    contexts = {row["id"]: row["context"] for row in rows}
+    assert all(answer in contexts[question_id] or answer == "empty" for question_id, answer in predictions.items())
+
+
 def test_normalisation_and_f1_of_the_squad_script():
     assert normalize_answer("The  Denver Broncos!") == "denver broncos"
     assert normalize_answer("an apple, a pear and the plum") == "apple pear and plum"
