@@ -221,6 +221,54 @@ def run_command(study: RecipeStudy, arm: str, learning_rate: float, seed: int, m
     ]
 
 
+def recorded_command(command: list[str]) -> str:
+    """A run's command as its result file keeps it: one line, with paths relative to the repository and the data
+    folder as ``../shared/data``."""
+    return shlex.join(command).replace(str(bench_utils.REPO_ROOT) + "/", "").replace(str(bench_utils.DATA_DIR), "../shared/data")
+
+
+def expected_arguments(study: RecipeStudy, arm: str, learning_rate: float, seed: int) -> list[str]:
+    """The arguments of a run that decide its result, as its result file records them: the study's and the arm's,
+    the seed and the rate (not the model and output folders, which depend on the machine)."""
+    fill = {"data": "../shared/data", "models": "{models}"}
+    arguments = [argument.format(**fill) for argument in study.common_args]
+    return [*arguments, *study.arms[arm], "--seed", str(seed), "--learning_rate", f"{learning_rate:g}"]
+
+
+def recorded_arguments(study: RecipeStudy, result: dict[str, Any]) -> list[str]:
+    """The arguments of a finished run, read back from the command its result file records (between the model
+    folder and ``--output_dir``)."""
+    words = shlex.split(result.get("command", ""))
+    if study.model_arg not in words or "--output_dir" not in words:
+        return words
+    return words[words.index(study.model_arg) + 2 : words.index("--output_dir")]
+
+
+def stale_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> list[str]:
+    """The result files that the study does not plan, or that ran with other arguments than the study now gives
+    (its settings changed since): their figures would be reported as if they came from the current settings."""
+    stale = []
+    for key, result in results.items():
+        arm, rate, seed = result.get("arm"), result.get("learning_rate"), result.get("seed")
+        if arm not in study.arms or rate is None or seed is None or key != run_id(arm, rate, seed):
+            stale.append(key)
+        elif recorded_arguments(study, result) != expected_arguments(study, arm, rate, seed):
+            stale.append(key)
+    return stale
+
+
+def refuse_stale_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> None:
+    """Raises a SystemExit naming the stale result files (:func:`stale_runs`) and what to do with them."""
+    stale = stale_runs(study, results)
+    if stale:
+        directory = STUDY_RESULTS_DIR / study.name
+        raise SystemExit(
+            f"{study.name}: {len(stale)} result file(s) in {directory} ran with other arguments than "
+            f"benchmarks/studies/{study.name}.py now gives, or are not part of the study: {', '.join(stale)}. Delete "
+            "them (git rm) or move them away, then run the study again; a changed setting needs new runs."
+        )
+
+
 def execute(study: RecipeStudy, arm: str, learning_rate: float, seed: int, model_path: str, models_dir: Path, threads: int) -> dict[str, Any]:
     """Runs one configuration and returns its result record (``status`` ``ok`` or ``failed``)."""
     command = run_command(study, arm, learning_rate, seed, model_path, models_dir)
@@ -237,7 +285,7 @@ def execute(study: RecipeStudy, arm: str, learning_rate: float, seed: int, model
         "arm": arm,
         "learning_rate": learning_rate,
         "seed": seed,
-        "command": shlex.join(command).replace(str(bench_utils.REPO_ROOT) + "/", "").replace(str(bench_utils.DATA_DIR), "../shared/data"),
+        "command": recorded_command(command),
         "git_revision": revision,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
@@ -261,6 +309,7 @@ def run_study(study: RecipeStudy, models_dir: Path, threads: int, dry_run: bool,
     done = 0
     while max_runs is None or done < max_runs:
         results = load_results(directory)
+        refuse_stale_runs(study, results)
         if retry_failed:
             results = {key: value for key, value in results.items() if value.get("status") == "ok"}
         plan = planned_runs(study, results)
@@ -417,7 +466,9 @@ def plot_heatmap(summary: dict[str, Any], path: Path) -> None:
 def report(study: RecipeStudy, plot: bool = True) -> str:
     """Writes ``summary.json`` (and the heatmap) of a study and returns its Markdown."""
     directory = STUDY_RESULTS_DIR / study.name
-    summary = summarize(study, load_results(directory))
+    results = load_results(directory)
+    refuse_stale_runs(study, results)
+    summary = summarize(study, results)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if plot and any(value is not None for row in summary["grid"].values() for value in row.values()):

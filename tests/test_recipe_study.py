@@ -135,3 +135,27 @@ def test_results_are_read_without_the_summary(tmp_path):
     (tmp_path / "summary.json").write_text("{}", encoding="utf-8")
     assert recipe_study.load_results(tmp_path) == {"uniform__lr0.0001__seed0": _ok(0.5)}
     assert math.isclose(recipe_study.score(_ok(0.5), "eval_f1"), 0.5)
+
+
+def _record(study, arm, rate, seed, value=0.5):
+    command = recipe_study.run_command(study, arm, rate, seed, "/models/minilm", Path("/tmp/models"))
+    return {"arm": arm, "learning_rate": rate, "seed": seed, "command": recipe_study.recorded_command(command)} | _ok(value)
+
+
+def test_results_of_other_settings_are_named_and_refused(tmp_path, monkeypatch):
+    study = _study()
+    results = {run_id("uniform", 1e-4, 0): _record(study, "uniform", 1e-4, 0)}
+    assert recipe_study.stale_runs(study, results) == []
+
+    changed = _study(common_args=["--train_file", "{data}/sst2/train.tsv", "--max_steps", "20"])
+    stray = {run_id("probe", 1e-3, 0): _record(_study(arms={"probe": ["--freeze_base_model"]}), "probe", 1e-3, 0)}
+    assert recipe_study.stale_runs(changed, results | stray) == [run_id("uniform", 1e-4, 0), run_id("probe", 1e-3, 0)]
+    assert recipe_study.stale_runs(_study(arms={"uniform": ["--layer_decay", "0.9"]}), results) == [run_id("uniform", 1e-4, 0)]
+
+    monkeypatch.setattr(recipe_study, "STUDY_RESULTS_DIR", tmp_path)
+    (tmp_path / "demo").mkdir()
+    for key, result in results.items():
+        (tmp_path / "demo" / f"{key}.json").write_text(json.dumps(result), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"demo: 1 result file\(s\) in .* ran with other arguments .*: uniform__lr0.0001__seed0\. Delete"):
+        recipe_study.report(changed, plot=False)
+    assert "| uniform | 0.5000 | - |" in recipe_study.report(study, plot=False)
