@@ -5,8 +5,8 @@ Both arms fine-tune the same causal LM (the real SmolLM2-135M-Instruct from ``..
 ``--quick`` a tiny Llama built from a config) fresh from the same weights on the same real chitchat
 conversations (rendered with the model's chat template and cut to ``--max-length`` tokens by SFTTrainer itself),
 in the same order, in one process and in lockstep: each trainer runs in its own thread and they take turns step
-by step, so that background load on the shared machine falls on both alike (``throughput.Baton`` /
-``throughput.LockstepClock``). The LLRD arm trains with ``--layer-decay`` and logs every depth's rate at every
+by step, so that background load on the shared machine falls on both alike (``throughput.train_in_lockstep``).
+The LLRD arm trains with ``--layer-decay`` and logs every depth's rate at every
 step (``--logging-steps 1``, the worst case). The figure is the ratio of the arms' median samples/s, with the
 per-step ratios' spread; rounds alternate which arm goes first.
 
@@ -21,12 +21,11 @@ import gzip
 import json
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import bench_utils
-from throughput import ARMS, Baton, LockstepClock
+from throughput import ARMS, summarize_rounds, train_in_lockstep
 
 MODEL = "smollm2-135m-instruct"
 
@@ -131,40 +130,15 @@ def make_trainer(arm: str, args: argparse.Namespace, folder: str, dataset, outpu
 
 
 def lockstep_round(first: str, args: argparse.Namespace, folder: str, dataset) -> dict[str, Any]:
-    """Trains both arms in lockstep once, with fresh trainers; per arm the timed step seconds (after the warm-up)
-    and the number of optimizer groups.
-
-    Raises:
-        The first exception a trainer raised.
+    """Trains both arms in lockstep once, with fresh trainers (``throughput.train_in_lockstep``); per arm the timed
+    step seconds (after the warm-up) and the number of optimizer groups, and how many steps logged per-depth rates.
     """
-    baton = Baton(first)
-    clocks = {arm: LockstepClock(arm, baton, "cpu") for arm in ARMS}
-    errors: list[BaseException] = []
-    with tempfile.TemporaryDirectory() as output_dir:
-        trainers = {arm: make_trainer(arm, args, folder, dataset, f"{output_dir}/{arm}") for arm in ARMS}
-        for arm in ARMS:
-            trainers[arm].add_callback(clocks[arm].callback)
-
-        def train(arm: str) -> None:
-            try:
-                trainers[arm].train()
-            except BaseException as error:  # handed to the main thread
-                errors.append(error)
-            finally:
-                baton.finish(arm)
-
-        threads = [threading.Thread(target=train, args=(arm,)) for arm in ARMS]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+    outcome = train_in_lockstep(
+        first, lambda arm, output_dir: make_trainer(arm, args, folder, dataset, output_dir), "cpu", args.warmup_steps
+    )
+    trainers = outcome.pop("trainers")
     logged = [entry for entry in trainers["llrd"].state.log_history if "lr/head" in entry]
-    return {
-        arm: {"step_seconds": clocks[arm].step_seconds[args.warmup_steps :], "optimizer_groups": len(trainers[arm].optimizer.param_groups)}
-        for arm in ARMS
-    } | {"llrd_logged_depth_rates": len(logged)}
+    return outcome | {"llrd_logged_depth_rates": len(logged)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -173,31 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = fill_defaults(build_parser().parse_args(argv))
     started, machine = bench_utils.start_benchmark(args.threads, args.quick)
     dataset = conversations((args.warmup_steps + args.measured_steps) * args.batch_size)
-    step_seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    per_round, groups, logged = [], {}, 0
     with tempfile.TemporaryDirectory() as scratch:
         folder = model_folder(args, scratch)
-        for round_index in range(args.rounds):
-            outcome = lockstep_round(ARMS[round_index % 2], args, folder, dataset)
-            logged += outcome["llrd_logged_depth_rates"]
-            for arm in ARMS:
-                step_seconds[arm].extend(outcome[arm]["step_seconds"])
-                groups[arm] = outcome[arm]["optimizer_groups"]
-            per_round.append(
-                bench_utils.median_and_spread(outcome["stock"]["step_seconds"])["median"]
-                / bench_utils.median_and_spread(outcome["llrd"]["step_seconds"])["median"]
-            )
-    per_step = [stock / llrd for stock, llrd in zip(step_seconds["stock"], step_seconds["llrd"])]
-    arms = {}
-    for arm in ARMS:
-        step_ms = {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()}
-        arms[arm] = {
-            "trainer": "SFTTrainer" if arm == "stock" else "LLRDSFTTrainer",
-            "optimizer_groups": groups[arm],
-            "samples_per_second": args.batch_size / (step_ms["median"] / 1e3),
-            "step_ms": step_ms,
-            "step_seconds": step_seconds[arm],
-        }
+        rounds = [lockstep_round(ARMS[round_index % 2], args, folder, dataset) for round_index in range(args.rounds)]
+    arms, ratio = summarize_rounds(rounds, args.batch_size)
+    arms = {arm: {"trainer": "SFTTrainer" if arm == "stock" else "LLRDSFTTrainer"} | arms[arm] for arm in ARMS}
+    groups = {arm: arms[arm]["optimizer_groups"] for arm in ARMS}
+    logged = sum(outcome["llrd_logged_depth_rates"] for outcome in rounds)
     results = {
         "model": "tiny-llama" if args.quick else MODEL,
         "device": "cpu",
@@ -210,12 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "layer_decay": args.layer_decay,
         "llrd_logs_with_depth_rates": logged,
         "arms": arms,
-        "ratio": {
-            "of_medians": arms["llrd"]["samples_per_second"] / arms["stock"]["samples_per_second"],
-            "per_step": bench_utils.median_and_spread(per_step),
-            "per_step_median_95ci": bench_utils.bootstrap_median_interval(per_step),
-            "per_round": per_round,
-        },
+        "ratio": ratio,
     }
     output = args.output or bench_utils.default_output("sft_throughput", args.quick)
     bench_utils.write_result(output, "sft_throughput", argv, args.quick, machine, results, started)

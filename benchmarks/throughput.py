@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import bench_utils
 
@@ -212,27 +212,27 @@ def summarization_dataset(tokenizer, size: int, max_length: int, target_length: 
     )
 
 
-def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
-    """Trains both arms in lockstep once, with fresh trainers.
+def train_in_lockstep(first: str, make_arm_trainer: Callable[[str, str], Any], device: str, warmup_steps: int) -> dict[str, Any]:
+    """Trains both arms in lockstep once, each trainer in its own thread, taking turns step by step.
 
     Args:
         first: the arm that takes the first step.
-        args: the command-line arguments.
-        dataset: the training set.
-        tokenizer: for the padding collator.
+        make_arm_trainer: (arm, output folder) -> a fresh trainer of that arm.
+        device: where the steps run (synchronised before each step's time is read).
+        warmup_steps: the first steps of each arm, left out of its timed steps.
 
     Returns:
-        Per arm ``step_seconds`` (the timed steps, after the warm-up) and ``optimizer_groups``; the
-        trainers under ``trainers``.
+        Per arm ``step_seconds`` (the timed steps, after the warm-up) and ``optimizer_groups``; the trainers
+        under ``trainers``.
 
     Raises:
         The first exception a trainer raised.
     """
     baton = Baton(first)
-    clocks = {arm: LockstepClock(arm, baton, args.device) for arm in ARMS}
+    clocks = {arm: LockstepClock(arm, baton, device) for arm in ARMS}
     errors: list[BaseException] = []
     with tempfile.TemporaryDirectory() as output_dir:
-        trainers = {arm: make_trainer(arm, args, dataset, tokenizer, f"{output_dir}/{arm}") for arm in ARMS}
+        trainers = {arm: make_arm_trainer(arm, f"{output_dir}/{arm}") for arm in ARMS}
         for arm in ARMS:
             trainers[arm].add_callback(clocks[arm].callback)
 
@@ -252,9 +252,47 @@ def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> 
     if errors:
         raise errors[0]
     return {
-        arm: {"step_seconds": clocks[arm].step_seconds[args.warmup_steps :], "optimizer_groups": len(trainers[arm].optimizer.param_groups)}
+        arm: {"step_seconds": clocks[arm].step_seconds[warmup_steps:], "optimizer_groups": len(trainers[arm].optimizer.param_groups)}
         for arm in ARMS
     } | {"trainers": trainers}
+
+
+def summarize_rounds(rounds: list[dict[str, Any]], batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pools the timed steps of the lockstep rounds (:func:`train_in_lockstep`).
+
+    Returns:
+        Per arm its optimizer groups, median samples/s and step times; and the ratio llrd / stock of the median
+        samples/s, of each pair of steps taken in turn (median, spread, 95% interval of the median) and per round.
+    """
+    step_seconds = {arm: [seconds for outcome in rounds for seconds in outcome[arm]["step_seconds"]] for arm in ARMS}
+    arms = {}
+    for arm in ARMS:
+        step_ms = {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()}
+        arms[arm] = {
+            "optimizer_groups": rounds[-1][arm]["optimizer_groups"],
+            "samples_per_second": batch_size / (step_ms["median"] / 1e3),
+            "step_ms": step_ms,
+            "step_seconds": step_seconds[arm],
+        }
+    per_step = [stock / llrd for stock, llrd in zip(step_seconds["stock"], step_seconds["llrd"])]
+    ratio = {
+        "of_medians": arms["llrd"]["samples_per_second"] / arms["stock"]["samples_per_second"],
+        "per_step": bench_utils.median_and_spread(per_step),
+        "per_step_median_95ci": bench_utils.bootstrap_median_interval(per_step),
+        "per_round": [
+            bench_utils.median_and_spread(outcome["stock"]["step_seconds"])["median"]
+            / bench_utils.median_and_spread(outcome["llrd"]["step_seconds"])["median"]
+            for outcome in rounds
+        ],
+    }
+    return arms, ratio
+
+
+def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
+    """Trains both arms in lockstep once, with fresh trainers (:func:`train_in_lockstep`)."""
+    return train_in_lockstep(
+        first, lambda arm, output_dir: make_trainer(arm, args, dataset, tokenizer, output_dir), args.device, args.warmup_steps
+    )
 
 
 def time_optimizer_creation(trainers: dict[str, Any], repeats: int) -> dict[str, float]:
@@ -348,27 +386,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         texts, labels = bench_utils.sst2_rows("train")
         dataset = bench_utils.encode(tokenizer, texts[:size], labels[:size], args.max_length)
 
-    step_seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    per_round = []
+    rounds = []
     for round_index in range(args.rounds):
-        outcome = lockstep_round(ARMS[round_index % 2], args, dataset, tokenizer)
-        trainers = outcome.pop("trainers")
-        for arm in ARMS:
-            step_seconds[arm].extend(outcome[arm]["step_seconds"])
-        per_round.append(
-            bench_utils.median_and_spread(outcome["stock"]["step_seconds"])["median"]
-            / bench_utils.median_and_spread(outcome["llrd"]["step_seconds"])["median"]
-        )
-    per_step = [stock / llrd for stock, llrd in zip(step_seconds["stock"], step_seconds["llrd"])]
-    arms = {}
-    for arm in ARMS:
-        step_ms = {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()}
-        arms[arm] = {
-            "optimizer_groups": outcome[arm]["optimizer_groups"],
-            "samples_per_second": args.batch_size / (step_ms["median"] / 1e3),
-            "step_ms": step_ms,
-            "step_seconds": step_seconds[arm],
-        }
+        rounds.append(lockstep_round(ARMS[round_index % 2], args, dataset, tokenizer))
+        trainers = rounds[-1].pop("trainers")
+    arms, ratio = summarize_rounds(rounds, args.batch_size)
     results = {
         "trainer_class": trainer_classes(args.trainer)[0].__name__,
         "model": args.model,
@@ -382,12 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "logging_steps": args.logging_steps,
         "layer_decay": args.layer_decay,
         "arms": arms,
-        "ratio": {
-            "of_medians": arms["llrd"]["samples_per_second"] / arms["stock"]["samples_per_second"],
-            "per_step": bench_utils.median_and_spread(per_step),
-            "per_step_median_95ci": bench_utils.bootstrap_median_interval(per_step),
-            "per_round": per_round,
-        },
+        "ratio": ratio,
         "optimizer_creation": time_optimizer_creation(trainers, args.creations),
         "log_call": time_log_calls(trainers, args.log_calls),
     }
