@@ -73,6 +73,8 @@ class RecipeStudy:
         seeds: every seed that runs each arm at its chosen rate.
         caveats: what a reader must know beside the figures.
         model_arg: the recipe's flag for the model folder.
+        other_metrics: keys of ``all_results.json`` reported beside ``metric`` (each arm's mean at its chosen rate),
+            e.g. exact match beside F1; they play no part in choosing rates.
     """
 
     name: str
@@ -88,6 +90,7 @@ class RecipeStudy:
     seeds: tuple[int, ...] = (0, 1, 2)
     caveats: str = ""
     model_arg: str = "--model_name_or_path"
+    other_metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.arms:
@@ -355,12 +358,17 @@ def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[st
                 else:
                     by_seed[seed] = value
         values = list(by_seed.values())
+        others = {
+            name: _mean_or_none([score(results[run_id(arm, rate, seed)], name) for seed in by_seed]) if by_seed else None
+            for name in study.other_metrics
+        }
         arms[arm] = {
             "chosen_rate": rate,
             "by_seed": by_seed,
             "failed_seeds": failed,
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None,
+            "other_metrics": others,
         }
     reference = arms[study.reference_arm]
     for arm, summary in arms.items():
@@ -378,6 +386,7 @@ def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[st
         "recipe": study.recipe,
         "model": study.model,
         "metric": study.metric,
+        "other_metrics": list(study.other_metrics),
         "greater_is_better": study.greater_is_better,
         "reference_arm": study.reference_arm,
         "grid_seeds": list(study.grid_seeds),
@@ -402,12 +411,14 @@ def _number(value: float | None, digits: int = 4) -> str:
 def markdown(summary: dict[str, Any]) -> str:
     """The study's tables in Markdown: the chosen rate and scores of every arm, then the grid."""
     better = "higher" if summary["greater_is_better"] else "lower"
+    others = summary.get("other_metrics", [])
     lines = [
         f"{summary['study']}: `{summary['recipe']}` on `{summary['model']}`, {summary['metric']} ({better} is better), "
         f"rate chosen per arm on seed(s) {', '.join(map(str, summary['grid_seeds']))}.",
         "",
-        f"| arm | chosen lr | seeds | mean | std | paired difference to {summary['reference_arm']} [95% interval] |",
-        "|---|---|---|---|---|---|",
+        f"| arm | chosen lr | seeds | by seed | mean | std | {''.join(f'mean {name} | ' for name in others)}"
+        f"paired difference to {summary['reference_arm']} [95% interval] |",
+        "|---|---|---|---|---|---|" + "---|" * len(others),
     ]
     for arm, row in summary["arms"].items():
         seeds = ", ".join(map(str, sorted(row["by_seed"])))
@@ -422,7 +433,11 @@ def markdown(summary: dict[str, Any]) -> str:
             interval = difference["interval_95"]
             paired = f"{difference['mean']:+.4f}" + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "") + f" ({len(difference['seeds'])} seeds)"
         rate = "-" if row["chosen_rate"] is None else f"{row['chosen_rate']:g}"
-        lines.append(f"| {arm} | {rate} | {seeds or '-'} | {_number(row['mean'])} | {_number(row['std'])} | {paired} |")
+        by_seed = ", ".join(_number(row["by_seed"][seed]) for seed in sorted(row["by_seed"])) or "-"
+        other_means = "".join(f"{_number(row.get('other_metrics', {}).get(name))} | " for name in others)
+        lines.append(
+            f"| {arm} | {rate} | {seeds or '-'} | {by_seed} | {_number(row['mean'])} | {_number(row['std'])} | {other_means}{paired} |"
+        )
     rates = sorted({rate for row in summary["grid"].values() for rate in row}, key=float)
     lines += ["", f"Grid (mean over seed(s) {', '.join(map(str, summary['grid_seeds']))}):", "", "| arm | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
     for arm, row in summary["grid"].items():

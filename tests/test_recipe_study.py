@@ -104,8 +104,26 @@ def test_summary_pairs_seeds_with_the_reference_arm():
     assert difference["interval_95"] == pytest.approx([0.045 - 0.063531, 0.045 + 0.063531], abs=1e-6)
     assert summary["failed_runs"] == [run_id("decay0.8", 3e-4, 2)]
     table = recipe_study.markdown(summary)
-    assert "| decay0.8 | 0.0003 | 0, 1 (failed: 2) | 0.6550 | 0.0071 | +0.0450 [-0.0185, +0.1085] (2 seeds) |" in table
-    assert "| uniform | 0.0001 | 0, 1, 2 | 0.6000 | 0.0200 | reference |" in table
+    assert "| decay0.8 | 0.0003 | 0, 1 (failed: 2) | 0.6500, 0.6600 | 0.6550 | 0.0071 | +0.0450 [-0.0185, +0.1085] (2 seeds) |" in table
+    assert "| uniform | 0.0001 | 0, 1, 2 | 0.6000, 0.6200, 0.5800 | 0.6000 | 0.0200 | reference |" in table
+
+
+def test_other_metrics_are_reported_beside_the_metric_and_do_not_choose_rates():
+    def run(f1, exact_match):
+        return {"status": "ok", "metrics": {"eval_f1": f1, "eval_exact_match": exact_match}}
+
+    study = _study(arms={"uniform": []}, learning_rates=(1e-4, 3e-4), seeds=(0, 1), other_metrics=("eval_exact_match",))
+    results = {
+        run_id("uniform", 1e-4, 0): run(0.60, 0.9),
+        run_id("uniform", 3e-4, 0): run(0.50, 1.0),
+        run_id("uniform", 1e-4, 1): run(0.70, 0.5),
+    }
+    summary = recipe_study.summarize(study, results)
+    assert summary["arms"]["uniform"]["chosen_rate"] == 1e-4
+    assert summary["arms"]["uniform"]["other_metrics"] == {"eval_exact_match": pytest.approx(0.7)}
+    table = recipe_study.markdown(summary)
+    assert "| arm | chosen lr | seeds | by seed | mean | std | mean eval_exact_match | paired difference to uniform [95% interval] |" in table
+    assert "| uniform | 0.0001 | 0, 1 | 0.6000, 0.7000 | 0.6500 | 0.0707 | 0.7000 | reference |" in table
 
 
 def test_the_command_of_a_run_fills_the_data_folder_and_ends_with_the_run_settings(tmp_path):
