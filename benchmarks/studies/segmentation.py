@@ -48,6 +48,7 @@ STUDY = RecipeStudy(
     seeds=(0, 1, 2),
     metric="eval_mean_iou",
     greater_is_better=True,
+    other_metrics=("eval_overall_accuracy",),
     caveats=(
         "One brain (Colin27): validation slices lie 3 slices from training ones, so this measures how the rates "
         "fit the pipeline, not generalisation to new brains. 56 px images give DINOv2-S a 4 x 4 token grid, "
