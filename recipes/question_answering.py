@@ -52,8 +52,8 @@ from transformers.trainer_utils import speed_metrics
 from finetune_llrd import LLRDTrainer
 from recipe_utils import (
     PredictionDataArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
-    load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs, pad_to_multiple_of, prepare_run,
-    require_rows_and_columns, select_data_files, take_samples, tokenize_splits, train_evaluate_and_report,
+    load_config, load_splits, load_model, model_card_kwargs, pad_to_multiple_of, prepare_run,
+    require_rows_and_columns, take_samples, tokenize_splits, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 
@@ -142,20 +142,6 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         super().__post_init__()
 
 
-def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
-    """The splits "train", "eval" and "test" the run needs, with where each comes from."""
-    required = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
-    if data_args.dataset_name is not None:
-        return load_hub_splits(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            {split: names for split, names in data_args.hub_splits().items() if required[split]},
-            model_args=model_args,
-            revision=data_args.dataset_revision,
-        )
-    files = select_data_files(data_args, required, required)
-    splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
-    return splits, files
 
 
 def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:

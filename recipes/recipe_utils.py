@@ -542,6 +542,16 @@ def load_hub_splits(
 
 
 
+def load_splits(
+    data_args: DataArgumentsMixin, model_args: ModelArguments, training_args: RecipeTrainingArguments
+) -> tuple[dict[str, Dataset], dict[str, str]]:
+    """The splits the run's stages need: "train" (``--do_train``), "eval" (``--do_eval``) and, for a recipe that
+    predicts, "test" (``--do_predict``), from the local files or ``--dataset_name`` (:func:`load_data_splits`),
+    with where each comes from. The recipes whose data needs nothing more take this one."""
+    stages = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
+    return load_data_splits(data_args, model_args, {split: stages[split] for split in data_args.data_files()})
+
+
 def load_data_splits(
     data_args: DataArgumentsMixin, model_args: ModelArguments, required: dict[str, bool]
 ) -> tuple[dict[str, Dataset], dict[str, str]]:

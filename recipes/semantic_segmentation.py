@@ -72,7 +72,7 @@ from transformers.models.auto.modeling_auto import (
 
 from recipe_utils import (
     DataArgumentsMixin, as_image_column, build_trainer, check_data_files, keep_splits_to_run, load_config,
-    load_data_file, load_hub_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size,
+    load_data_file, load_data_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size,
     prepare_run, require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
     treat_loss_as_batch_mean,
 )
@@ -246,16 +246,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     """The splits "train" and "eval" the run needs, with a description of where each comes from."""
     required = {"train": training_args.do_train, "eval": training_args.do_eval}
     if data_args.dataset_name is not None:
-        requested = {"train": (data_args.train_split_name, "--train_split_name")}
-        requested["eval"] = (data_args.validation_split_name, "--validation_split_name")
-        requested = {split: value for split, value in requested.items() if required[split]}
-        return load_hub_splits(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            requested,
-            model_args=model_args,
-            revision=data_args.dataset_revision,
-        )
+        return load_data_splits(data_args, model_args, required)
     if data_args.train_dir is not None or data_args.validation_dir is not None:
         sources = {"train": data_args.train_dir, "eval": data_args.validation_dir}
         arguments = {"train": "--train_dir", "eval": "--validation_dir"}

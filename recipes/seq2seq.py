@@ -46,7 +46,7 @@ from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
 from recipe_utils import (
     PredictionDataArgumentsMixin, RecipeArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files,
-    keep_splits_to_run, load_data_splits, load_metric, load_model, model_card_kwargs, pad_to_multiple_of,
+    keep_splits_to_run, load_splits, load_metric, load_model, model_card_kwargs, pad_to_multiple_of,
     prepare_run, require_rows_and_columns, tokenize_splits, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
@@ -166,10 +166,6 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         return self.source_lang is not None
 
 
-def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
-    """The splits to train on ("train"), evaluate on ("eval") and predict ("test"), with where each comes from."""
-    required = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
-    return load_data_splits(data_args, model_args, required)
 
 
 def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
 from recipe_utils import (
-    DataArgumentsMixin, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_data_splits,
+    DataArgumentsMixin, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_splits,
     prepare_run, require_rows_and_columns, take_samples, train_evaluate_and_report,
 )
 
@@ -153,10 +153,6 @@ class DataTrainingArguments(DataArgumentsMixin):
         super().__post_init__()
 
 
-def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
-    """The splits to train on ("train") and evaluate on ("eval"), with a description of where each comes from."""
-    required = {"train": training_args.do_train, "eval": training_args.do_eval}
-    return load_data_splits(data_args, model_args, required)
 
 
 def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], sources: dict[str, str]) -> str:
