@@ -190,11 +190,42 @@ def load_fast_tokenizer(model_args):
     return tokenizer
 
 
+def shorten_questions(questions: list[str], *, tokenizer, max_seq_length: int, doc_stride: int) -> list[str]:
+    """The questions, each cut after its last token that leaves a window room for more than ``doc_stride``
+    context tokens (a fast tokenizer refuses to split a context into windows otherwise); logs how many were cut.
+
+    Raises:
+        ValueError: when ``max_seq_length`` leaves no room for a question at all.
+    """
+    room = max_seq_length - doc_stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    if room < 1:
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} leaves no room for a question beside {doc_stride + 1} context tokens "
+            f"(--doc_stride + 1) and the special tokens: raise --max_seq_length or lower --doc_stride."
+        )
+    tokens = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    shortened = [
+        question[: offsets[room - 1][1]] if len(offsets) > room else question
+        for question, offsets in zip(questions, tokens["offset_mapping"])
+    ]
+    cut = sum(len(offsets) > room for offsets in tokens["offset_mapping"])
+    if cut:
+        logger.warning(
+            f"{cut} of {len(questions)} questions are longer than the {room} tokens that --max_seq_length "
+            f"{max_seq_length} leaves beside {doc_stride + 1} context tokens: they are cut to their first {room} tokens."
+        )
+    return shortened
+
+
 def tokenize_windows(examples, *, tokenizer, data_args, max_seq_length: int):
     """Question and context tokenized into windows of ``max_seq_length`` tokens, consecutive windows of a long
-    context sharing ``--doc_stride`` tokens. The question comes first unless the tokenizer pads on the left."""
+    context sharing ``--doc_stride`` tokens. The question comes first unless the tokenizer pads on the left; a
+    question too long to leave room for the context is cut (:func:`shorten_questions`)."""
     question_first = tokenizer.padding_side == "right"
     questions = [question.lstrip() for question in examples[data_args.question_column_name]]
+    questions = shorten_questions(
+        questions, tokenizer=tokenizer, max_seq_length=max_seq_length, doc_stride=data_args.doc_stride
+    )
     contexts = examples[data_args.context_column_name]
     return tokenizer(
         questions if question_first else contexts,

@@ -216,6 +216,35 @@ def test_training_windows_point_at_the_answer_or_at_cls(tiny_bert_encoder):
     assert {normalize_answer(answer) for answer in found} == expected
 
 
+def test_a_question_too_long_for_its_window_is_cut_and_still_answered(tiny_bert_encoder, caplog):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_encoder)
+    row = squad_rows("train", 1)[0]
+    question = " ".join([row["question"]] * 6)  # far more than the 64 - 16 - 3 - 1 = 44 tokens a question may take
+    shortened = question_answering.shorten_questions(
+        [question, row["question"]], tokenizer=tokenizer, max_seq_length=64, doc_stride=16
+    )
+    assert shortened[1] == row["question"] and question.startswith(shortened[0])
+    assert len(tokenizer(shortened[0], add_special_tokens=False)["input_ids"]) == 44
+    assert "1 of 2 questions are longer than the 44 tokens that --max_seq_length 64 leaves beside 17" in caplog.text
+
+    # The fast tokenizer alone refuses such a question ("stride must be strictly less than max_len"); the recipe
+    # cuts it and still finds the answer in the context's windows.
+    examples = {key: [value] for key, value in row.items()} | {"question": [question]}
+    data_args = question_answering.DataTrainingArguments(
+        train_file=shared_data("squad", "train.jsonl.gz"), max_seq_length=64, doc_stride=16
+    )
+    windows = prepare_train_features(examples, tokenizer=tokenizer, data_args=data_args, max_seq_length=64)
+    answers = {
+        normalize_answer(tokenizer.decode(ids[start : end + 1]))
+        for ids, start, end in zip(windows["input_ids"], windows["start_positions"], windows["end_positions"])
+        if (start, end) != (0, 0)
+    }
+    assert answers == {normalize_answer(row["answers"]["text"][0])}
+
+    with pytest.raises(ValueError, match=r"--max_seq_length 20 leaves no room for a question beside 17 context tokens"):
+        question_answering.shorten_questions([question], tokenizer=tokenizer, max_seq_length=20, doc_stride=16)
+
+
 def _refusal(arguments: str, tmp_path) -> str:
     """The message the recipe stops with; the model does not exist, so the data was checked before loading it."""
     common = f"--model_name_or_path /no/such/model --output_dir {tmp_path / 'out'} --cache_dir {tmp_path / 'cache'}"
