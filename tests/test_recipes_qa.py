@@ -14,7 +14,8 @@ import question_answering
 from question_answering import (
     answer_f1, answer_token_span, normalize_answer, postprocess_qa_predictions, prepare_train_features, squad_scores,
 )
-from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_text_model, shared_data
+from launch import accelerate_launch
+from recipe_helpers import QUIET, RECIPES_DIR, read_json, run_recipe, save_tiny_text_model, shared_data
 
 
 def squad_rows(split: str, count: int) -> list[dict]:
@@ -116,6 +117,33 @@ def test_predict_answers_a_test_file_and_scores_it_only_when_it_has_answers(run_
     assert sorted(predictions) == sorted(row["id"] for row in rows)
     contexts = {row["id"]: row["context"] for row in rows}
     assert all(answer in contexts[question_id] or answer == "empty" for question_id, answer in predictions.items())
+
+
+def test_two_ranks_answer_and_score_as_one_process(tiny_bert_encoder, squad_slice, tmp_path):
+    # Each rank scores a share of the windows; the answers are read back from all of them, gathered in order.
+    train_file, validation_file = squad_slice
+    common = f"""
+        --train_file {train_file} --validation_file {validation_file} --test_file {validation_file}
+        --max_seq_length 64 --doc_stride 16 --per_device_eval_batch_size 5 --cache_dir {tmp_path / "cache"}
+        --report_to none --disable_tqdm true --use_cpu
+    """.split()
+    recipe = os.path.join(RECIPES_DIR, "question_answering.py")
+    trained = tmp_path / "one"
+    accelerate_launch(
+        recipe, *common, "--model_name_or_path", tiny_bert_encoder, "--do_train", "--do_eval", "--do_predict",
+        "--max_steps", "3", "--learning_rate", "1e-3", "--layer_decay", "0.8", "--output_dir", trained,
+        num_processes=1, launcher_args=(),
+    )
+    result = accelerate_launch(
+        recipe, *common, "--model_name_or_path", trained, "--do_eval", "--do_predict", "--output_dir", tmp_path / "two"
+    )
+    assert "distributed: distributed" in result.stdout + result.stderr
+    one, two = read_json(str(trained), "all_results.json"), read_json(str(tmp_path / "two"), "all_results.json")
+    assert two["eval_questions"] == two["predict_questions"] == 12 and two["eval_samples"] == one["eval_samples"]
+    for key in ("eval_exact_match", "eval_f1", "predict_exact_match", "predict_f1"):
+        assert two[key] == pytest.approx(one[key], abs=1e-9), key
+    for split in ("eval", "predict"):
+        assert read_json(str(tmp_path / "two"), f"{split}_predictions.json") == read_json(str(trained), f"{split}_predictions.json")
 
 
 def test_normalisation_and_f1_of_the_squad_script():
