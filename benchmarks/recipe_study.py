@@ -11,7 +11,8 @@ reference), the learning-rate grid and the seeds. The protocol:
 
 Each run is one subprocess of ``recipes/<recipe>`` and one JSON file in
 ``benchmarks/results/studies/<name>/`` (its metrics, command, revision and wall time), skipped when present:
-a stopped study resumes where it stopped, and several sessions can share the work. A run that fails (a
+a stopped study resumes where it stopped, several sessions can share the work, and several runners on one
+machine split the missing runs between them (each claims the run it starts). A run that fails (a
 diverged loss, say) leaves a file saying so, which the report counts as a failure; ``--retry-failed`` runs
 it again.
 
@@ -304,9 +305,60 @@ def execute(study: RecipeStudy, arm: str, learning_rate: float, seed: int, model
     return record
 
 
-def run_study(study: RecipeStudy, models_dir: Path, threads: int, dry_run: bool, retry_failed: bool, max_runs: int | None) -> None:
+def claim_path(study: RecipeStudy, run: tuple[str, float, int]) -> Path:
+    """The file that says which process on this machine runs ``run`` now."""
+    return STUDY_OUTPUT_DIR / study.name / f"{run_id(*run)}.claim"
+
+
+def claimed_by_another(path: Path) -> bool:
+    """Whether a live process other than this one holds the claim ``path`` (a stale claim is removed)."""
+    try:
+        pid = int(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def claim(path: Path) -> bool:
+    """Claims a run for this process; False when another process claimed it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if claimed_by_another(path):
+        return False
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def run_study(
+    study: RecipeStudy,
+    models_dir: Path,
+    threads: int,
+    dry_run: bool,
+    retry_failed: bool,
+    max_runs: int | None,
+    poll_seconds: float = 30.0,
+) -> None:
     """Runs what is missing of ``study``, one result file per run, re-planning after each run (a finished grid
-    unlocks the later seeds)."""
+    unlocks the later seeds).
+
+    Several runners of one study on this machine share its runs: each claims the run it starts (a
+    ``<run id>.claim`` file holding its process id, under ``out/studies/<study>/``) and skips the runs that live
+    runners hold; when every runnable run is held (the later seeds wait for a grid that another runner is
+    finishing), it waits ``poll_seconds`` and plans again.
+    """
     directory = STUDY_RESULTS_DIR / study.name
     model_path = model_folder(study.model, models_dir) if not dry_run else str(models_dir / study.model)
     done = 0
@@ -320,14 +372,24 @@ def run_study(study: RecipeStudy, models_dir: Path, threads: int, dry_run: bool,
             for arm, rate, seed in plan:
                 print(shlex.join(run_command(study, arm, rate, seed, model_path, models_dir)))
             return
-        if not plan:
-            print(f"{study.name}: nothing left to run ({len(results)} runs).")
-            return
-        arm, rate, seed = plan[0]
-        print(f"{study.name}: {run_id(arm, rate, seed)} ({len(plan)} runnable now)", flush=True)
-        record = execute(study, arm, rate, seed, model_path, models_dir, threads)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{run_id(arm, rate, seed)}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        free = [run for run in plan if not claimed_by_another(claim_path(study, run))]
+        if not plan or not free:
+            held_elsewhere = [path.stem for path in (STUDY_OUTPUT_DIR / study.name).glob("*.claim") if claimed_by_another(path)]
+            if not held_elsewhere:
+                print(f"{study.name}: nothing left to run ({len(results)} runs).")
+                return
+            time.sleep(poll_seconds)
+            continue
+        run = free[0]
+        if not claim(claim_path(study, run)):
+            continue
+        try:
+            print(f"{study.name}: {run_id(*run)} ({len(plan)} runnable now)", flush=True)
+            record = execute(study, *run, model_path, models_dir, threads)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / f"{run_id(*run)}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        finally:
+            claim_path(study, run).unlink(missing_ok=True)
         print(f"  {record['status']}: {study.metric}={score(record, study.metric)} in {record['wall_seconds']} s", flush=True)
         retry_failed = False
         done += 1

@@ -3,6 +3,8 @@ the later seeds, failures, and the paired differences."""
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -177,3 +179,31 @@ def test_results_of_other_settings_are_named_and_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"demo: 1 result file\(s\) in .* ran with other arguments .*: uniform__lr0.0001__seed0\. Delete"):
         recipe_study.report(changed, plot=False)
     assert "| uniform | 0.5000 | - |" in recipe_study.report(study, plot=False)
+
+
+def test_runners_on_one_machine_skip_the_runs_another_live_runner_claimed(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_study, "STUDY_RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(recipe_study, "STUDY_OUTPUT_DIR", tmp_path / "out")
+    monkeypatch.setattr(recipe_study, "model_folder", lambda model, models_dir: "/models/minilm")
+    executed = []
+
+    def execute(study, arm, rate, seed, model_path, models_dir, threads):
+        executed.append(run_id(arm, rate, seed))
+        assert recipe_study.claim_path(study, (arm, rate, seed)).read_text() == str(os.getpid())
+        return _record(study, arm, rate, seed) | {"wall_seconds": 1.0}
+
+    monkeypatch.setattr(recipe_study, "execute", execute)
+    study = _study()
+    first, second, third = recipe_study.planned_runs(study, {})[:3]
+    held = recipe_study.claim_path(study, first)
+    held.parent.mkdir(parents=True)
+    held.write_text(str(os.getppid()))  # a live process: the runner that started the first run
+    stale = recipe_study.claim_path(study, second)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale.write_text(str(dead.pid))  # a runner that died without removing its claim
+
+    recipe_study.run_study(study, Path("/models"), threads=1, dry_run=False, retry_failed=False, max_runs=2)
+    assert executed == [run_id(*second), run_id(*third)]
+    assert held.exists() and not stale.exists() and not recipe_study.claim_path(study, third).exists()
+    assert sorted(path.stem for path in (tmp_path / "results" / "demo").glob("*.json")) == sorted([run_id(*second), run_id(*third)])
