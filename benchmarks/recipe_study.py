@@ -19,6 +19,7 @@ it again.
     python benchmarks/recipe_study.py run qa --threads 1       # what is missing
     python benchmarks/recipe_study.py run qa --dry-run         # print the commands only
     python benchmarks/recipe_study.py report qa                # table, summary.json, heatmap
+    python benchmarks/recipe_study.py report qa --update BENCHMARKS.md   # and the table into BENCHMARKS.md
 
 The rate of each arm is chosen on the grid seeds with the same evaluation split that is reported, as
 transformers' examples report ``eval_*`` of the run they tuned: the later seeds are untouched by the choice.
@@ -553,6 +554,21 @@ def report(study: RecipeStudy, plot: bool = True) -> str:
     return markdown(summary)
 
 
+def update_document(path: Path, study_name: str, table: str) -> None:
+    """Replaces what stands between ``<!-- <study>-study results begin -->`` and ``... end -->`` in ``path``
+    (BENCHMARKS.md) with ``table``.
+
+    Raises:
+        ValueError: when the file has no such markers.
+    """
+    begin, end = f"<!-- {study_name}-study results begin -->", f"<!-- {study_name}-study results end -->"
+    text = path.read_text(encoding="utf-8")
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{path} needs one line {begin!r} and, after it, one line {end!r} around the study's table.")
+    head, rest = text.split(begin)
+    path.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("run", "report"), help="run: the missing runs; report: tables, summary.json and heatmap.")
@@ -562,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="Print the commands that would run now, and run nothing.")
     parser.add_argument("--retry-failed", action="store_true", help="Run failed runs again.")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs.")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        help="report: also put the tables into this file (BENCHMARKS.md), between its lines "
+        "'<!-- <study>-study results begin -->' and '<!-- <study>-study results end -->'.",
+    )
     return parser
 
 
@@ -571,7 +594,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run_study(study, args.models_dir, args.threads, args.dry_run, args.retry_failed, args.max_runs)
     else:
-        print(report(study))
+        table = report(study)
+        if args.update is not None:
+            update_document(args.update, study.name, table)
+        print(table)
 
 
 if __name__ == "__main__":

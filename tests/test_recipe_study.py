@@ -207,3 +207,12 @@ def test_runners_on_one_machine_skip_the_runs_another_live_runner_claimed(tmp_pa
     assert executed == [run_id(*second), run_id(*third)]
     assert held.exists() and not stale.exists() and not recipe_study.claim_path(study, third).exists()
     assert sorted(path.stem for path in (tmp_path / "results" / "demo").glob("*.json")) == sorted([run_id(*second), run_id(*third)])
+
+
+def test_the_report_replaces_the_table_between_the_study_markers_only(tmp_path):
+    document = tmp_path / "BENCHMARKS.md"
+    document.write_text("# B\n<!-- demo-study results begin -->\nold table\n<!-- demo-study results end -->\nafter\n")
+    recipe_study.update_document(document, "demo", "| new |")
+    assert document.read_text() == "# B\n<!-- demo-study results begin -->\n| new |\n<!-- demo-study results end -->\nafter\n"
+    with pytest.raises(ValueError, match="needs one line '<!-- other-study results begin -->'"):
+        recipe_study.update_document(document, "other", "| new |")
