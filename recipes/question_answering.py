@@ -142,8 +142,6 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         super().__post_init__()
 
 
-
-
 def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:
     """Checks that every split's answers are SQuAD's ``{"text": [...], "answer_start": [...]}``, and that questions
     without an answer come only with --version_2_with_negative; a test split may have no answers at all. A split
@@ -201,7 +199,7 @@ def shorten_questions(questions: list[str], *, tokenizer, max_seq_length: int, d
     if room < 1:
         raise ValueError(
             f"--max_seq_length {max_seq_length} leaves no room for a question beside {doc_stride + 1} context tokens "
-            f"(--doc_stride + 1) and the special tokens: raise --max_seq_length or lower --doc_stride."
+            "(--doc_stride + 1) and the special tokens: raise --max_seq_length or lower --doc_stride."
         )
     tokens = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     shortened = [

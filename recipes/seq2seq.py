@@ -166,8 +166,6 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
         return self.source_lang is not None
 
 
-
-
 def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[str, str]:
     """The source and target columns (summarisation), or the translation column twice, after checking that every
     split holds rows and them, and that the translation pairs hold both languages.

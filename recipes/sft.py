@@ -153,8 +153,6 @@ class DataTrainingArguments(DataArgumentsMixin):
         super().__post_init__()
 
 
-
-
 def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], sources: dict[str, str]) -> str:
     """The data format (:data:`CHAT`, :data:`PROMPT_COMPLETION` or :data:`TEXT`), from the columns of the first
     split, after checking that every split holds rows and that format's columns.
