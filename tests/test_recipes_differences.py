@@ -108,7 +108,8 @@ OWN_DEFINITIONS = {
     "question_answering": {
         "DataTrainingArguments", "ModelArguments", "QuestionAnsweringTrainer", "answer_f1", "answer_token_span",
         "check_answers", "load_fast_tokenizer", "main", "normalize_answer", "postprocess_qa_predictions",
-        "prepare_eval_features", "prepare_train_features", "squad_scores", "tokenize_eval_examples", "tokenize_windows",
+        "prepare_eval_features", "prepare_train_features", "shorten_questions", "squad_scores", "tokenize_eval_examples",
+        "tokenize_windows",
         "write_json", "write_predictions",
     },
     "audio_classification": {
