@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -592,6 +593,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     study = load_study(args.study)
     if args.action == "run":
+        # A runner stopped by SIGTERM stops its run too and drops its claim, as after Ctrl-C: subprocess.run kills
+        # the recipe when an exception interrupts it.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         run_study(study, args.models_dir, args.threads, args.dry_run, args.retry_failed, args.max_runs)
     else:
         table = report(study)
