@@ -482,7 +482,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"| arm | chosen lr | seeds | by seed | mean | std | {''.join(f'mean {name} | ' for name in others)}"
         f"paired difference to {summary['reference_arm']} [95% interval] |",
-        "|---|---|---|---|---|---|" + "---|" * len(others),
+        "|---|---|---|---|---|---|---|" + "---|" * len(others),
     ]
     for arm, row in summary["arms"].items():
         seeds = ", ".join(map(str, sorted(row["by_seed"])))

@@ -106,6 +106,7 @@ def test_summary_pairs_seeds_with_the_reference_arm():
     assert difference["interval_95"] == pytest.approx([0.045 - 0.063531, 0.045 + 0.063531], abs=1e-6)
     assert summary["failed_runs"] == [run_id("decay0.8", 3e-4, 2)]
     table = recipe_study.markdown(summary)
+    assert "|---|---|---|---|---|---|---|\n| uniform |" in table
     assert "| decay0.8 | 0.0003 | 0, 1 (failed: 2) | 0.6500, 0.6600 | 0.6550 | 0.0071 | +0.0450 [-0.0185, +0.1085] (2 seeds) |" in table
     assert "| uniform | 0.0001 | 0, 1, 2 | 0.6000, 0.6200, 0.5800 | 0.6000 | 0.0200 | reference |" in table
 
@@ -124,7 +125,9 @@ def test_other_metrics_are_reported_beside_the_metric_and_do_not_choose_rates():
     assert summary["arms"]["uniform"]["chosen_rate"] == 1e-4
     assert summary["arms"]["uniform"]["other_metrics"] == {"eval_exact_match": pytest.approx(0.7)}
     table = recipe_study.markdown(summary)
-    assert "| arm | chosen lr | seeds | by seed | mean | std | mean eval_exact_match | paired difference to uniform [95% interval] |" in table
+    header = "| arm | chosen lr | seeds | by seed | mean | std | mean eval_exact_match | paired difference to uniform [95% interval] |"
+    lines = table.splitlines()
+    assert lines[lines.index(header) + 1] == "|---|---|---|---|---|---|---|---|"
     assert "| uniform | 0.0001 | 0, 1 | 0.6000, 0.7000 | 0.6500 | 0.0707 | 0.7000 | reference |" in table
 
 
