@@ -78,6 +78,9 @@ class RecipeStudy:
         model_arg: the recipe's flag for the model folder.
         other_metrics: keys of ``all_results.json`` reported beside ``metric`` (each arm's mean at its chosen rate),
             e.g. exact match beside F1; they play no part in choosing rates.
+        rates_on_every_seed: arm -> rates of its grid that also run on every seed besides its chosen rate (a rate
+            the choice passed over, to see how it holds on the other seeds), each reported as a row of its own;
+            they play no part in the choice.
     """
 
     name: str
@@ -94,6 +97,7 @@ class RecipeStudy:
     caveats: str = ""
     model_arg: str = "--model_name_or_path"
     other_metrics: tuple[str, ...] = ()
+    rates_on_every_seed: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.arms:
@@ -101,6 +105,9 @@ class RecipeStudy:
         unknown = set(self.arm_learning_rates) - set(self.arms)
         if unknown:
             raise ValueError(f"Study {self.name}: arm_learning_rates names arms it does not have: {sorted(unknown)}.")
+        for arm, rates in self.rates_on_every_seed.items():
+            if arm not in self.arms or not set(rates) <= set(self.rates(arm)):
+                raise ValueError(f"Study {self.name}: rates_on_every_seed names {arm!r} {rates}, not an arm and rates of its grid.")
         if not set(self.grid_seeds) <= set(self.seeds):
             raise ValueError(f"Study {self.name}: grid_seeds {self.grid_seeds} must be among seeds {self.seeds}.")
 
@@ -191,6 +198,9 @@ def planned_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> list
             rate = chosen_rate(study, arm, results)
             if rate is not None:
                 plan.append((arm, rate, seed))
+    for seed in study.seeds:
+        for arm, rates in study.rates_on_every_seed.items():
+            plan.extend((arm, rate, seed) for rate in rates if (arm, rate, seed) not in plan)
     return [run for run in plan if run_id(*run) not in results]
 
 
@@ -407,33 +417,10 @@ def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[st
         }
         for arm in study.arms
     }
-    arms = {}
-    for arm in study.arms:
-        rate = chosen_rate(study, arm, results)
-        by_seed, failed = {}, []
-        if rate is not None:
-            for seed in study.seeds:
-                result = results.get(run_id(arm, rate, seed))
-                if result is None:
-                    continue
-                value = score(result, study.metric)
-                if value is None:
-                    failed.append(seed)
-                else:
-                    by_seed[seed] = value
-        values = list(by_seed.values())
-        others = {
-            name: _mean_or_none([score(results[run_id(arm, rate, seed)], name) for seed in by_seed]) if by_seed else None
-            for name in study.other_metrics
-        }
-        arms[arm] = {
-            "chosen_rate": rate,
-            "by_seed": by_seed,
-            "failed_seeds": failed,
-            "mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None,
-            "other_metrics": others,
-        }
+    arms = {arm: _rate_row(study, results, arm, chosen_rate(study, arm, results)) for arm in study.arms}
+    for arm, rates in study.rates_on_every_seed.items():
+        for rate in rates:
+            arms[f"{arm} at {rate:g}"] = _rate_row(study, results, arm, rate)
     reference = arms[study.reference_arm]
     for arm, summary in arms.items():
         if arm == study.reference_arm:
@@ -461,6 +448,33 @@ def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[st
         "failed_runs": sorted(key for key, value in results.items() if value.get("status") != "ok"),
         "revisions": sorted({value.get("git_revision", "unknown") for value in results.values()}),
         "caveats": study.caveats,
+    }
+
+
+def _rate_row(study: RecipeStudy, results: dict[str, dict[str, Any]], arm: str, rate: float | None) -> dict[str, Any]:
+    """An arm's scores at one rate over the study's seeds (nothing while the rate is None: not chosen yet)."""
+    by_seed, failed = {}, []
+    for seed in study.seeds if rate is not None else ():
+        result = results.get(run_id(arm, rate, seed))
+        if result is None:
+            continue
+        value = score(result, study.metric)
+        if value is None:
+            failed.append(seed)
+        else:
+            by_seed[seed] = value
+    values = list(by_seed.values())
+    others = {
+        name: _mean_or_none([score(results[run_id(arm, rate, seed)], name) for seed in by_seed]) if by_seed else None
+        for name in study.other_metrics
+    }
+    return {
+        "chosen_rate": rate,
+        "by_seed": by_seed,
+        "failed_seeds": failed,
+        "mean": statistics.fmean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "other_metrics": others,
     }
 
 

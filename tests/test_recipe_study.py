@@ -219,3 +219,30 @@ def test_the_report_replaces_the_table_between_the_study_markers_only(tmp_path):
     assert document.read_text() == "# B\n<!-- demo-study results begin -->\n| new |\n<!-- demo-study results end -->\nafter\n"
     with pytest.raises(ValueError, match="needs one line '<!-- other-study results begin -->'"):
         recipe_study.update_document(document, "other", "| new |")
+
+
+def test_a_rate_passed_over_can_also_run_on_every_seed_as_a_row_of_its_own():
+    study = _study(rates_on_every_seed={"decay0.8": (1e-4,)})
+    grid = {
+        run_id("uniform", 1e-4, 0): _ok(0.60),
+        run_id("uniform", 3e-4, 0): _ok(0.50),
+        run_id("decay0.8", 1e-4, 0): _ok(0.61),
+        run_id("decay0.8", 3e-4, 0): _ok(0.65),
+    }
+    assert recipe_study.planned_runs(study, grid) == [
+        ("uniform", 1e-4, 1), ("decay0.8", 3e-4, 1), ("uniform", 1e-4, 2), ("decay0.8", 3e-4, 2),
+        ("decay0.8", 1e-4, 1), ("decay0.8", 1e-4, 2),
+    ]
+    results = grid | {
+        run_id("uniform", 1e-4, 1): _ok(0.62),
+        run_id("decay0.8", 3e-4, 1): _ok(0.20),
+        run_id("decay0.8", 1e-4, 1): _ok(0.64),
+    }
+    summary = recipe_study.summarize(study, results)
+    assert summary["arms"]["decay0.8"]["chosen_rate"] == 3e-4
+    passed_over = summary["arms"]["decay0.8 at 0.0001"]
+    assert passed_over["chosen_rate"] == 1e-4 and passed_over["by_seed"] == {0: 0.61, 1: 0.64}
+    assert passed_over["paired_difference"]["mean"] == pytest.approx(0.015)
+    assert "| decay0.8 at 0.0001 | 0.0001 | 0, 1 | 0.6100, 0.6400 | 0.6250 |" in recipe_study.markdown(summary)
+    with pytest.raises(ValueError, match="rates_on_every_seed names 'decay0.8' \\(0.001,\\), not an arm and rates of its grid"):
+        _study(rates_on_every_seed={"decay0.8": (1e-3,)})
