@@ -246,9 +246,8 @@ def recorded_command(command: list[str]) -> str:
 def expected_arguments(study: RecipeStudy, arm: str, learning_rate: float, seed: int) -> list[str]:
     """The arguments of a run that decide its result, as its result file records them: the study's and the arm's,
     the seed and the rate (not the model and output folders, which depend on the machine)."""
-    fill = {"data": "../shared/data", "models": "{models}"}
-    arguments = [argument.format(**fill) for argument in study.common_args]
-    return [*arguments, *study.arms[arm], "--seed", str(seed), "--learning_rate", f"{learning_rate:g}"]
+    command = run_command(study, arm, learning_rate, seed, "MODEL", DEFAULT_MODELS_DIR)
+    return recorded_arguments(study, {"command": recorded_command(command)})
 
 
 def recorded_arguments(study: RecipeStudy, result: dict[str, Any]) -> list[str]:
