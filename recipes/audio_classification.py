@@ -44,9 +44,9 @@ from scipy.signal import resample_poly
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from recipe_utils import (
-    DataArgumentsMixin, LabelSet, accuracy_metrics, build_trainer, check_data_files, check_labels,
-    keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs, prepare_run,
-    require_rows_and_columns, take_samples, train_evaluate_and_report,
+    FolderDataArgumentsMixin, LabelSet, accuracy_metrics, build_trainer, check_labels, keep_splits_to_run,
+    load_config, load_model, load_train_and_eval_splits, model_card_kwargs, prepare_run, require_rows_and_columns,
+    take_samples, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 
@@ -88,8 +88,11 @@ class ModelArguments(BaseModelArguments):
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsMixin):
+class DataTrainingArguments(FolderDataArgumentsMixin):
     """Which clips to train and evaluate on, and how to read them."""
+
+    examples_name = "clips"
+    file_layout = "lists of clip paths and labels"
 
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hub dataset with an audio column and a label column."}
@@ -101,12 +104,6 @@ class DataTrainingArguments(DataArgumentsMixin):
             "folder, or absolute) and a column of labels."
         },
     )
-    train_dir: str | None = field(
-        default=None, metadata={"help": "A folder of training clips with one sub-folder per class."}
-    )
-    validation_dir: str | None = field(
-        default=None, metadata={"help": "A folder of evaluation clips, as --train_dir."}
-    )
     audio_column_name: str = field(
         default="audio", metadata={"help": "The column holding the clips (paths, or a Hub dataset's audio)."}
     )
@@ -117,18 +114,6 @@ class DataTrainingArguments(DataArgumentsMixin):
     )
 
     def __post_init__(self):
-        has_dirs = self.train_dir is not None or self.validation_dir is not None
-        has_files = self.train_file is not None or self.validation_file is not None
-        if sum((self.dataset_name is not None, has_dirs, has_files)) != 1:
-            raise ValueError(
-                "Give the clips one way: --dataset_name (Hub), --train_dir / --validation_dir (folders with one "
-                "sub-folder per class) or --train_file / --validation_file (lists of clip paths and labels)."
-            )
-        for argument in ("train_dir", "validation_dir"):
-            path = getattr(self, argument)
-            if path is not None and not os.path.isdir(path):
-                raise ValueError(f"--{argument} {path}: no such folder.")
-        check_data_files({"train_file": self.train_file, "validation_file": self.validation_file})
         if self.max_length_seconds <= 0:
             raise ValueError(f"--max_length_seconds must be positive, got {self.max_length_seconds}.")
         super().__post_init__()
@@ -159,29 +144,14 @@ def read_audio_folder(folder: str, audio_column: str, label_column: str) -> Data
 
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits "train" (always, for the classes) and "eval", with a description of where each comes from."""
-    if data_args.dataset_name is not None:
-        requested = {"train": (data_args.train_split_name, "--train_split_name")}
-        if training_args.do_eval:
-            requested["eval"] = (data_args.validation_split_name, "--validation_split_name")
-        splits, sources = load_hub_splits(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            requested,
-            model_args=model_args,
-            revision=data_args.dataset_revision,
-        )
-    elif data_args.train_dir is not None or data_args.validation_dir is not None:
-        folders = {"train": data_args.train_dir, "eval": data_args.validation_dir}
-        folders = {split: folder for split, folder in folders.items() if folder is not None}
-        columns = (data_args.audio_column_name, data_args.label_column_name)
-        splits = {split: read_audio_folder(folder, *columns) for split, folder in folders.items()}
-        sources = {split: f"audio folder {folder}" for split, folder in folders.items()}
-    else:
-        files = {split: path for split, path in data_args.data_files().items() if path is not None}
-        splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
-        sources = dict(files)
-    if "train" not in splits:
-        raise ValueError("The classes come from the training data: give --train_dir, --train_file or a Hub train split.")
+    columns = (data_args.audio_column_name, data_args.label_column_name)
+    splits, sources = load_train_and_eval_splits(
+        data_args,
+        model_args,
+        hub_eval_argument="--validation_split_name" if training_args.do_eval else None,
+        read_folders=lambda folders: {split: read_audio_folder(folder, *columns) for split, folder in folders.items()},
+        folder_kind="audio folder",
+    )
     if training_args.do_eval and "eval" not in splits:
         raise ValueError("--do_eval needs evaluation clips: --validation_dir, --validation_file or a Hub evaluation split.")
     return splits, sources

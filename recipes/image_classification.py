@@ -40,10 +40,9 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Pr
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from recipe_utils import (
-    DataArgumentsMixin, LabelSet, accuracy_metrics, as_image_column, build_trainer, check_data_files, check_labels,
-    keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_model, model_card_kwargs,
-    model_input_size, prepare_run, require_rows_and_columns, resize_image_processor, take_samples,
-    train_evaluate_and_report,
+    FolderDataArgumentsMixin, LabelSet, accuracy_metrics, as_image_column, build_trainer, check_labels,
+    keep_splits_to_run, load_config, load_model, load_train_and_eval_splits, model_card_kwargs, model_input_size,
+    prepare_run, require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 
@@ -94,8 +93,12 @@ class ModelArguments(BaseModelArguments):
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsMixin):
+class DataTrainingArguments(FolderDataArgumentsMixin):
     """Which images to train and evaluate on, and how to read them."""
+
+    examples_name = "images"
+    folder_layout = "image folders"
+    file_layout = "parquet files"
 
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hub dataset (cifar10, cifar100, food101, beans, ...)."}
@@ -107,12 +110,6 @@ class DataTrainingArguments(DataArgumentsMixin):
     train_val_split: float | None = field(
         default=None,
         metadata={"help": "Evaluate on this fraction of the training data, split off at random, instead."},
-    )
-    train_dir: str | None = field(
-        default=None, metadata={"help": "A folder of training images with one sub-folder per class."}
-    )
-    validation_dir: str | None = field(
-        default=None, metadata={"help": "A folder of evaluation images, as --train_dir."}
     )
     train_file: str | None = field(
         default=None,
@@ -127,56 +124,32 @@ class DataTrainingArguments(DataArgumentsMixin):
     )
 
     def __post_init__(self):
-        has_dirs = self.train_dir is not None or self.validation_dir is not None
-        has_files = self.train_file is not None or self.validation_file is not None
-        if sum((self.dataset_name is not None, has_dirs, has_files)) != 1:
-            raise ValueError(
-                "Give the images one way: --dataset_name (Hub), --train_dir / --validation_dir (image folders) or "
-                "--train_file / --validation_file (parquet files)."
-            )
-        for argument in ("train_dir", "validation_dir"):
-            path = getattr(self, argument)
-            if path is not None and not os.path.isdir(path):
-                raise ValueError(f"--{argument} {path}: no such folder.")
-        check_data_files({"train_file": self.train_file, "validation_file": self.validation_file})
         if self.train_val_split is not None and not 0.0 < self.train_val_split < 1.0:
             raise ValueError(f"--train_val_split must be a fraction in (0, 1), got {self.train_val_split}.")
         super().__post_init__()
 
 
+def read_image_folders(folders: dict[str, str], cache_dir: str | None) -> dict[str, Dataset]:
+    """Split -> its folder of images with one sub-folder per class, read in one load so that every split gets
+    the same classes (the sub-folder names)."""
+    raw = load_dataset(
+        "imagefolder",
+        data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
+        cache_dir=cache_dir,
+    )
+    return {split: raw[split] for split in folders}
+
+
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
     """The splits "train" (always, for the classes) and "eval", with a description of where each comes from."""
-    if data_args.dataset_name is not None:
-        requested = {"train": (data_args.train_split_name, "--train_split_name")}
-        if training_args.do_eval and data_args.train_val_split is None:
-            requested["eval"] = (data_args.validation_split_name, "--validation_split_name (or --train_val_split)")
-        splits, sources = load_hub_splits(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            requested,
-            model_args=model_args,
-            revision=data_args.dataset_revision,
-        )
-    elif data_args.train_dir is not None or data_args.validation_dir is not None:
-        folders = {"train": data_args.train_dir, "eval": data_args.validation_dir}
-        folders = {split: folder for split, folder in folders.items() if folder is not None}
-        # One load, so that both splits get the same classes (the sub-folder names).
-        raw = load_dataset(
-            "imagefolder",
-            data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
-            cache_dir=model_args.cache_dir,
-        )
-        splits = {split: raw[split] for split in folders}
-        sources = {split: f"image folder {folder}" for split, folder in folders.items()}
-    else:
-        files = {split: path for split, path in data_args.data_files().items() if path is not None}
-        splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
-        sources = dict(files)
-
-    if "train" not in splits:
-        raise ValueError(
-            "The classes come from the training data: give --train_dir, --train_file or a Hub train split."
-        )
+    hub_eval = training_args.do_eval and data_args.train_val_split is None
+    splits, sources = load_train_and_eval_splits(
+        data_args,
+        model_args,
+        hub_eval_argument="--validation_split_name (or --train_val_split)" if hub_eval else None,
+        read_folders=partial(read_image_folders, cache_dir=model_args.cache_dir),
+        folder_kind="image folder",
+    )
     if training_args.do_eval and "eval" not in splits:
         if data_args.train_val_split is None:
             raise ValueError(

@@ -71,9 +71,9 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from recipe_utils import (
-    DataArgumentsMixin, as_image_column, build_trainer, check_data_files, keep_splits_to_run, load_config,
-    load_data_file, load_data_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size,
-    prepare_run, require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
+    FolderDataArgumentsMixin, as_image_column, build_trainer, keep_splits_to_run, load_config, load_data_file,
+    load_data_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size, prepare_run,
+    require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
     treat_loss_as_batch_mean,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
@@ -149,8 +149,12 @@ class ModelArguments(BaseModelArguments):
 
 
 @dataclass
-class DataTrainingArguments(DataArgumentsMixin):
+class DataTrainingArguments(FolderDataArgumentsMixin):
     """Which images and masks to train and evaluate on, how to read them, and how to augment them."""
+
+    examples_name = "images and masks"
+    folder_layout = "folders of images/ and masks/"
+    file_layout = "parquet files"
 
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (scene_parse_150, ...)."})
     train_file: str | None = field(
@@ -195,18 +199,6 @@ class DataTrainingArguments(DataArgumentsMixin):
     max_scale: float = field(default=2.0, metadata={"help": "See --min_scale."})
 
     def __post_init__(self):
-        has_dirs = self.train_dir is not None or self.validation_dir is not None
-        has_files = self.train_file is not None or self.validation_file is not None
-        if sum((self.dataset_name is not None, has_dirs, has_files)) != 1:
-            raise ValueError(
-                "Give the images and masks one way: --dataset_name (Hub), --train_dir / --validation_dir (folders of "
-                "images/ and masks/) or --train_file / --validation_file (parquet files)."
-            )
-        for argument in ("train_dir", "validation_dir"):
-            path = getattr(self, argument)
-            if path is not None and not os.path.isdir(path):
-                raise ValueError(f"--{argument} {path}: no such folder.")
-        check_data_files({"train_file": self.train_file, "validation_file": self.validation_file})
         if self.id2label_file is not None and not os.path.isfile(self.id2label_file):
             raise ValueError(f"--id2label_file {self.id2label_file}: no such file.")
         if not 0 < self.min_scale <= self.max_scale:

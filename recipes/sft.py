@@ -37,8 +37,8 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
 from recipe_utils import (
-    DataArgumentsMixin, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run, load_splits,
-    prepare_run, require_rows_and_columns, take_samples, train_evaluate_and_report,
+    DataArgumentsMixin, HubModelArguments, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
+    load_splits, prepare_run, require_rows_and_columns, take_samples, train_evaluate_and_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,21 +54,13 @@ class SFTTrainingArguments(RecipeArgumentsMixin, layerwise_arguments(SFTConfig),
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubModelArguments):
     """Which causal language model to fine-tune, how to load it, and the optional LoRA adapter (TRL's names)."""
 
     model_name_or_path: str = field(
         metadata={"help": "A Hub model id (HuggingFaceTB/SmolLM2-135M-Instruct) or the path of a local model folder."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path, if not the model's."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets from the Hub."})
-    model_revision: str = field(
-        default="main", metadata={"help": "The model version to use: a branch name, tag name or commit id."}
-    )
-    token: str | None = field(
-        default=None,
-        metadata={"help": "Hub token for private models and datasets; by default the one `hf auth login` stored."},
-    )
     dtype: str = field(
         default="float32",
         metadata={
@@ -103,12 +95,7 @@ class ModelArguments:
 
     def hub_options(self, trust_remote_code: bool) -> dict:
         """The keyword arguments of every ``from_pretrained`` call (``--trust_remote_code`` is SFTConfig's)."""
-        return {
-            "cache_dir": self.cache_dir,
-            "revision": self.model_revision,
-            "token": self.token,
-            "trust_remote_code": trust_remote_code,
-        }
+        return {**self.fetch_options(), "trust_remote_code": trust_remote_code}
 
     def peft_config(self):
         """The LoRA configuration of ``--use_peft`` (as TRL's ``get_peft_config``), or None."""

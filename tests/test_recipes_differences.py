@@ -1,10 +1,11 @@
 """What the recipes share and where they are meant to differ, in the spirit of accelerate's
 ``ExampleDifferenceTests`` (its ``tests/test_examples.py``): a recipe keeps only what is specific to its task,
-and everything else comes from ``recipes/recipe_utils.py``. A change to what differs must change the sets
-below, on purpose."""
+and everything else comes from the package ``recipes/recipe_utils/``. A change to what differs must change the
+sets below, on purpose."""
 
 import ast
 import dataclasses
+import glob
 import importlib
 import inspect
 import os
@@ -95,8 +96,8 @@ OWN_DEFINITIONS = {
         "text_metrics", "write_predictions", "main",
     },
     "image_classification": {
-        "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_image_column", "resolve_label_column",
-        "random_resized_crop_box", "TrainTransform", "EvalTransform",
+        "ModelArguments", "DataTrainingArguments", "read_image_folders", "load_splits", "resolve_image_column",
+        "resolve_label_column", "random_resized_crop_box", "TrainTransform", "EvalTransform",
         "check_image_columns", "set_drop_path_rate", "image_size_forward_options",
         "apply_transforms", "collate", "main",
     },
@@ -141,17 +142,40 @@ OWN_MODEL_ARGUMENTS = {
     "text_classification": {"tokenizer_name"},
     "image_classification": {"image_processor_name", "image_size", "drop_path_rate"},
     "token_classification": {"tokenizer_name"},
-}
+    "question_answering": {"tokenizer_name"},
+    "audio_classification": {"feature_extractor_name", "freeze_feature_encoder", "freeze_base_model"},
+    "semantic_segmentation": {
+        "image_processor_name", "image_size", "head", "backbone_out_indices", "decode_head_hidden_size",
+        "use_auxiliary_head",
+    },
+    "sft": {
+        "tokenizer_name", "dtype", "attn_implementation", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+        "lora_target_modules", "lora_modules_to_save", "use_rslora", "use_dora",
+    },
+    "seq2seq": {"tokenizer_name"},
+}  # fmt: skip
 OWN_DATA_ARGUMENTS = {
     "text_classification": {
         "task_name", "column_names", "text_column", "text_pair_column", "label_column", "max_seq_length",
     },
-    "image_classification": {
-        "train_val_split", "train_dir", "validation_dir", "image_column", "label_column",
-    },
+    "image_classification": {"train_val_split", "image_column", "label_column"},
     "token_classification": {
         "conll_columns", "tokens_column", "label_column", "label_all_tokens", "max_seq_length",
         "return_entity_level_metrics",
+    },
+    "question_answering": {
+        "question_column_name", "context_column_name", "answer_column_name", "max_seq_length", "doc_stride",
+        "version_2_with_negative", "null_score_diff_threshold", "n_best_size", "max_answer_length",
+    },
+    "audio_classification": {"audio_column_name", "label_column_name", "max_length_seconds"},
+    "semantic_segmentation": {
+        "image_column_name", "label_column_name", "id2label_file", "reduce_labels", "ignore_index", "min_scale",
+        "max_scale",
+    },
+    "sft": {"messages_column", "prompt_column", "completion_column"},
+    "seq2seq": {
+        "text_column", "summary_column", "source_lang", "target_lang", "source_prefix", "max_source_length",
+        "max_target_length", "ignore_pad_token_for_loss", "num_beams",
     },
 }  # fmt: skip
 # Shared arguments a recipe declares again only to say more in --help (type and default stay the shared ones).
@@ -159,17 +183,35 @@ REWORDED_ARGUMENTS = {
     "text_classification": {"model_name_or_path", "dataset_name", "train_file"},
     "image_classification": {"model_name_or_path", "dataset_name", "validation_split_name", "train_file"},
     "token_classification": {"model_name_or_path", "dataset_name", "train_file", "test_file"},
+    "question_answering": {"model_name_or_path", "dataset_name", "train_file", "test_file"},
+    "audio_classification": {"model_name_or_path", "dataset_name", "train_file"},
+    "semantic_segmentation": {"model_name_or_path", "dataset_name", "train_file", "train_dir", "validation_dir"},
+    "sft": {"model_name_or_path", "train_file"},
+    "seq2seq": {"model_name_or_path", "train_file"},
 }
-# The shared data arguments each recipe takes: the Hub dataset, files and subsets; the data to predict; tokenization.
+# The shared model arguments each recipe takes: sft.py's --trust_remote_code is TRL's SFTConfig's, so it takes
+# the Hub fields alone.
+MODEL_BASES = {recipe: recipe_utils.ModelArguments for recipe in RECIPES} | {"sft": recipe_utils.HubModelArguments}
+# The shared data arguments each recipe takes: the Hub dataset, files and subsets; the data to predict; folders of
+# examples; tokenization.
 DATA_MIXINS = {
     "text_classification": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
-    "image_classification": (recipe_utils.DataArgumentsMixin,),
+    "image_classification": (recipe_utils.FolderDataArgumentsMixin,),
     "token_classification": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
+    "question_answering": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
+    "audio_classification": (recipe_utils.FolderDataArgumentsMixin,),
+    "semantic_segmentation": (recipe_utils.FolderDataArgumentsMixin,),
+    "sft": (recipe_utils.DataArgumentsMixin,),
+    "seq2seq": (recipe_utils.PredictionDataArgumentsMixin, recipe_utils.TokenizationArgumentsMixin),
 }
 
 
 def _tree(recipe: str) -> ast.Module:
-    with open(os.path.join(RECIPES_DIR, f"{recipe}.py"), encoding="utf-8") as handle:
+    return _parse(os.path.join(RECIPES_DIR, f"{recipe}.py"))
+
+
+def _parse(path: str) -> ast.Module:
+    with open(path, encoding="utf-8") as handle:
         return ast.parse(handle.read())
 
 
@@ -184,8 +226,20 @@ def _called_names(function: ast.FunctionDef) -> list[str]:
 
 def _functions(module: str) -> dict[str, str]:
     """Module-level function name -> its code (arguments and body, without its name and docstring)."""
+    return _functions_of(_tree(module))
+
+
+def _shared_functions() -> dict[str, str]:
+    """:func:`_functions` of every module of the package recipe_utils."""
     functions = {}
-    for node in _tree(module).body:
+    for path in sorted(glob.glob(os.path.join(RECIPES_DIR, "recipe_utils", "*.py"))):
+        functions.update(_functions_of(_parse(path)))
+    return functions
+
+
+def _functions_of(tree: ast.Module) -> dict[str, str]:
+    functions = {}
+    for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             body = node.body[1:] if ast.get_docstring(node) else node.body
             functions[node.name] = ast.dump(node.args) + ast.dump(ast.Module(body=body, type_ignores=[]))
@@ -226,7 +280,7 @@ def test_each_recipe_defines_only_what_its_task_needs(recipe):
     defined = {node.name for node in _tree(recipe).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert defined == OWN_DEFINITIONS[recipe]
     # None of them is a copy, under its name or another, of a shared function or of another recipe's.
-    shared = _functions("recipe_utils")
+    shared = _shared_functions()
     # load_splits is the one shared step a recipe may define anew: when its data needs more than recipe_utils'.
     assert not (defined - {"load_splits"}) & set(shared)
     ours = set(_functions(recipe).values())
@@ -236,18 +290,18 @@ def test_each_recipe_defines_only_what_its_task_needs(recipe):
     assert not ours & set(shared.values())
 
 
-@pytest.mark.parametrize("recipe", CLASSIFICATION_RECIPES)
+@pytest.mark.parametrize("recipe", RECIPES)
 def test_each_recipe_adds_only_its_own_arguments_to_the_shared_ones(recipe):
     module = importlib.import_module(recipe)
     model_arguments, data_arguments = module.ModelArguments, module.DataTrainingArguments
-    assert model_arguments.__bases__ == (recipe_utils.ModelArguments,)
+    assert model_arguments.__bases__ == (MODEL_BASES[recipe],)
     assert data_arguments.__bases__ == DATA_MIXINS[recipe]
 
     reworded = REWORDED_ARGUMENTS[recipe]
     assert _declared(model_arguments) | _declared(data_arguments) == (
         OWN_MODEL_ARGUMENTS[recipe] | OWN_DATA_ARGUMENTS[recipe] | reworded
     )
-    shared, shared_types = _fields(recipe_utils.ModelArguments), typing.get_type_hints(recipe_utils.ModelArguments)
+    shared, shared_types = _fields(MODEL_BASES[recipe]), typing.get_type_hints(MODEL_BASES[recipe])
     for mixin in DATA_MIXINS[recipe]:
         shared.update(_fields(mixin))
         shared_types.update(typing.get_type_hints(mixin))
@@ -261,12 +315,13 @@ def test_each_recipe_adds_only_its_own_arguments_to_the_shared_ones(recipe):
         assert own.metadata["help"] != shared[name].metadata["help"], name
 
 
-def test_the_recipes_share_their_steps_from_one_module():
+def test_the_recipes_share_their_steps_from_one_package():
     # Every recipe_utils function a main() calls is a public, documented helper with its arguments named.
     for name in SHARED_STEPS:
         if name == "load_splits":
             continue
         function = getattr(recipe_utils, name)
+        assert function.__module__.startswith(f"{recipe_utils.__name__}."), name
         assert function.__doc__, name
         assert not any(
             parameter.kind is inspect.Parameter.VAR_KEYWORD

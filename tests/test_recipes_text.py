@@ -589,10 +589,10 @@ def test_two_ranks_join_over_gloo_without_use_cpu(tiny_bert, tmp_path):
 
 def test_use_cpu_is_set_where_there_is_no_accelerator(monkeypatch):
     arguments = "--model_name_or_path m --task_name rte --output_dir o"
-    monkeypatch.setattr(recipe_utils, "accelerator_available", lambda: False)
+    monkeypatch.setattr(recipe_utils.arguments, "accelerator_available", lambda: False)
     assert _parse(arguments)[2].use_cpu is True
     assert _parse(f"{arguments} --bf16")[2].bf16  # transformers refuses --bf16 without a GPU unless use_cpu
-    monkeypatch.setattr(recipe_utils, "accelerator_available", lambda: True)
+    monkeypatch.setattr(recipe_utils.arguments, "accelerator_available", lambda: True)
     assert _parse(arguments)[2].use_cpu is False
     assert _parse(f"{arguments} --use_cpu")[2].use_cpu is True
 

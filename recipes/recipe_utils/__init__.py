@@ -1,0 +1,151 @@
+"""What the recipes share, one module a concern:
+
+* ``arguments``: the recipes' training arguments, the pretrained model to start from, and the mixins of the
+  data arguments (a Hub dataset or files, the data to predict, folders of examples, tokenization);
+* ``setup``: parsing the arguments and setting a run up (logging, stages, the checkpoint to resume from);
+* ``data``: local files and Hub splits read into the splits a run needs, their checks, their random subsets;
+* ``labels``: the classes of a label column, their checks, and the labels of a model's config;
+* ``models``: the pretrained config and model;
+* ``metrics``: `evaluate` metrics, or the same computed locally, and accuracy;
+* ``images``: image columns and the input size of an image processor;
+* ``tokenization``: tokenizing every split, and padding for mixed precision;
+* ``training``: the trainer, training, evaluation and the report at the end, and the lr x decay search.
+
+Each recipe keeps what is specific to its task (how its data is read and checked, its processor, its
+transforms or tokenization, its metric and its predictions); ``tests/test_recipes_differences.py`` pins
+that split. Nothing here computes layer-wise rates: that is `finetune_llrd`'s (`LLRDTrainingArguments`,
+`LLRDTrainer`, `finetune_llrd.model_card`).
+
+The recipes run as scripts, with ``recipes/`` on ``sys.path``, and import every name from the package:
+``from recipe_utils import prepare_run``.
+"""
+
+from .arguments import (
+    RecipeArgumentsMixin,
+    RecipeTrainingArguments,
+    accelerator_available,
+    HubModelArguments,
+    ModelArguments,
+    DataArgumentsMixin,
+    PredictionDataArgumentsMixin,
+    FolderDataArgumentsMixin,
+    TokenizationArgumentsMixin,
+)
+from .setup import (
+    STAGES,
+    parse_arguments,
+    arguments_given,
+    setup_logging,
+    check_processes_joined,
+    choose_stages,
+    find_checkpoint_to_resume,
+    prepare_run,
+)
+from .data import (
+    DATA_FILE_BUILDERS,
+    data_file_builder,
+    is_tsv,
+    check_data_files,
+    load_data_file,
+    require_rows,
+    require_columns,
+    load_hub_splits,
+    load_splits,
+    load_data_splits,
+    load_train_and_eval_splits,
+    select_data_files,
+    require_rows_and_columns,
+    keep_splits_to_run,
+    take_samples,
+)
+from .labels import (
+    NAMES_SHOWN,
+    names_preview,
+    LabelSet,
+    check_labels,
+    set_labels,
+)
+from .models import (
+    load_config,
+    load_model,
+    treat_loss_as_batch_mean,
+)
+from .metrics import (
+    load_metric,
+    local_metric,
+    accuracy_metrics,
+    logits_of,
+)
+from .images import (
+    as_image_column,
+    model_input_size,
+    resize_image_processor,
+)
+from .tokenization import (
+    tokenize_splits,
+    pad_to_multiple_of,
+)
+from .training import (
+    model_card_kwargs,
+    build_trainer,
+    train_evaluate_and_report,
+    search_layerwise_rates,
+    print_layerwise_lr_table,
+)
+
+__all__ = [
+    "DATA_FILE_BUILDERS",
+    "DataArgumentsMixin",
+    "FolderDataArgumentsMixin",
+    "HubModelArguments",
+    "LabelSet",
+    "ModelArguments",
+    "NAMES_SHOWN",
+    "PredictionDataArgumentsMixin",
+    "RecipeArgumentsMixin",
+    "RecipeTrainingArguments",
+    "STAGES",
+    "TokenizationArgumentsMixin",
+    "accelerator_available",
+    "accuracy_metrics",
+    "arguments_given",
+    "as_image_column",
+    "build_trainer",
+    "check_data_files",
+    "check_labels",
+    "check_processes_joined",
+    "choose_stages",
+    "data_file_builder",
+    "find_checkpoint_to_resume",
+    "is_tsv",
+    "keep_splits_to_run",
+    "load_config",
+    "load_data_file",
+    "load_data_splits",
+    "load_hub_splits",
+    "load_metric",
+    "load_model",
+    "load_splits",
+    "load_train_and_eval_splits",
+    "local_metric",
+    "logits_of",
+    "model_card_kwargs",
+    "model_input_size",
+    "names_preview",
+    "pad_to_multiple_of",
+    "parse_arguments",
+    "prepare_run",
+    "print_layerwise_lr_table",
+    "require_columns",
+    "require_rows",
+    "require_rows_and_columns",
+    "resize_image_processor",
+    "search_layerwise_rates",
+    "select_data_files",
+    "set_labels",
+    "setup_logging",
+    "take_samples",
+    "tokenize_splits",
+    "train_evaluate_and_report",
+    "treat_loss_as_batch_mean",
+]
