@@ -27,6 +27,7 @@ from typing import Any
 
 import bench_utils
 
+
 ARMS = ("none", "singh2015", "auto_rgn", "lars", "autolr")
 REFERENCES = ("none", "singh2015")
 
@@ -36,21 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature run: a tiny BERT, one round of a few steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
-    parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm", help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config.")
-    parser.add_argument("--rounds", type=int, default=None, help="Rounds; every arm trains once per round (default 5, quick 1).")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every run left out of the timing (default 3, quick 1).")
-    parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 20, quick 2).")
+    parser.add_argument(
+        "--model",
+        choices=("minilm", "bert-base"),
+        default="minilm",
+        help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config.",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="Rounds; every arm trains once per round (default 5, quick 1)."
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="Steps of every run left out of the timing (default 3, quick 1).",
+    )
+    parser.add_argument(
+        "--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 20, quick 2)."
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 4).")
     parser.add_argument("--max-length", type=int, default=64, help="Tokens per example.")
-    parser.add_argument("--autolr-interval", type=int, default=10, help="layer_lr_adaptation_interval of the autolr arm.")
+    parser.add_argument(
+        "--autolr-interval", type=int, default=10, help="layer_lr_adaptation_interval of the autolr arm."
+    )
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/adaptation_cost.json).")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/adaptation_cost.json)."
+    )
     return parser
 
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Gives the unset sizes their full or quick defaults."""
-    for name, (full, quick) in {"rounds": (5, 1), "warmup_steps": (3, 1), "measured_steps": (20, 2), "batch_size": (32, 4)}.items():
+    for name, (full, quick) in {
+        "rounds": (5, 1),
+        "warmup_steps": (3, 1),
+        "measured_steps": (20, 2),
+        "batch_size": (32, 4),
+    }.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     return args
@@ -61,7 +85,14 @@ def make_model(name: str, quick: bool):
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     if quick:
-        config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, num_labels=2)
+        config = BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=37,
+            num_labels=2,
+        )
         return AutoModelForSequenceClassification.from_config(config)
     if name == "minilm":
         return AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
@@ -99,16 +130,29 @@ def time_one_run(arm: str, model, dataset, args: argparse.Namespace, output_dir:
 
     device = args.device
     training = LLRDTrainingArguments(
-        output_dir=output_dir, learning_rate=2e-5, layer_decay=0.9, weight_decay=0.01, layer_lr_adaptation=arm,
-        layer_lr_adaptation_interval=args.autolr_interval, per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup_steps + args.measured_steps, max_grad_norm=1.0, logging_strategy="no", save_strategy="no",
-        report_to=[], disable_tqdm=True, use_cpu=device == "cpu", seed=0, data_seed=0, dataloader_drop_last=True,
+        output_dir=output_dir,
+        learning_rate=2e-5,
+        layer_decay=0.9,
+        weight_decay=0.01,
+        layer_lr_adaptation=arm,
+        layer_lr_adaptation_interval=args.autolr_interval,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup_steps + args.measured_steps,
+        max_grad_norm=1.0,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        seed=0,
+        data_seed=0,
+        dataloader_drop_last=True,
     )
     timer = StepTimer()
     trainer = LLRDTrainer(model=model, args=training, train_dataset=dataset, callbacks=[timer])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    return timer.times[args.warmup_steps:]
+    return timer.times[args.warmup_steps :]
 
 
 def summarize(times: dict[str, list[list[float]]]) -> dict[str, Any]:
@@ -117,7 +161,9 @@ def summarize(times: dict[str, list[list[float]]]) -> dict[str, Any]:
     for arm, rounds in times.items():
         row: dict[str, Any] = {"step_seconds": bench_utils.median_and_spread([t for run in rounds for t in run])}
         for reference in REFERENCES:
-            per_round = [statistics.median(run) / statistics.median(base) for run, base in zip(rounds, times[reference])]
+            per_round = [
+                statistics.median(run) / statistics.median(base) for run, base in zip(rounds, times[reference])
+            ]
             row[f"ratio_to_{reference}"] = row["step_seconds"]["median"] / summary_median(times[reference])
             row[f"ratio_to_{reference}_per_round"] = bench_utils.median_and_spread(per_round)
         summary[arm] = row
@@ -157,13 +203,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(args.rounds):
-            order = ARMS[round_index % len(ARMS):] + ARMS[:round_index % len(ARMS)]
+            order = ARMS[round_index % len(ARMS) :] + ARMS[: round_index % len(ARMS)]
             for arm in order:
                 times[arm].append(time_one_run(arm, copy.deepcopy(initial).to(args.device), dataset, args, output_dir))
     summary = summarize(times)
     results = {
-        "model": "tiny-bert" if args.quick else args.model, "device": args.device, "batch_size": args.batch_size,
-        "max_length": args.max_length, "autolr_interval": args.autolr_interval, "arms": summary, "step_seconds_by_round": times,
+        "model": "tiny-bert" if args.quick else args.model,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "autolr_interval": args.autolr_interval,
+        "arms": summary,
+        "step_seconds_by_round": times,
     }
     output = args.output or bench_utils.default_output("adaptation_cost", args.quick)
     bench_utils.write_result(output, "adaptation_cost", argv, args.quick, machine, results, started)

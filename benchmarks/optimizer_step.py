@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_utils
 import torch
 
-import bench_utils
 
 IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 ARMS = ("two_groups", "layerwise")
@@ -35,19 +35,46 @@ ARMS = ("two_groups", "layerwise")
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A miniature run: MiniLM only, a few steps per implementation.")
+    parser.add_argument(
+        "--quick", action="store_true", help="A miniature run: MiniLM only, a few steps per implementation."
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="The parameters' dtype.")
-    parser.add_argument("--models", default=None, help="Comma-separated among minilm (the real 6-layer MiniLM) and bert-base (12 layers from config); default both, quick minilm.")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="Comma-separated among for-loop, foreach, fused.")
-    parser.add_argument("--steps", type=int, default=None, help="Timed steps per arm, model and implementation (default: see default_steps; quick 4).")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Untimed steps per arm first (default 5, quick 1).")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="Comma-separated among minilm (the real 6-layer MiniLM) and bert-base (12 layers from config); default both, quick minilm.",
+    )
+    parser.add_argument(
+        "--implementations", default=",".join(IMPLEMENTATIONS), help="Comma-separated among for-loop, foreach, fused."
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Timed steps per arm, model and implementation (default: see default_steps; quick 4).",
+    )
+    parser.add_argument(
+        "--warmup-steps", type=int, default=None, help="Untimed steps per arm first (default 5, quick 1)."
+    )
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The layer-wise arm's decay.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of decayed parameters.")
-    parser.add_argument("--sweep-groups", default="2,8,32,163", help="Group counts of the per-group cost sweep (empty: no sweep).")
-    parser.add_argument("--sweep-steps", type=int, default=None, help="Timed steps per group count in the sweep (default 300, quick 3).")
+    parser.add_argument(
+        "--sweep-groups", default="2,8,32,163", help="Group counts of the per-group cost sweep (empty: no sweep)."
+    )
+    parser.add_argument(
+        "--sweep-steps",
+        type=int,
+        default=None,
+        help="Timed steps per group count in the sweep (default 300, quick 3).",
+    )
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/optimizer_step[_<device>].json).")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="The JSON file (default: benchmarks/results/optimizer_step[_<device>].json).",
+    )
     return parser
 
 
@@ -83,11 +110,15 @@ def arm_groups(model: torch.nn.Module, layer_decay: float, weight_decay: float) 
     merged: dict[float, list[torch.nn.Parameter]] = {}
     for group in layerwise:
         merged.setdefault(group["weight_decay"], []).extend(group["params"])
-    two_groups = [{"params": params, "lr": 5e-5, "weight_decay": decay} for decay, params in sorted(merged.items(), reverse=True)]
+    two_groups = [
+        {"params": params, "lr": 5e-5, "weight_decay": decay} for decay, params in sorted(merged.items(), reverse=True)
+    ]
     return {"layerwise": layerwise, "two_groups": two_groups}
 
 
-def time_steps(optimizers: dict[str, torch.optim.Optimizer], steps: int, warmup: int, device: str) -> dict[str, list[float]]:
+def time_steps(
+    optimizers: dict[str, torch.optim.Optimizer], steps: int, warmup: int, device: str
+) -> dict[str, list[float]]:
     """Seconds of each ``optimizer.step()``, arms alternating A B B A ..., after ``warmup`` untimed steps each."""
     for _ in range(warmup):
         for optimizer in optimizers.values():
@@ -132,7 +163,13 @@ def measure(model_name: str, implementation: str, args: argparse.Namespace, step
         "num_parameters": sum(param.numel() for param in model.parameters()),
         "num_tensors": sum(1 for _ in model.parameters()),
         "groups": group_counts,
-        "step_ms": {arm: {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(seconds[arm]).items()} for arm in ARMS},
+        "step_ms": {
+            arm: {
+                key: value * 1e3 if key != "n" else value
+                for key, value in bench_utils.median_and_spread(seconds[arm]).items()
+            }
+            for arm in ARMS
+        },
         "ratio": medians["layerwise"] / medians["two_groups"],
         "ratio_per_pair": bench_utils.median_and_spread(per_pair),
         "ratio_per_pair_median_95ci": bench_utils.bootstrap_median_interval(per_pair),
@@ -156,8 +193,13 @@ def sweep_groups(implementation: str, group_counts: list[int], args: argparse.Na
     optimizers = {}
     for count in group_counts:
         bounds = [round(index * len(tensors) / count) for index in range(count + 1)]
-        groups = [{"params": tensors[start:end], "lr": 5e-5 * (1 + index / count)} for index, (start, end) in enumerate(zip(bounds, bounds[1:]))]
-        optimizers[str(count)] = torch.optim.AdamW(groups, lr=5e-5, weight_decay=args.weight_decay, **IMPLEMENTATIONS[implementation])
+        groups = [
+            {"params": tensors[start:end], "lr": 5e-5 * (1 + index / count)}
+            for index, (start, end) in enumerate(zip(bounds, bounds[1:]))
+        ]
+        optimizers[str(count)] = torch.optim.AdamW(
+            groups, lr=5e-5, weight_decay=args.weight_decay, **IMPLEMENTATIONS[implementation]
+        )
     seconds = time_steps(optimizers, steps, args.warmup_steps, args.device)
     medians = {count: bench_utils.median_and_spread(values)["median"] * 1e6 for count, values in seconds.items()}
     xs, ys = [int(count) for count in medians], list(medians.values())
@@ -171,7 +213,11 @@ def format_sweep(sweep: list[dict[str, Any]]) -> str:
     counts = list(sweep[0]["step_us"])
     lines = [f"{'impl':<9} " + " ".join(f"{count + ' groups us':>15}" for count in counts) + f" {'us per group':>13}"]
     for row in sweep:
-        lines.append(f"{row['implementation']:<9} " + " ".join(f"{row['step_us'][count]:>15.1f}" for count in counts) + f" {row['us_per_group']:>13.2f}")
+        lines.append(
+            f"{row['implementation']:<9} "
+            + " ".join(f"{row['step_us'][count]:>15.1f}" for count in counts)
+            + f" {row['us_per_group']:>13.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -212,8 +258,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(measure(model_name, implementation, args, steps))
     group_counts = parse_counts(args.sweep_groups)
     sweep_steps = args.sweep_steps or (3 if args.quick else 300)
-    sweep = [sweep_groups(implementation, group_counts, args, sweep_steps) for implementation in args.implementations.split(",")] if group_counts else []
-    results = {"device": args.device, "dtype": args.dtype, "layer_decay": args.layer_decay, "rows": rows, "group_sweep": sweep}
+    sweep = (
+        [
+            sweep_groups(implementation, group_counts, args, sweep_steps)
+            for implementation in args.implementations.split(",")
+        ]
+        if group_counts
+        else []
+    )
+    results = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "layer_decay": args.layer_decay,
+        "rows": rows,
+        "group_sweep": sweep,
+    }
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
     output = args.output or bench_utils.default_output(f"optimizer_step{suffix}", args.quick)
     bench_utils.write_result(output, "optimizer_step", argv, args.quick, machine, results, started)

@@ -22,14 +22,22 @@ from typing import Any
 import bench_utils
 import evidence_summary
 
-ARM_STYLE = {"uniform": {"color": "tab:blue", "label": "uniform (stock Trainer)"}, "layerwise": {"color": "tab:orange", "label": "layer-wise (LLRDTrainer)"}}
+
+ARM_STYLE = {
+    "uniform": {"color": "tab:blue", "label": "uniform (stock Trainer)"},
+    "layerwise": {"color": "tab:orange", "label": "layer-wise (LLRDTrainer)"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quality", type=Path, default=bench_utils.RESULTS_DIR / "quality.json", help="The quality benchmark's JSON.")
-    parser.add_argument("--evidence", type=Path, default=bench_utils.RESULTS_DIR / "evidence", help="The evidence studies' run files.")
+    parser.add_argument(
+        "--quality", type=Path, default=bench_utils.RESULTS_DIR / "quality.json", help="The quality benchmark's JSON."
+    )
+    parser.add_argument(
+        "--evidence", type=Path, default=bench_utils.RESULTS_DIR / "evidence", help="The evidence studies' run files."
+    )
     parser.add_argument("--output-dir", type=Path, default=bench_utils.PLOTS_DIR, help="Where the PNG files go.")
     return parser
 
@@ -56,10 +64,20 @@ def plot_curves(quality: dict[str, Any], path: Path) -> None:
             means = [row[1] for row in curve]
             stds = [row[2] for row in curve]
             style = ARM_STYLE[arm]
-            axis.plot(steps, means, marker="o", color=style["color"], label=f"{style['label']}: {arms[arm]['best_config']}")
-            axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=style["color"], alpha=0.2)
+            axis.plot(
+                steps, means, marker="o", color=style["color"], label=f"{style['label']}: {arms[arm]['best_config']}"
+            )
+            axis.fill_between(
+                steps,
+                [m - s for m, s in zip(means, stds)],
+                [m + s for m, s in zip(means, stds)],
+                color=style["color"],
+                alpha=0.2,
+            )
         target = arms["time_to_accuracy"]["target"]
-        axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f} (uniform final mean)")
+        axis.axhline(
+            target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f} (uniform final mean)"
+        )
         setup = task["setup"]
         axis.set_title(f"{name}: accuracy on {setup['curve_split']} split, {len(quality['seeds'])} seeds (mean ± std)")
         axis.set_xlabel(f"optimizer step (batch {setup['batch_size']})")
@@ -93,11 +111,24 @@ def plot_rates(quality: dict[str, Any], path: Path) -> None:
         names = [row["block"].replace("bert.encoder.layer.", "layer ") for row in rows]
         # equal configurations of two tasks would hide each other: the first is drawn wide and pale
         axis.plot(
-            [row["depth"] for row in rows], [row["lr"] for row in rows], marker="os"[index % 2], color=f"C{index}",
-            linewidth=5 - 3 * (index % 2), alpha=0.5 + 0.5 * (index % 2), label=f"{name}: {arms['layerwise']['best_config']}",
+            [row["depth"] for row in rows],
+            [row["lr"] for row in rows],
+            marker="os"[index % 2],
+            color=f"C{index}",
+            linewidth=5 - 3 * (index % 2),
+            alpha=0.5 + 0.5 * (index % 2),
+            label=f"{name}: {arms['layerwise']['best_config']}",
         )
-        uniform_lr = next(run for run in task["runs"] if run["label"] == arms["uniform"]["best_config"])["config"]["learning_rate"]
-        axis.axhline(uniform_lr, color=f"C{index}", linestyle="--", linewidth=1, label=f"{name}: {arms['uniform']['best_config']}")
+        uniform_lr = next(run for run in task["runs"] if run["label"] == arms["uniform"]["best_config"])["config"][
+            "learning_rate"
+        ]
+        axis.axhline(
+            uniform_lr,
+            color=f"C{index}",
+            linestyle="--",
+            linewidth=1,
+            label=f"{name}: {arms['uniform']['best_config']}",
+        )
     axis.set_xticks(range(len(names)))
     axis.set_xticklabels(names, rotation=30, ha="right")
     axis.set_yscale("log")
@@ -132,9 +163,13 @@ def plot_evidence_group(key: tuple[str, str, str, str], summary: dict[str, Any],
     for row_index, row in enumerate(values):
         for column_index, value in enumerate(row):
             if value == value:
-                heat_axis.text(column_index, row_index, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9)
+                heat_axis.text(
+                    column_index, row_index, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9
+                )
     heat_axis.set_xticks(range(len(grid["rates"])), [f"{rate:.0e}" for rate in grid["rates"]])
-    heat_axis.set_yticks(range(len(grid["decays"])), [f"{decay:g}" + (" (uniform)" if decay == 1.0 else "") for decay in grid["decays"]])
+    heat_axis.set_yticks(
+        range(len(grid["decays"])), [f"{decay:g}" + (" (uniform)" if decay == 1.0 else "") for decay in grid["decays"]]
+    )
     heat_axis.set_xlabel("learning rate (the head's for layer-wise)")
     heat_axis.set_ylabel("layer decay")
     heat_axis.set_title(f"report {metric}, mean over seeds {', '.join(map(str, grid['seeds']))}")
@@ -142,8 +177,20 @@ def plot_evidence_group(key: tuple[str, str, str, str], summary: dict[str, Any],
     for name, entry in summary["arms"].items():
         curve = entry["best_curve"]
         steps, means, stds = [row[0] for row in curve], [row[1] for row in curve], [row[2] for row in curve]
-        line = curve_axis.plot(steps, means, marker="o", markersize=3, label=f"{name}, lr {summary['configs'][entry['best_config']]['learning_rate']:.0e}")[0]
-        curve_axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.12)
+        line = curve_axis.plot(
+            steps,
+            means,
+            marker="o",
+            markersize=3,
+            label=f"{name}, lr {summary['configs'][entry['best_config']]['learning_rate']:.0e}",
+        )[0]
+        curve_axis.fill_between(
+            steps,
+            [m - s for m, s in zip(means, stds)],
+            [m + s for m, s in zip(means, stds)],
+            color=line.get_color(),
+            alpha=0.12,
+        )
     curve_axis.set_xlabel("optimizer step")
     curve_axis.set_ylabel(f"selection {metric}")
     curve_axis.set_title("each arm's best rate: selection-split curve (mean ± std)")

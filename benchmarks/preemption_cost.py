@@ -31,6 +31,7 @@ from typing import Any
 
 import bench_utils
 
+
 NAME = "preemption_cost"
 
 
@@ -39,12 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature run: one repeat of a few steps.")
     parser.add_argument("--repeats", type=int, default=None, help="Preempted runs to time (default 3, quick 1).")
-    parser.add_argument("--max-steps", type=int, default=None, help="Optimizer steps of a whole run (default 16, quick 6).")
-    parser.add_argument("--signal-after", type=int, default=None, help="Steps done before the signal (default 4, quick 2).")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="Optimizer steps of a whole run (default 16, quick 6)."
+    )
+    parser.add_argument(
+        "--signal-after", type=int, default=None, help="Steps done before the signal (default 4, quick 2)."
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="Training batch size.")
     parser.add_argument("--max-seq-length", type=int, default=64, help="Truncation length of the sentences.")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the child runs (1: steady on shared cores).")
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/preemption_cost.json).")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads of the child runs (1: steady on shared cores)."
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/preemption_cost.json)."
+    )
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -64,7 +73,13 @@ def fill_defaults(args: argparse.Namespace) -> None:
 def train_child(args: argparse.Namespace) -> None:
     """Fine-tunes MiniLM for ``args.max_steps`` steps in ``args.child``; appends ``events.jsonl`` there."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainerCallback, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        TrainerCallback,
+        set_seed,
+    )
 
     from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
     from finetune_llrd.preemption import TrainingPreempted
@@ -72,7 +87,7 @@ def train_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     bench_utils.quiet_transformers()
     output_dir = args.child
-    events = open(output_dir / "events.jsonl", "a", encoding="utf-8")
+    events = open(output_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - written until the process ends
 
     def record(**event: Any) -> None:
         events.write(json.dumps(event | {"time": time.time()}) + "\n")
@@ -91,14 +106,29 @@ def train_child(args: argparse.Namespace) -> None:
     set_seed(0)  # the new classification head: the same in every run
     model = AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
     training_args = LLRDTrainingArguments(
-        output_dir=str(output_dir), layer_decay=0.9, learning_rate=1e-4, weight_decay=0.01,
-        per_device_train_batch_size=args.batch_size, max_steps=args.max_steps, warmup_steps=2, save_strategy="no",
-        logging_steps=1, report_to=[], disable_tqdm=True, use_cpu=True, seed=0, data_seed=0,
-        dataloader_num_workers=0, save_on_preemption=True,
+        output_dir=str(output_dir),
+        layer_decay=0.9,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        warmup_steps=2,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        save_on_preemption=True,
     )
     trainer = LLRDTrainer(
-        model=model, args=training_args, train_dataset=bench_utils.encode(tokenizer, texts, labels, args.max_seq_length),
-        data_collator=DataCollatorWithPadding(tokenizer), callbacks=[Events()],
+        model=model,
+        args=training_args,
+        train_dataset=bench_utils.encode(tokenizer, texts, labels, args.max_seq_length),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[Events()],
     )
     record(started=True)
     try:
@@ -114,8 +144,20 @@ def train_child(args: argparse.Namespace) -> None:
 
 
 def child_command(args: argparse.Namespace, output_dir: Path, resume: bool = False) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(output_dir), "--max-steps", str(args.max_steps),
-               "--batch-size", str(args.batch_size), "--max-seq-length", str(args.max_seq_length), "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(output_dir),
+        "--max-steps",
+        str(args.max_steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--threads",
+        str(args.threads),
+    ]
     return command + (["--resume"] if resume else [])
 
 
@@ -134,7 +176,7 @@ def steps_done(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def preempt_once(args: argparse.Namespace, output_dir: Path, environment: dict[str, str]) -> dict[str, Any]:
     """Starts a run, sends SIGTERM halfway through step ``signal_after + 1`` and times the way to the exit."""
     output_dir.mkdir(parents=True)
-    log = open(output_dir.with_suffix(".log"), "w")
+    log = open(output_dir.with_suffix(".log"), "w")  # noqa: SIM115 - the child writes into it for its whole life
     process = subprocess.Popen(child_command(args, output_dir), stdout=log, stderr=subprocess.STDOUT, env=environment)
     while len(steps_done(read_events(output_dir))) < args.signal_after:
         if process.poll() is not None:
@@ -169,17 +211,27 @@ def preempt_once(args: argparse.Namespace, output_dir: Path, environment: dict[s
     }
 
 
-def resume_and_compare(args: argparse.Namespace, preempted_dir: Path, straight_dir: Path, environment: dict[str, str]) -> dict[str, Any]:
+def resume_and_compare(
+    args: argparse.Namespace, preempted_dir: Path, straight_dir: Path, environment: dict[str, str]
+) -> dict[str, Any]:
     """Resumes the preempted run to the end, runs an uninterrupted one, and compares."""
     import torch
 
     before = steps_done(read_events(preempted_dir))
     with open(preempted_dir.with_suffix(".resume.log"), "w") as log:
-        subprocess.run(child_command(args, preempted_dir, resume=True), stdout=log, stderr=subprocess.STDOUT, env=environment, check=True)
-    after = steps_done(read_events(preempted_dir))[len(before):]
+        subprocess.run(
+            child_command(args, preempted_dir, resume=True),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            check=True,
+        )
+    after = steps_done(read_events(preempted_dir))[len(before) :]
     straight_dir.mkdir(parents=True)
     with open(straight_dir.with_suffix(".log"), "w") as log:
-        subprocess.run(child_command(args, straight_dir), stdout=log, stderr=subprocess.STDOUT, env=environment, check=True)
+        subprocess.run(
+            child_command(args, straight_dir), stdout=log, stderr=subprocess.STDOUT, env=environment, check=True
+        )
     steps_run = [event["step"] for event in before + after]
     resumed = torch.load(preempted_dir / "final_weights.pt")
     straight = torch.load(straight_dir / "final_weights.pt")
@@ -189,7 +241,9 @@ def resume_and_compare(args: argparse.Namespace, preempted_dir: Path, straight_d
         "steps_after_resume": len(after),
         "steps_redone": len(steps_run) - len(set(steps_run)),
         "steps_missing": args.max_steps - len(set(steps_run)),
-        "max_abs_weight_difference_vs_uninterrupted": max((resumed[n] - straight[n]).abs().max().item() for n in straight),
+        "max_abs_weight_difference_vs_uninterrupted": max(
+            (resumed[n] - straight[n]).abs().max().item() for n in straight
+        ),
     }
 
 
@@ -203,8 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     machine = bench_utils.machine_info()
     repo_root = str(bench_utils.REPO_ROOT)
-    environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-                       PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
+    environment = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])),
+    )
     work = Path(tempfile.mkdtemp(prefix="preemption-cost-"))
     try:
         repeats = []

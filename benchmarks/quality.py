@@ -41,8 +41,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import logging
-import multiprocessing
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -51,10 +51,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import bench_utils
+import numpy as np
 from bench_utils import EncodedDataset
+
 
 logger = logging.getLogger("quality")
 
@@ -94,12 +94,32 @@ class TaskSetup:
 
 FULL_TASKS = {
     "sst2": TaskSetup(
-        name="sst2", train_size=2048, curve_split="test", curve_size=None, select_split="dev", select_size=872,
-        report_split="test", report_size=None, max_length=64, batch_size=32, max_steps=64, eval_every=16,
+        name="sst2",
+        train_size=2048,
+        curve_split="test",
+        curve_size=None,
+        select_split="dev",
+        select_size=872,
+        report_split="test",
+        report_size=None,
+        max_length=64,
+        batch_size=32,
+        max_steps=64,
+        eval_every=16,
     ),
     "rte": TaskSetup(
-        name="rte", train_size=None, curve_split="dev", curve_size=None, select_split="dev", select_size=None,
-        report_split="test", report_size=None, max_length=128, batch_size=16, max_steps=64, eval_every=16,
+        name="rte",
+        train_size=None,
+        curve_split="dev",
+        curve_size=None,
+        select_split="dev",
+        select_size=None,
+        report_split="test",
+        report_size=None,
+        max_length=128,
+        batch_size=16,
+        max_steps=64,
+        eval_every=16,
     ),
 }
 
@@ -107,8 +127,15 @@ FULL_TASKS = {
 def quick_task(setup: TaskSetup) -> TaskSetup:
     """A miniature of a task: a few steps on a few examples, evaluated on small subsets."""
     return replace(
-        setup, train_size=32, curve_size=16, select_size=16, report_size=16, batch_size=8, max_steps=4,
-        eval_every=2, max_length=min(setup.max_length, 64),
+        setup,
+        train_size=32,
+        curve_size=16,
+        select_size=16,
+        report_size=16,
+        batch_size=8,
+        max_steps=4,
+        eval_every=2,
+        max_length=min(setup.max_length, 64),
     )
 
 
@@ -158,7 +185,11 @@ def parse_ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A miniature run (seconds): one seed, one configuration per arm, a few steps.")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A miniature run (seconds): one seed, one configuration per arm, a few steps.",
+    )
     parser.add_argument("--tasks", default="sst2,rte", help="Comma-separated tasks among sst2, rte.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds; every configuration runs with each.")
     parser.add_argument("--uniform-lrs", default="5e-5,1e-4,2e-4,4e-4", help="The uniform arm's learning rates.")
@@ -169,13 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="layer_lr_adaptation methods (comma-separated) added on top of every configuration of the grid, each compared with its twin without adaptation.",
     )
-    parser.add_argument("--search-trials", type=int, default=0, help="Trials of the lr x decay search on seed 0 (0: no search).")
+    parser.add_argument(
+        "--search-trials", type=int, default=0, help="Trials of the lr x decay search on seed 0 (0: no search)."
+    )
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of both arms.")
-    parser.add_argument("--warmup-fraction", type=float, default=0.1, help="Linear warm-up as a fraction of the steps.")
+    parser.add_argument(
+        "--warmup-fraction", type=float, default=0.1, help="Linear warm-up as a fraction of the steps."
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--processes", type=int, default=1, help="Run the tasks side by side in this many processes (each with --threads threads).")
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/quality.json, or out/bench-quick/ with --quick).")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Run the tasks side by side in this many processes (each with --threads threads).",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="The JSON file (default: benchmarks/results/quality.json, or out/bench-quick/ with --quick).",
+    )
     return parser
 
 
@@ -186,8 +231,13 @@ def grid(args: argparse.Namespace) -> list[ArmConfig]:
         With ``--quick``, one configuration per arm: uniform 2e-4 (or the middle uniform rate) and the first
         decay with the layer-wise rate nearest 2e-4 (and the methods on top of those two).
     """
-    uniform_lrs, layerwise_lrs, decays = parse_floats(args.uniform_lrs), parse_floats(args.layerwise_lrs), parse_floats(args.layer_decays)
+    uniform_lrs, layerwise_lrs, decays = (
+        parse_floats(args.uniform_lrs),
+        parse_floats(args.layerwise_lrs),
+        parse_floats(args.layer_decays),
+    )
     if args.quick:
+
         def nearest(rates: list[float]) -> float:
             return min(rates, key=lambda rate: abs(math.log(rate / 2e-4)))
 
@@ -196,7 +246,9 @@ def grid(args: argparse.Namespace) -> list[ArmConfig]:
         uniform = [ArmConfig("uniform", lr) for lr in uniform_lrs]
         layerwise = [ArmConfig("layerwise", lr, decay) for decay in decays for lr in layerwise_lrs]
         base = uniform + layerwise
-    adaptive = [replace(config, layer_lr_adaptation=method) for method in parse_methods(args.adaptations) for config in base]
+    adaptive = [
+        replace(config, layer_lr_adaptation=method) for method in parse_methods(args.adaptations) for config in base
+    ]
     return base + adaptive
 
 
@@ -291,7 +343,9 @@ def uses_llrd_trainer(config: ArmConfig) -> bool:
     return config.arm == "layerwise" or config.layer_lr_adaptation != "none"
 
 
-def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_once(
+    config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
     """Fine-tunes the real MiniLM once and evaluates it.
 
     Args:
@@ -328,7 +382,9 @@ def run_once(config: ArmConfig, setup: TaskSetup, data: TaskData, tokenizer, see
         started = time.perf_counter()
         train_output = trainer.train()
         train_seconds = time.perf_counter() - started
-        curve = [[entry["step"], entry["eval_accuracy"]] for entry in trainer.state.log_history if "eval_accuracy" in entry]
+        curve = [
+            [entry["step"], entry["eval_accuracy"]] for entry in trainer.state.log_history if "eval_accuracy" in entry
+        ]
         select_accuracy = trainer.evaluate(data.select, metric_key_prefix="select")["select_accuracy"]
         if setup.report_split == setup.curve_split and setup.report_size == setup.curve_size:
             report_accuracy = curve[-1][1]
@@ -357,10 +413,9 @@ def run_search_trials(setup: TaskSetup, data: TaskData, tokenizer, args: argpars
         ``space``, ``steps_per_trial``, ``best_params``, ``best_value`` (selection accuracy) and ``trials``
         (in the order they ran, each with its parameters, state, value and steps).
     """
+    import optuna
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
     from transformers.trainer_callback import PrinterCallback
-
-    import optuna
 
     from finetune_llrd import LLRDTrainer
     from finetune_llrd.search import SearchArguments, default_search_space, run_search
@@ -382,10 +437,18 @@ def run_search_trials(setup: TaskSetup, data: TaskData, tokenizer, args: argpars
             compute_metrics=accuracy,
         )
         trainer.remove_callback(PrinterCallback)
-        outcome = run_search(trainer, SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps), space, "eval_accuracy")
+        outcome = run_search(
+            trainer,
+            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
+            space,
+            "eval_accuracy",
+        )
     return {
-        "space": asdict(space), "steps_per_trial": setup.max_steps, "best_params": outcome.best_params,
-        "best_value": outcome.best_value, "trials": outcome.trials,
+        "space": asdict(space),
+        "steps_per_trial": setup.max_steps,
+        "best_params": outcome.best_params,
+        "best_value": outcome.best_value,
+        "trials": outcome.trials,
     }
 
 
@@ -437,12 +500,20 @@ def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "best_config_report": best["report"],
             "best_config_select": best["select"],
             "best_config_curve": bench_utils.mean_curve(best_runs),
-            "best_single_run": {"label": best_single["label"], "seed": best_single["seed"], "report_accuracy": best_single["report_accuracy"]},
+            "best_single_run": {
+                "label": best_single["label"],
+                "seed": best_single["seed"],
+                "report_accuracy": best_single["report_accuracy"],
+            },
             "best_config_on_report_split": max(arm_configs, key=lambda config: config["report"]["mean"])["label"],
             "grid_report": bench_utils.mean_and_std([run["report_accuracy"] for run in arm_runs]),
         }
-    arms["time_to_accuracy"] = time_to_accuracy(by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]])
-    arms["paired_difference"] = paired_difference(by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]])
+    arms["time_to_accuracy"] = time_to_accuracy(
+        by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]]
+    )
+    arms["paired_difference"] = paired_difference(
+        by_label[arms["uniform"]["best_config"]], by_label[arms["layerwise"]["best_config"]]
+    )
     summary = {"configs": configs, "arms": arms}
     adaptive = [config for config in configs if config not in base_configs]
     if adaptive:
@@ -460,7 +531,9 @@ def summarize_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], grid_max_steps: int, tolerance: float = 0.005) -> dict[str, Any]:
+def search_cost(
+    search: dict[str, Any], grid_runs: list[dict[str, Any]], grid_max_steps: int, tolerance: float = 0.005
+) -> dict[str, Any]:
     """How many trials and training steps the search needed to come within ``tolerance`` (half a point) of
     the grid's best configuration, both judged on the selection split with seed 0.
 
@@ -474,7 +547,9 @@ def search_cost(search: dict[str, Any], grid_runs: list[dict[str, Any]], grid_ma
         ``grid_best`` (label and selection accuracy), ``grid_configs``, ``grid_steps`` (the grid's cost for one
         seed), ``trials_needed`` and ``steps_needed`` (None: not reached), ``trials`` and ``steps`` (all).
     """
-    seed0 = [run for run in grid_runs if run["seed"] == 0 and run["config"].get("layer_lr_adaptation", "none") == "none"]
+    seed0 = [
+        run for run in grid_runs if run["seed"] == 0 and run["config"].get("layer_lr_adaptation", "none") == "none"
+    ]
     best = max(seed0, key=lambda run: run["select_accuracy"])
     return {
         "grid_best": {"label": best["label"], "select_accuracy": best["select_accuracy"]},
@@ -507,7 +582,11 @@ def time_to_accuracy(uniform_runs: list[dict[str, Any]], layerwise_runs: list[di
 def paired_difference(uniform_runs: list[dict[str, Any]], layerwise_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Layer-wise minus uniform report accuracy, seed by seed (same head initialization and batches)."""
     uniform_by_seed = {run["seed"]: run["report_accuracy"] for run in uniform_runs}
-    differences = [run["report_accuracy"] - uniform_by_seed[run["seed"]] for run in layerwise_runs if run["seed"] in uniform_by_seed]
+    differences = [
+        run["report_accuracy"] - uniform_by_seed[run["seed"]]
+        for run in layerwise_runs
+        if run["seed"] in uniform_by_seed
+    ]
     return bench_utils.mean_and_std(differences) | {"per_seed": differences}
 
 
@@ -563,7 +642,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.processes > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(args.processes, len(tasks)), mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(args.processes, len(tasks)), mp_context=context
+        ) as pool:
             futures = {pool.submit(run_task, task, args, seeds, configs, None): task for task in tasks}
             finished = {futures[future]: future.result() for future in concurrent.futures.as_completed(futures)}
         for task in tasks:  # in the order asked for, whichever finished first
@@ -578,7 +659,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def run_task(task: str, args: argparse.Namespace, seeds: list[int], configs: list[ArmConfig], on_run) -> dict[str, Any]:
+def run_task(
+    task: str, args: argparse.Namespace, seeds: list[int], configs: list[ArmConfig], on_run
+) -> dict[str, Any]:
     """Runs every configuration and seed of one task (in this process or a worker).
 
     Args:
@@ -608,12 +691,24 @@ def run_task(task: str, args: argparse.Namespace, seeds: list[int], configs: lis
         for config in configs:
             run = run_once(config, setup, data, tokenizer, seed, args)
             task_result["runs"].append(run)
-            logger.info("%s seed %d %s: report accuracy %.4f, %.0f s", task, seed, config.label, run["report_accuracy"], run["train_seconds"])
+            logger.info(
+                "%s seed %d %s: report accuracy %.4f, %.0f s",
+                task,
+                seed,
+                config.label,
+                run["report_accuracy"],
+                run["train_seconds"],
+            )
             if on_run is not None:
                 on_run(task_result)
     if args.search_trials > 0:
         task_result["search"] = run_search_trials(setup, data, tokenizer, args)
-        logger.info("%s search: best %s = %.4f", task, task_result["search"]["best_params"], task_result["search"]["best_value"])
+        logger.info(
+            "%s search: best %s = %.4f",
+            task,
+            task_result["search"]["best_params"],
+            task_result["search"]["best_value"],
+        )
     task_result["summary"] = summarize_task(task_result["runs"])
     task_result["complete"] = True
     if on_run is not None:

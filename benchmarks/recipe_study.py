@@ -45,6 +45,7 @@ from typing import Any
 import bench_utils
 from evidence_summary import t_interval
 
+
 STUDIES_DIR = bench_utils.BENCHMARKS_DIR / "studies"
 STUDY_RESULTS_DIR = bench_utils.RESULTS_DIR / "studies"
 STUDY_OUTPUT_DIR = bench_utils.REPO_ROOT / "out" / "studies"
@@ -107,7 +108,9 @@ class RecipeStudy:
             raise ValueError(f"Study {self.name}: arm_learning_rates names arms it does not have: {sorted(unknown)}.")
         for arm, rates in self.rates_on_every_seed.items():
             if arm not in self.arms or not set(rates) <= set(self.rates(arm)):
-                raise ValueError(f"Study {self.name}: rates_on_every_seed names {arm!r} {rates}, not an arm and rates of its grid.")
+                raise ValueError(
+                    f"Study {self.name}: rates_on_every_seed names {arm!r} {rates}, not an arm and rates of its grid."
+                )
         if not set(self.grid_seeds) <= set(self.seeds):
             raise ValueError(f"Study {self.name}: grid_seeds {self.grid_seeds} must be among seeds {self.seeds}.")
 
@@ -185,12 +188,7 @@ def chosen_rate(study: RecipeStudy, arm: str, results: dict[str, dict[str, Any]]
 def planned_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> list[tuple[str, float, int]]:
     """The runs of the study that can run now, in order: the grid first, then each arm's later seeds at its
     chosen rate (only once its grid has finished). Finished runs are left out."""
-    plan = [
-        (arm, rate, seed)
-        for seed in study.grid_seeds
-        for arm in study.arms
-        for rate in study.rates(arm)
-    ]
+    plan = [(arm, rate, seed) for seed in study.grid_seeds for arm in study.arms for rate in study.rates(arm)]
     for seed in study.seeds:
         if seed in study.grid_seeds:
             continue
@@ -216,7 +214,9 @@ def model_folder(model: str, models_dir: Path) -> str:
     return str(folder)
 
 
-def run_command(study: RecipeStudy, arm: str, learning_rate: float, seed: int, model_path: str, models_dir: Path) -> list[str]:
+def run_command(
+    study: RecipeStudy, arm: str, learning_rate: float, seed: int, model_path: str, models_dir: Path
+) -> list[str]:
     """The command line of one run (from the repository root)."""
     fill = {"data": str(bench_utils.DATA_DIR), "models": str(models_dir)}
     output_dir = STUDY_OUTPUT_DIR / study.name / run_id(arm, learning_rate, seed)
@@ -240,7 +240,11 @@ def run_command(study: RecipeStudy, arm: str, learning_rate: float, seed: int, m
 def recorded_command(command: list[str]) -> str:
     """A run's command as its result file keeps it: one line, with paths relative to the repository and the data
     folder as ``../shared/data``."""
-    return shlex.join(command).replace(str(bench_utils.REPO_ROOT) + "/", "").replace(str(bench_utils.DATA_DIR), "../shared/data")
+    return (
+        shlex.join(command)
+        .replace(str(bench_utils.REPO_ROOT) + "/", "")
+        .replace(str(bench_utils.DATA_DIR), "../shared/data")
+    )
 
 
 def expected_arguments(study: RecipeStudy, arm: str, learning_rate: float, seed: int) -> list[str]:
@@ -265,9 +269,13 @@ def stale_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> list[s
     stale = []
     for key, result in results.items():
         arm, rate, seed = result.get("arm"), result.get("learning_rate"), result.get("seed")
-        if arm not in study.arms or rate is None or seed is None or key != run_id(arm, rate, seed):
-            stale.append(key)
-        elif recorded_arguments(study, result) != expected_arguments(study, arm, rate, seed):
+        if (
+            arm not in study.arms
+            or rate is None
+            or seed is None
+            or key != run_id(arm, rate, seed)
+            or recorded_arguments(study, result) != expected_arguments(study, arm, rate, seed)
+        ):
             stale.append(key)
     return stale
 
@@ -284,17 +292,25 @@ def refuse_stale_runs(study: RecipeStudy, results: dict[str, dict[str, Any]]) ->
         )
 
 
-def execute(study: RecipeStudy, arm: str, learning_rate: float, seed: int, model_path: str, models_dir: Path, threads: int) -> dict[str, Any]:
+def execute(
+    study: RecipeStudy, arm: str, learning_rate: float, seed: int, model_path: str, models_dir: Path, threads: int
+) -> dict[str, Any]:
     """Runs one configuration and returns its result record (``status`` ``ok`` or ``failed``)."""
     command = run_command(study, arm, learning_rate, seed, model_path, models_dir)
     output_dir = Path(command[command.index("--output_dir") + 1])
     output_dir.mkdir(parents=True, exist_ok=True)
     log_path = output_dir.parent / f"{output_dir.name}.log"
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    env = os.environ | {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     revision = bench_utils.git_revision()
     started = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        completed = subprocess.run([sys.executable, *command[1:]], cwd=bench_utils.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        completed = subprocess.run(
+            [sys.executable, *command[1:]], cwd=bench_utils.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     record: dict[str, Any] = {
         "study": study.name,
         "arm": arm,
@@ -385,7 +401,9 @@ def run_study(
             return
         free = [run for run in plan if not claimed_by_another(claim_path(study, run))]
         if not plan or not free:
-            held_elsewhere = [path.stem for path in (STUDY_OUTPUT_DIR / study.name).glob("*.claim") if claimed_by_another(path)]
+            held_elsewhere = [
+                path.stem for path in (STUDY_OUTPUT_DIR / study.name).glob("*.claim") if claimed_by_another(path)
+            ]
             if not held_elsewhere:
                 print(f"{study.name}: nothing left to run ({len(results)} runs).")
                 return
@@ -401,7 +419,10 @@ def run_study(
             (directory / f"{run_id(*run)}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         finally:
             claim_path(study, run).unlink(missing_ok=True)
-        print(f"  {record['status']}: {study.metric}={score(record, study.metric)} in {record['wall_seconds']} s", flush=True)
+        print(
+            f"  {record['status']}: {study.metric}={score(record, study.metric)} in {record['wall_seconds']} s",
+            flush=True,
+        )
         retry_failed = False
         done += 1
 
@@ -411,7 +432,9 @@ def summarize(study: RecipeStudy, results: dict[str, dict[str, Any]]) -> dict[st
     and each arm's paired difference to the reference arm over the seeds both have."""
     grid = {
         arm: {
-            f"{rate:g}": _mean_or_none([score(results.get(run_id(arm, rate, seed)), study.metric) for seed in study.grid_seeds])
+            f"{rate:g}": _mean_or_none(
+                [score(results.get(run_id(arm, rate, seed)), study.metric) for seed in study.grid_seeds]
+            )
             for rate in study.rates(arm)
         }
         for arm in study.arms
@@ -508,7 +531,11 @@ def markdown(summary: dict[str, Any]) -> str:
             paired = "-"
         else:
             interval = difference["interval_95"]
-            paired = f"{difference['mean']:+.4f}" + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "") + f" ({len(difference['seeds'])} seeds)"
+            paired = (
+                f"{difference['mean']:+.4f}"
+                + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
+                + f" ({len(difference['seeds'])} seeds)"
+            )
         rate = "-" if row["chosen_rate"] is None else f"{row['chosen_rate']:g}"
         by_seed = ", ".join(_number(row["by_seed"][seed]) for seed in sorted(row["by_seed"])) or "-"
         other_means = "".join(f"{_number(row.get('other_metrics', {}).get(name))} | " for name in others)
@@ -516,9 +543,17 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {arm} | {rate} | {seeds or '-'} | {by_seed} | {_number(row['mean'])} | {_number(row['std'])} | {other_means}{paired} |"
         )
     rates = sorted({rate for row in summary["grid"].values() for rate in row}, key=float)
-    lines += ["", f"Grid (mean over seed(s) {', '.join(map(str, summary['grid_seeds']))}):", "", "| arm | " + " | ".join(rates) + " |", "|---|" + "---|" * len(rates)]
+    lines += [
+        "",
+        f"Grid (mean over seed(s) {', '.join(map(str, summary['grid_seeds']))}):",
+        "",
+        "| arm | " + " | ".join(rates) + " |",
+        "|---|" + "---|" * len(rates),
+    ]
     for arm, row in summary["grid"].items():
-        lines.append(f"| {arm} | " + " | ".join(_number(row.get(rate)) if rate in row else "" for rate in rates) + " |")
+        lines.append(
+            f"| {arm} | " + " | ".join(_number(row.get(rate)) if rate in row else "" for rate in rates) + " |"
+        )
     if summary["failed_runs"]:
         lines += ["", f"Failed runs: {', '.join(summary['failed_runs'])}."]
     lines += ["", f"{summary['runs']} runs, revision(s) {', '.join(summary['revisions'])}."]
@@ -537,7 +572,12 @@ def plot_heatmap(summary: dict[str, Any], path: Path) -> None:
 
     arms = list(summary["grid"])
     rates = sorted({rate for row in summary["grid"].values() for rate in row}, key=float)
-    values = np.array([[np.nan if summary["grid"][arm].get(rate) is None else summary["grid"][arm][rate] for rate in rates] for arm in arms])
+    values = np.array(
+        [
+            [np.nan if summary["grid"][arm].get(rate) is None else summary["grid"][arm][rate] for rate in rates]
+            for arm in arms
+        ]
+    )
     figure, axes = plt.subplots(figsize=(1.6 + 1.1 * len(rates), 1.2 + 0.5 * len(arms)))
     image = axes.imshow(values, cmap="viridis" if summary["greater_is_better"] else "viridis_r", aspect="auto")
     axes.set_xticks(range(len(rates)), rates)
@@ -546,9 +586,13 @@ def plot_heatmap(summary: dict[str, Any], path: Path) -> None:
     for row in range(len(arms)):
         for column in range(len(rates)):
             if not np.isnan(values[row, column]):
-                axes.text(column, row, f"{values[row, column]:.3f}", ha="center", va="center", color="white", fontsize=8)
+                axes.text(
+                    column, row, f"{values[row, column]:.3f}", ha="center", va="center", color="white", fontsize=8
+                )
     figure.colorbar(image, ax=axes, label=summary["metric"])
-    axes.set_title(f"{summary['study']}: {summary['metric']}, seed(s) {', '.join(map(str, summary['grid_seeds']))}", fontsize=9)
+    axes.set_title(
+        f"{summary['study']}: {summary['metric']}, seed(s) {', '.join(map(str, summary['grid_seeds']))}", fontsize=9
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -585,11 +629,20 @@ def update_document(path: Path, study_name: str, table: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("run", "report"), help="run: the missing runs; report: tables, summary.json and heatmap.")
+    parser.add_argument(
+        "action", choices=("run", "report"), help="run: the missing runs; report: tables, summary.json and heatmap."
+    )
     parser.add_argument("study", help="A study of benchmarks/studies/ (its file name without .py).")
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="Where build.sh puts (or has put) the real backbones.")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=DEFAULT_MODELS_DIR,
+        help="Where build.sh puts (or has put) the real backbones.",
+    )
     parser.add_argument("--threads", type=int, default=1, help="Torch threads of each run.")
-    parser.add_argument("--dry-run", action="store_true", help="Print the commands that would run now, and run nothing.")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Print the commands that would run now, and run nothing."
+    )
     parser.add_argument("--retry-failed", action="store_true", help="Run failed runs again.")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs.")
     parser.add_argument(

@@ -20,7 +20,9 @@ import quality
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=bench_utils.RESULTS_DIR, help="Where the benchmarks' JSON files are.")
+    parser.add_argument(
+        "--results-dir", type=Path, default=bench_utils.RESULTS_DIR, help="Where the benchmarks' JSON files are."
+    )
     return parser
 
 
@@ -106,7 +108,9 @@ def optimizer_section(payload: dict[str, Any]) -> str:
             f"{row['step_ms']['layerwise']['median']:.2f} | **{row['ratio']:.3f}** | {pair['median']:.3f} [{row['ratio_per_pair_median_95ci'][0]:.3f}-{row['ratio_per_pair_median_95ci'][1]:.3f}] | "
             f"{pair['q1']:.3f}-{pair['q3']:.3f} | {row['extra_us_per_group']:.0f} |"
         )
-    counts = ", ".join(f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"])
+    counts = ", ".join(
+        f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"]
+    )
     lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05.", ""]
     if result.get("group_sweep"):
         sweep = result["group_sweep"]
@@ -114,11 +118,17 @@ def optimizer_section(payload: dict[str, Any]) -> str:
         lines += [
             f"Fixed cost of a group: 326 tensors of 4,096 elements split into {', '.join(group_counts)} groups ({sweep[0]['steps']} steps per count, median us per step):",
             "",
-            "| implementation | " + " | ".join(f"{count} groups" for count in group_counts) + " | us per extra group (slope) |",
+            "| implementation | "
+            + " | ".join(f"{count} groups" for count in group_counts)
+            + " | us per extra group (slope) |",
             "|---|" + "---:|" * (len(group_counts) + 1),
         ]
         for row in sweep:
-            lines.append(f"| {row['implementation']} | " + " | ".join(f"{row['step_us'][count]:.0f}" for count in group_counts) + f" | **{row['us_per_group']:.1f}** |")
+            lines.append(
+                f"| {row['implementation']} | "
+                + " | ".join(f"{row['step_us'][count]:.0f}" for count in group_counts)
+                + f" | **{row['us_per_group']:.1f}** |"
+            )
         lines.append("")
     lines.append(command_block(payload))
     return "\n".join(lines)
@@ -163,15 +173,20 @@ def quality_section(payload: dict[str, Any]) -> str:
             "",
             f"{setup['max_steps']} steps x batch {setup['batch_size']} (max {setup['max_length']} tokens), "
             f"train subset {setup['train_size'] or 'all'}; curve on `{setup['curve_split']}` every {setup['eval_every']} steps, "
-            f"selection on `{setup['select_split']}`" + (f" ({setup['select_size']} rows)" if setup["select_size"] else "") +
-            f", report on `{setup['report_split']}`.",
+            f"selection on `{setup['select_split']}`"
+            + (f" ({setup['select_size']} rows)" if setup["select_size"] else "")
+            + f", report on `{setup['report_split']}`.",
             "",
             "| configuration | report accuracy, mean +- std over seeds | selection accuracy (mean) | per seed |",
             "|---|---:|---:|---|",
         ]
         for config in summary["configs"]:
-            per_seed = ", ".join(f"{run['report_accuracy']:.4f}" for run in task["runs"] if run["label"] == config["label"])
-            lines.append(f"| {config['label']} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |")
+            per_seed = ", ".join(
+                f"{run['report_accuracy']:.4f}" for run in task["runs"] if run["label"] == config["label"]
+            )
+            lines.append(
+                f"| {config['label']} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |"
+            )
         lines += [
             "",
             "| arm | best configuration (picked on selection split) | its report accuracy, mean +- std | best single run | mean over the whole grid |",
@@ -229,7 +244,9 @@ def quality_adaptive_section(payload: dict[str, Any], grid_payload: dict[str, An
         if search is not None and grid_payload is not None and name in grid_payload["results"]["tasks"]:
             grid_task = grid_payload["results"]["tasks"][name]
             cost = quality.search_cost(search, grid_task["runs"], grid_task["setup"]["max_steps"])
-            needed = "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
+            needed = (
+                "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
+            )
             best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
             lines += [
                 f"#### {name}: the lr x decay search against the grid of `quality.json` (seed 0, selection split)",
@@ -306,8 +323,9 @@ def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, An
         f"Model: {evidence_summary.MODEL_NOTES.get(model, model)}.",
         f"{meta['steps']} steps x batch {setup['batch_size']} ({size}); {setup['train_size']} training examples, selection on "
         f"{setup['select_size']} held out from the training file (curve every {setup['eval_every']} steps), report {metric} on "
-        f"`{setup['report_split']}`" + (f" ({setup['report_size']} rows)" if setup["report_size"] else "") +
-        f". Seeds {meta['seeds']}; {summary['num_runs']} runs.",
+        f"`{setup['report_split']}`"
+        + (f" ({setup['report_size']} rows)" if setup["report_size"] else "")
+        + f". Seeds {meta['seeds']}; {summary['num_runs']} runs.",
         "",
         f"| arm | best rate (selection split) | report {metric}, mean +- std | n | minus uniform, paired: mean [95% t interval] | rates within 1 point of the arm's best (span) |",
         "|---|---|---:|---:|---:|---|",
@@ -324,26 +342,50 @@ def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, An
         span = entry["rate_span"]
         span_text = f"{', '.join(f'{rate:.0e}' for rate in span['rates'])} (x{span['span']:g} of a x{span['grid'][-1] / span['grid'][0]:g} grid)"
         best = summary["configs"][entry["best_config"]]
-        chosen_on = "" if entry["grid_seeds"] == meta["seeds"] or len(entry["rate_span"]["grid"]) == 1 else f" (chosen on seeds {', '.join(map(str, entry['grid_seeds']))})"
+        chosen_on = (
+            ""
+            if entry["grid_seeds"] == meta["seeds"] or len(entry["rate_span"]["grid"]) == 1
+            else f" (chosen on seeds {', '.join(map(str, entry['grid_seeds']))})"
+        )
         lines.append(
             f"| {name} | {best['learning_rate']:.0e}{chosen_on} | {entry['best_report']['mean']:.4f} +- {entry['best_report']['std']:.4f} | "
             f"{entry['best_report']['n']} | {diff_text} | {span_text} |"
         )
     grid = summary["heatmap"]
     if len(grid["decays"]) > 1 and len(grid["rates"]) > 1:
-        over = "" if grid["seeds"] == meta["seeds"] else f", over seeds {', '.join(map(str, grid['seeds']))} (those every cell has)"
-        lines += ["", f"Mean report {metric}{over}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):", ""]
+        over = (
+            ""
+            if grid["seeds"] == meta["seeds"]
+            else f", over seeds {', '.join(map(str, grid['seeds']))} (those every cell has)"
+        )
+        lines += [
+            "",
+            f"Mean report {metric}{over}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):",
+            "",
+        ]
         lines.append("| decay | " + " | ".join(f"{rate:.0e}" for rate in grid["rates"]) + " |")
         lines.append("|---|" + "---:|" * len(grid["rates"]))
         for decay, row in zip(grid["decays"], grid["scores"]):
-            lines.append(f"| {decay:g} | " + " | ".join("" if value is None else f"{value:.4f}" for value in row) + " |")
-    lines += ["", "<details><summary>every configuration</summary>", "", f"| configuration | report, mean +- std | selection, mean | per seed |", "|---|---:|---:|---|"]
+            lines.append(
+                f"| {decay:g} | " + " | ".join("" if value is None else f"{value:.4f}" for value in row) + " |"
+            )
+    lines += [
+        "",
+        "<details><summary>every configuration</summary>",
+        "",
+        "| configuration | report, mean +- std | selection, mean | per seed |",
+        "|---|---:|---:|---|",
+    ]
     for label, config in summary["configs"].items():
         per_seed = ", ".join(f"{config['report_by_seed'][seed]:.4f}" for seed in sorted(config["report_by_seed"]))
-        lines.append(f"| {label} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |")
+        lines.append(
+            f"| {label} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |"
+        )
     lines += ["", "</details>", ""]
     lines += ["```", *meta["commands"], "```"]
-    lines.append(f"(revisions {', '.join(f'`{revision}`' for revision in meta['revisions'])}; {meta['run_hours']:.1f} process-hours, one torch thread per process)")
+    lines.append(
+        f"(revisions {', '.join(f'`{revision}`' for revision in meta['revisions'])}; {meta['run_hours']:.1f} process-hours, one torch thread per process)"
+    )
     lines.append("")
     return "\n".join(lines)
 
@@ -353,10 +395,17 @@ def evidence_sections(results_dir: Path) -> list[str]:
     directory = results_dir / "evidence"
     if not directory.is_dir():
         return []
-    sections = [evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()]
+    sections = [
+        evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()
+    ]
     searches = sorted((directory / "search").glob("*.json"))
     if searches:
-        sections.append(search_section([json.loads(path.read_text(encoding="utf-8")) for path in searches], evidence_summary.load_runs(directory)))
+        sections.append(
+            search_section(
+                [json.loads(path.read_text(encoding="utf-8")) for path in searches],
+                evidence_summary.load_runs(directory),
+            )
+        )
     return sections
 
 
@@ -369,7 +418,13 @@ def search_section(searches: list[dict[str, Any]], runs: list[dict[str, Any]]) -
         "|---|---|---:|---:|---|---:|",
     ]
     for search in searches:
-        grid = [run for run in runs if run["spec"]["model"] == search["model"] and run["spec"]["task"] == search["task"] and run["spec"]["budget"] == "standard"]
+        grid = [
+            run
+            for run in runs
+            if run["spec"]["model"] == search["model"]
+            and run["spec"]["task"] == search["task"]
+            and run["spec"]["budget"] == "standard"
+        ]
         if not any(run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise") for run in grid):
             continue
         cost = evidence_summary.search_cost(search, grid)

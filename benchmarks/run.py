@@ -20,6 +20,7 @@ import plots
 import quality
 import throughput
 
+
 BENCHMARKS = {
     "grouping_scale": grouping_scale.main,
     "optimizer_step": optimizer_step.main,
@@ -32,7 +33,9 @@ BENCHMARKS = {
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Run every benchmark's miniature (passed through to each).")
+    parser.add_argument(
+        "--quick", action="store_true", help="Run every benchmark's miniature (passed through to each)."
+    )
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="Comma-separated benchmarks to run.")
     parser.add_argument("--device", default="cpu", help="Passed to the benchmarks that take it (cpu or cuda).")
     parser.add_argument("--threads", type=int, default=None, help="Passed to every benchmark: torch intra-op threads.")
@@ -64,12 +67,20 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     """
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     results_dir = args.output_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
-    plots_dir = (args.output_dir / "plots") if args.output_dir else (results_dir / "plots" if args.quick else bench_utils.PLOTS_DIR)
+    plots_dir = (
+        (args.output_dir / "plots")
+        if args.output_dir
+        else (results_dir / "plots" if args.quick else bench_utils.PLOTS_DIR)
+    )
     outputs = {}
     for name in args.only.split(","):
         if name == "evidence":
             benchmark_argv = ["--output-dir", display_path(results_dir / "evidence")]
-            benchmark_argv += ["--studies", "vit,cnn,text,adaptive,cnn-adaptive,vit-adaptive,search", "--search-trials", "2"] if args.quick else []
+            benchmark_argv += (
+                ["--studies", "vit,cnn,text,adaptive,cnn-adaptive,vit-adaptive,search", "--search-trials", "2"]
+                if args.quick
+                else []
+            )
         else:
             benchmark_argv = ["--output", display_path(results_dir / f"{name}.json")]
         if args.quick:
@@ -86,7 +97,16 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         outputs[name] = results_dir / f"{name}.json"
     if "quality" in outputs or "evidence" in outputs:
         quality_json = outputs.get("quality", results_dir / "quality.json")
-        plots.main(["--quality", str(quality_json), "--evidence", str(results_dir / "evidence"), "--output-dir", str(plots_dir)])
+        plots.main(
+            [
+                "--quality",
+                str(quality_json),
+                "--evidence",
+                str(results_dir / "evidence"),
+                "--output-dir",
+                str(plots_dir),
+            ]
+        )
     return outputs
 
 

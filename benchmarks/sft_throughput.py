@@ -27,6 +27,7 @@ from typing import Any
 import bench_utils
 from throughput import ARMS, summarize_rounds, train_in_lockstep
 
+
 MODEL = "smollm2-135m-instruct"
 
 
@@ -34,16 +35,42 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature run on a tiny Llama built from a config.")
-    parser.add_argument("--models-dir", type=Path, default=bench_utils.REPO_ROOT / "out" / "models", help="Where build.sh put smollm2-135m-instruct.")
-    parser.add_argument("--rounds", type=int, default=None, help="Rounds of lockstep training with fresh trainers (default 4, quick 1).")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every round left out of the timing (default 1, quick 1).")
-    parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 6, quick 2).")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=bench_utils.REPO_ROOT / "out" / "models",
+        help="Where build.sh put smollm2-135m-instruct.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="Rounds of lockstep training with fresh trainers (default 4, quick 1).",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="Steps of every round left out of the timing (default 1, quick 1).",
+    )
+    parser.add_argument(
+        "--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 6, quick 2)."
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="Conversations per step.")
-    parser.add_argument("--max-length", type=int, default=128, help="Tokens per conversation (SFTConfig's max_length).")
+    parser.add_argument(
+        "--max-length", type=int, default=128, help="Tokens per conversation (SFTConfig's max_length)."
+    )
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay.")
-    parser.add_argument("--logging-steps", type=int, default=1, help="Log every this many steps (1: the worst case for per-depth logging).")
+    parser.add_argument(
+        "--logging-steps",
+        type=int,
+        default=1,
+        help="Log every this many steps (1: the worst case for per-depth logging).",
+    )
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/sft_throughput.json).")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/sft_throughput.json)."
+    )
     return parser
 
 
@@ -96,9 +123,13 @@ def byte_chat_tokenizer():
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, additional_special_tokens=["<|im_start|>", "<|im_end|>"]
+    )
     fast.eos_token = fast.pad_token = "<|im_end|>"
-    fast.chat_template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    fast.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    )
     return fast
 
 
@@ -124,7 +155,9 @@ def make_trainer(arm: str, args: argparse.Namespace, folder: str, dataset, outpu
         trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=dataset, processing_class=tokenizer)
     else:
         trainer_args = layerwise_arguments(SFTConfig)(**common, layer_decay=args.layer_decay)
-        trainer = layerwise_trainer(SFTTrainer)(model=model, args=trainer_args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = layerwise_trainer(SFTTrainer)(
+            model=model, args=trainer_args, train_dataset=dataset, processing_class=tokenizer
+        )
     trainer.remove_callback(PrinterCallback)
     return trainer
 

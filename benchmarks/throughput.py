@@ -25,10 +25,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import bench_utils
+
 
 ARMS = ("stock", "llrd")
 
@@ -38,22 +40,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A miniature run: one round of a few steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
-    parser.add_argument("--trainer", choices=("trainer", "seq2seq"), default="trainer", help="trainer: Trainer against LLRDTrainer on a sequence classifier; seq2seq: Seq2SeqTrainer against layerwise_trainer(Seq2SeqTrainer) on a BERT2BERT made of the real MiniLM (--model is then unused).")
-    parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm", help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config (random weights).")
+    parser.add_argument(
+        "--trainer",
+        choices=("trainer", "seq2seq"),
+        default="trainer",
+        help="trainer: Trainer against LLRDTrainer on a sequence classifier; seq2seq: Seq2SeqTrainer against layerwise_trainer(Seq2SeqTrainer) on a BERT2BERT made of the real MiniLM (--model is then unused).",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("minilm", "bert-base"),
+        default="minilm",
+        help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config (random weights).",
+    )
     parser.add_argument("--bf16", action="store_true", help="Train in bf16 mixed precision (GPU).")
-    parser.add_argument("--optim", default="adamw_torch_fused", help="The Trainer's --optim for both arms (transformers' default).")
-    parser.add_argument("--rounds", type=int, default=None, help="Rounds of lockstep training with fresh trainers (default 8, quick 1).")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Steps of every round left out of the timing (default 3, quick 1).")
-    parser.add_argument("--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 30, quick 2).")
+    parser.add_argument(
+        "--optim", default="adamw_torch_fused", help="The Trainer's --optim for both arms (transformers' default)."
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="Rounds of lockstep training with fresh trainers (default 8, quick 1).",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="Steps of every round left out of the timing (default 3, quick 1).",
+    )
+    parser.add_argument(
+        "--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 30, quick 2)."
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 8).")
-    parser.add_argument("--max-length", type=int, default=64, help="Truncation length in tokens (of the source documents with --trainer seq2seq).")
-    parser.add_argument("--target-length", type=int, default=32, help="--trainer seq2seq: truncation length of the target summaries in tokens.")
-    parser.add_argument("--layer-decay", type=float, default=0.9, help="The LLRD arm's layer decay (1.0: an A/A control, same optimizer as stock).")
-    parser.add_argument("--logging-steps", type=int, default=1, help="Log every this many steps (1: the worst case for per-depth logging).")
-    parser.add_argument("--log-calls", type=int, default=None, help="Timed calls of trainer.log per arm (default 2000, quick 50).")
-    parser.add_argument("--creations", type=int, default=None, help="Timed optimizer creations per arm (default 20, quick 2).")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=64,
+        help="Truncation length in tokens (of the source documents with --trainer seq2seq).",
+    )
+    parser.add_argument(
+        "--target-length",
+        type=int,
+        default=32,
+        help="--trainer seq2seq: truncation length of the target summaries in tokens.",
+    )
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=0.9,
+        help="The LLRD arm's layer decay (1.0: an A/A control, same optimizer as stock).",
+    )
+    parser.add_argument(
+        "--logging-steps",
+        type=int,
+        default=1,
+        help="Log every this many steps (1: the worst case for per-depth logging).",
+    )
+    parser.add_argument(
+        "--log-calls", type=int, default=None, help="Timed calls of trainer.log per arm (default 2000, quick 50)."
+    )
+    parser.add_argument(
+        "--creations", type=int, default=None, help="Timed optimizer creations per arm (default 20, quick 2)."
+    )
     bench_utils.add_threads_argument(parser)
-    parser.add_argument("--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/throughput[_<model>_<device>].json).")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="The JSON file (default: benchmarks/results/throughput[_<model>_<device>].json).",
+    )
     return parser
 
 
@@ -79,7 +134,9 @@ def make_model(name: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, EncoderDecoderModel
 
     if name == "bert2bert-minilm":
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(bench_utils.minilm_path(), bench_utils.minilm_path())
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+            bench_utils.minilm_path(), bench_utils.minilm_path()
+        )
         tokenizer = AutoTokenizer.from_pretrained(bench_utils.minilm_path())
         model.config.decoder_start_token_id = tokenizer.cls_token_id
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -183,13 +240,17 @@ def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_
         use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, model) if args.trainer == "seq2seq" else DataCollatorWithPadding(tokenizer)
+    collator = (
+        DataCollatorForSeq2Seq(tokenizer, model) if args.trainer == "seq2seq" else DataCollatorWithPadding(tokenizer)
+    )
     trainer_cls, args_cls = trainer_classes(args.trainer)
     if arm == "stock":
         trainer = trainer_cls(model=model, args=args_cls(**common), train_dataset=dataset, data_collator=collator)
     else:
         trainer_args = layerwise_arguments(args_cls)(**common, layer_decay=args.layer_decay)
-        trainer = layerwise_trainer(trainer_cls)(model=model, args=trainer_args, train_dataset=dataset, data_collator=collator)
+        trainer = layerwise_trainer(trainer_cls)(
+            model=model, args=trainer_args, train_dataset=dataset, data_collator=collator
+        )
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -212,7 +273,9 @@ def summarization_dataset(tokenizer, size: int, max_length: int, target_length: 
     )
 
 
-def train_in_lockstep(first: str, make_arm_trainer: Callable[[str, str], Any], device: str, warmup_steps: int) -> dict[str, Any]:
+def train_in_lockstep(
+    first: str, make_arm_trainer: Callable[[str, str], Any], device: str, warmup_steps: int
+) -> dict[str, Any]:
     """Trains both arms in lockstep once, each trainer in its own thread, taking turns step by step.
 
     Args:
@@ -239,7 +302,7 @@ def train_in_lockstep(first: str, make_arm_trainer: Callable[[str, str], Any], d
         def train(arm: str) -> None:
             try:
                 trainers[arm].train()
-            except BaseException as error:  # handed to the main thread
+            except BaseException as error:  # noqa: BLE001 - handed to the main thread, which re-raises it
                 errors.append(error)
             finally:
                 baton.finish(arm)
@@ -252,7 +315,10 @@ def train_in_lockstep(first: str, make_arm_trainer: Callable[[str, str], Any], d
     if errors:
         raise errors[0]
     return {
-        arm: {"step_seconds": clocks[arm].step_seconds[warmup_steps:], "optimizer_groups": len(trainers[arm].optimizer.param_groups)}
+        arm: {
+            "step_seconds": clocks[arm].step_seconds[warmup_steps:],
+            "optimizer_groups": len(trainers[arm].optimizer.param_groups),
+        }
         for arm in ARMS
     } | {"trainers": trainers}
 
@@ -267,7 +333,10 @@ def summarize_rounds(rounds: list[dict[str, Any]], batch_size: int) -> tuple[dic
     step_seconds = {arm: [seconds for outcome in rounds for seconds in outcome[arm]["step_seconds"]] for arm in ARMS}
     arms = {}
     for arm in ARMS:
-        step_ms = {key: value * 1e3 if key != "n" else value for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()}
+        step_ms = {
+            key: value * 1e3 if key != "n" else value
+            for key, value in bench_utils.median_and_spread(step_seconds[arm]).items()
+        }
         arms[arm] = {
             "optimizer_groups": rounds[-1][arm]["optimizer_groups"],
             "samples_per_second": batch_size / (step_ms["median"] / 1e3),
@@ -291,7 +360,10 @@ def summarize_rounds(rounds: list[dict[str, Any]], batch_size: int) -> tuple[dic
 def lockstep_round(first: str, args: argparse.Namespace, dataset, tokenizer) -> dict[str, Any]:
     """Trains both arms in lockstep once, with fresh trainers (:func:`train_in_lockstep`)."""
     return train_in_lockstep(
-        first, lambda arm, output_dir: make_trainer(arm, args, dataset, tokenizer, output_dir), args.device, args.warmup_steps
+        first,
+        lambda arm, output_dir: make_trainer(arm, args, dataset, tokenizer, output_dir),
+        args.device,
+        args.warmup_steps,
     )
 
 
@@ -358,7 +430,9 @@ def format_table(results: dict[str, Any]) -> str:
         f"{ratio['per_step_median_95ci'][1]:.4f}]; per round: {', '.join(f'{value:.4f}' for value in ratio['per_round'])}; goal >= 0.99"
     )
     log = results["log_call"]
-    lines.append(f"trainer.log per call: stock {log['stock_us']:.1f} us, llrd {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us)")
+    lines.append(
+        f"trainer.log per call: stock {log['stock_us']:.1f} us, llrd {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us)"
+    )
     return "\n".join(lines)
 
 
@@ -411,7 +485,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.trainer == "seq2seq":
         name = "throughput_seq2seq" if args.device == "cpu" else f"throughput_seq2seq_{args.device}"
     else:
-        name = "throughput" if (args.model, args.device) == ("minilm", "cpu") else f"throughput_{args.model}_{args.device}"
+        name = (
+            "throughput"
+            if (args.model, args.device) == ("minilm", "cpu")
+            else f"throughput_{args.model}_{args.device}"
+        )
     output = args.output or bench_utils.default_output(name, args.quick)
     bench_utils.write_result(output, "throughput", argv, args.quick, machine, results, started)
     print(format_table(results))

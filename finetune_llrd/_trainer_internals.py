@@ -10,6 +10,7 @@ from __future__ import annotations
 import transformers
 from transformers import Trainer
 
+
 WRITTEN_AGAINST_TRANSFORMERS = "5.24.0"
 
 # Set by Trainer.create_scheduler when it builds the scheduler itself; Trainer._prepare_for_training then

@@ -257,7 +257,9 @@ def autolr_scales(scales: Sequence[float], variations: Sequence[float]) -> list[
     Returns:
         The multipliers, unchanged when the variations of the tuned depths already rise.
     """
-    tuned = [index for index in range(len(variations) - 1) if math.isfinite(variations[index]) and variations[index] > 0]
+    tuned = [
+        index for index in range(len(variations) - 1) if math.isfinite(variations[index]) and variations[index] > 0
+    ]
     measured = [variations[index] for index in tuned]
     if len(tuned) < 2 or all(low <= high for low, high in zip(measured, measured[1:])):
         return list(scales)
@@ -278,7 +280,9 @@ def depth_values(groups: Sequence[dict[str, Any]], depths: Sequence[int], key: s
     return [found.get(depth, default) for depth in depths]
 
 
-def set_depth_values(groups: Sequence[dict[str, Any]], depths: Sequence[int], key: str, values: Sequence[float]) -> None:
+def set_depth_values(
+    groups: Sequence[dict[str, Any]], depths: Sequence[int], key: str, values: Sequence[float]
+) -> None:
     """Writes ``values`` (one per depth of ``depths``) under ``key`` into every group of each depth."""
     by_depth = dict(zip(depths, values))
     for group in groups:
@@ -286,7 +290,12 @@ def set_depth_values(groups: Sequence[dict[str, Any]], depths: Sequence[int], ke
             group[key] = float(by_depth[int(group["layer"])])
 
 
-ADAPTATION_RULES: dict[str, type[DepthRateRule]] = {"singh2015": Singh2015, "auto_rgn": AutoRGN, "autolr": AutoLR, "lars": LARS}
+ADAPTATION_RULES: dict[str, type[DepthRateRule]] = {
+    "singh2015": Singh2015,
+    "auto_rgn": AutoRGN,
+    "autolr": AutoLR,
+    "lars": LARS,
+}
 
 
 def adaptation_rule(args: Any) -> DepthRateRule | None:

@@ -1,24 +1,33 @@
-"""The layer-wise settings: `LayerwiseArgumentsMixin` (the fields, for any `TrainingArguments` subclass) and
-`LLRDTrainingArguments`, the mixin on transformers' `TrainingArguments`."""
+"""The layer-wise settings: `LayerwiseArgumentsMixin` (the fields, for any `TrainingArguments` subclass),
+`LLRDTrainingArguments` (the mixin on transformers' `TrainingArguments`) and `layerwise_arguments`, which puts
+the mixin on any other arguments class (``Seq2SeqTrainingArguments``, TRL's ``SFTConfig``, ...).
+
+A class that `layerwise_arguments` makes lives in this module under its name, ``LLRD<Name>``, and pickles as
+the import path of the class it wraps plus its field values (:func:`_reduce_arguments`), so that
+``torch.save(args)``, every checkpoint's ``training_args.bin`` and spawn-based launchers work, and any process
+can load them, whether or not it has composed the class yet.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
+import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from .deepspeed_checks import check_deepspeed_scheduler
-from .layer_map import LAYER_GROUPINGS, parse_layer_mapping, validate_layer_grouping
-from .rates import parse_tower_layer_decay
-from .towers import parse_layer_towers
-from .rates import LayerwiseRates
+from ._moved import moved_names
+from .adaptation import ADAPTATION_RULES
+from .depths import LAYER_GROUPINGS, parse_layer_mapping, parse_layer_towers, validate_layer_grouping
+from .groups import LayerwiseRates, parse_tower_layer_decay
+from .integrations.deepspeed import refuse_deepspeed_optimizer_block
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
-LAYER_LR_ADAPTATIONS = ("none", "singh2015", "auto_rgn", "autolr", "lars")
+
+LAYER_LR_ADAPTATIONS = ("none", *ADAPTATION_RULES)
 
 
 @dataclass
@@ -46,7 +55,9 @@ class LayerwiseArgumentsMixin:
     )
     head_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of the task head, pooler and final norm (depth L+1). Default: learning_rate."},
+        metadata={
+            "help": "Learning rate of the task head, pooler and final norm (depth L+1). Default: learning_rate."
+        },
     )
     embedding_learning_rate: float | None = field(
         default=None,
@@ -153,7 +164,7 @@ class LayerwiseArgumentsMixin:
     def __post_init__(self):
         _ = self.layerwise_rates  # building the value checks the five rate settings
         validate_layer_grouping(self.layer_grouping)
-        _refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
+        refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
             # TrainingArguments only knows transformers' schedules; this one is built by LLRDTrainer.
@@ -254,30 +265,90 @@ class LLRDTrainingArguments(LayerwiseArgumentsMixin, TrainingArguments):
     lr_scheduler_type: str = lr_scheduler_type_field(TrainingArguments)
 
 
-def _refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: bool) -> None:
-    if deepspeed is None or not layerwise:
-        return
-    config = deepspeed
-    if isinstance(deepspeed, str):
-        if not os.path.isfile(deepspeed):
-            return  # the stock validation reports a missing file
-        with open(deepspeed, encoding="utf-8") as handle:
-            config = json.load(handle)
-    check_deepspeed_config(config)
+# wrapped class -> its composition; TrainingArguments maps to the class defined with the mixin above.
+_COMPOSED_ARGUMENTS: dict[type, type] = {TrainingArguments: LLRDTrainingArguments}
 
 
-def check_deepspeed_config(config: dict) -> None:
-    """Refuses a DeepSpeed config with an ``optimizer`` block: DeepSpeed would then build its own optimizer
-    from all parameters, silently dropping the layer-wise groups; and a ``scheduler`` block whose scheduler
-    sets one rate for every group (:func:`finetune_llrd.deepspeed_checks.check_deepspeed_scheduler`).
+def layerwise_arguments(args_cls: type) -> type:
+    """A subclass of ``args_cls`` with the layer-wise fields, named ``LLRD<Name>``.
+
+    ``layerwise_arguments(TrainingArguments)`` is :class:`~finetune_llrd.LLRDTrainingArguments`. The subclass
+    adds only the fields of :class:`~finetune_llrd.arguments.LayerwiseArgumentsMixin` (after ``args_cls``'s
+    own, so ``HfArgumentParser`` takes ``--layer_decay`` etc.); ``args_cls``'s defaults (``SFTConfig``'s
+    ``learning_rate=2e-5``, ``logging_steps=10``, ``gradient_checkpointing=True``, ...), its ``__post_init__``
+    checks and ``to_dict()`` stay. ``lr_scheduler_type`` keeps ``args_cls``'s default and also accepts
+    ``slanted_triangular``. The same class comes back for the same ``args_cls``.
+
+    Args:
+        args_cls: ``transformers.TrainingArguments`` or a subclass (``Seq2SeqTrainingArguments``, TRL's
+            ``SFTConfig`` / ``DPOConfig``, ``SentenceTransformerTrainingArguments``, your own).
+
+    Returns:
+        The composed dataclass, also reachable as ``finetune_llrd.arguments.LLRD<Name>`` and
+        ``finetune_llrd.composition.LLRD<Name>``.
 
     Raises:
-        ValueError: saying what to remove.
+        TypeError: if ``args_cls`` is not a ``TrainingArguments`` subclass.
     """
-    if isinstance(config, dict) and "optimizer" in config:
-        raise ValueError(
-            "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from all "
-            "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
-            "optimizer, set with --optim, is used instead)."
-        )
-    check_deepspeed_scheduler(config)
+    if not (isinstance(args_cls, type) and issubclass(args_cls, TrainingArguments)):
+        raise TypeError(f"layerwise_arguments takes a transformers.TrainingArguments subclass, got {args_cls!r}.")
+    if issubclass(args_cls, LayerwiseArgumentsMixin):
+        return args_cls
+    if args_cls in _COMPOSED_ARGUMENTS:
+        return _COMPOSED_ARGUMENTS[args_cls]
+    namespace = {
+        "__doc__": f"``{_path(args_cls)}`` with the layer-wise fields (:func:`finetune_llrd.layerwise_arguments`).\n\n"
+        f"{LayerwiseArgumentsMixin.__doc__}",
+        "__annotations__": {"lr_scheduler_type": str},
+        "lr_scheduler_type": lr_scheduler_type_field(args_cls),
+        "__reduce__": _reduce_arguments,
+    }
+    composed = type(f"LLRD{args_cls.__name__}", (LayerwiseArgumentsMixin, args_cls), namespace)
+    return register_composed(sys.modules[__name__], args_cls, dataclasses.dataclass(composed), _COMPOSED_ARGUMENTS)
+
+
+def _reduce_arguments(self) -> tuple:
+    """Pickles composed arguments as (the import path of the wrapped class, the field values), so that any
+    process can make the class again, whether or not it has composed it yet."""
+    wrapped = next(wrapped for wrapped, composed in _COMPOSED_ARGUMENTS.items() if composed is type(self))
+    return _restore_arguments, (wrapped.__module__, wrapped.__qualname__), self.__dict__.copy()
+
+
+def _restore_arguments(module: str, qualname: str) -> Any:
+    """An empty instance of ``layerwise_arguments(<module>.<qualname>)``; pickle then sets its state."""
+    cls = layerwise_arguments(_import(module, qualname))
+    return cls.__new__(cls)
+
+
+def register_composed(module: Any, wrapped: type, composed: type, registry: dict[type, type]) -> type:
+    """Makes ``composed`` an attribute of ``module`` (where pickle looks for it), under its own name when that is
+    free, and records it in ``registry`` as the composition of ``wrapped``."""
+    name = composed.__name__
+    if name in vars(module):
+        # Two wrapped classes with one name (your own "Seq2SeqTrainer"): the later one is qualified by its module.
+        name = f"{name}__{wrapped.__module__.replace('.', '_')}"
+    composed.__module__ = module.__name__
+    composed.__qualname__ = name
+    setattr(module, name, composed)
+    registry[wrapped] = composed
+    return composed
+
+
+def _import(module: str, qualname: str) -> type:
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "check_deepspeed_config": "finetune_llrd.integrations.deepspeed",
+        "check_deepspeed_scheduler": "finetune_llrd.integrations.deepspeed",
+    },
+)

@@ -23,7 +23,11 @@ class GradualUnfreezingCallback(TrainerCallback):
     """
 
     def __init__(self, unfreeze_every_steps: int):
-        if isinstance(unfreeze_every_steps, bool) or not isinstance(unfreeze_every_steps, int) or unfreeze_every_steps < 1:
+        if (
+            isinstance(unfreeze_every_steps, bool)
+            or not isinstance(unfreeze_every_steps, int)
+            or unfreeze_every_steps < 1
+        ):
             raise ValueError(f"unfreeze_every_steps must be an integer >= 1, got {unfreeze_every_steps!r}.")
         self.unfreeze_every_steps = unfreeze_every_steps
         self._lowest_trainable: int | None = None
@@ -134,7 +138,11 @@ def _nonfinite_loss_message(args, state, first_step: int, before_step: bool) -> 
     step = state.global_step + 1 if before_step else state.global_step
     epoch = state.epoch or 0
     complete = complete_checkpoints(args.output_dir)
-    last = f"The last checkpoint, {complete[-1]}, is intact: resume from it" if complete else "No checkpoint was saved yet"
+    last = (
+        f"The last checkpoint, {complete[-1]}, is intact: resume from it"
+        if complete
+        else "No checkpoint was saved yet"
+    )
     if before_step:
         where = f"at optimizer step {step} (epoch {epoch:.2f}). Training stopped before that step changed any weight."
     else:

@@ -12,12 +12,19 @@ from typing import Any
 
 import torch
 
+
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER = "optimizer.pt"
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-            "adapter_model.safetensors", "adapter_model.bin")
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -92,7 +99,8 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
                 f"readable {TRAINER_STATE}). Start without --resume_from_checkpoint, or pass a checkpoint folder."
             )
         newest = max(
-            (p for p in os.listdir(output_dir) if _CHECKPOINT.match(p)), key=lambda p: int(_CHECKPOINT.match(p).group(1))
+            (p for p in os.listdir(output_dir) if _CHECKPOINT.match(p)),
+            key=lambda p: int(_CHECKPOINT.match(p).group(1)),
         )
         if os.path.join(output_dir, newest) != complete[-1]:
             logger.warning("Skipping %s: it was not written to the end. Resuming from %s.", newest, complete[-1])
@@ -167,7 +175,9 @@ def compare_groups(saved: Sequence[dict[str, Any]], current: Sequence[dict[str, 
             if before != now:
                 differences.append(f"group {index}: {what} {_short(before)} in the checkpoint, {_short(now)} now")
         if old_rate is not None and not _close(old_rate, new["lr"]):
-            differences.append(f"group {index} (depth {new.get('layer')}): lr {old_rate:.6g} in the checkpoint, {new['lr']:.6g} now")
+            differences.append(
+                f"group {index} (depth {new.get('layer')}): lr {old_rate:.6g} in the checkpoint, {new['lr']:.6g} now"
+            )
     return differences
 
 
@@ -194,7 +204,9 @@ def check_resume_matches(checkpoint: str, groups: Sequence[dict[str, Any]]) -> N
         return
     differences = compare_groups(load_optimizer_groups(path), groups)
     if differences:
-        shown = "; ".join(differences[:6]) + (f"; ... ({len(differences)} differences)" if len(differences) > 6 else "")
+        shown = "; ".join(differences[:6]) + (
+            f"; ... ({len(differences)} differences)" if len(differences) > 6 else ""
+        )
         raise CheckpointError(
             f"Cannot resume from {checkpoint}: its optimizer was built with other layer-wise groups ({shown}). "
             "Resume with the settings the checkpoint was trained with (layer_decay, learning_rate, "

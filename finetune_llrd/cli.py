@@ -12,12 +12,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .layer_map import LAYER_GROUPINGS, layer_map, parse_layer_mapping
-from .param_groups import param_groups
+from .depths import LAYER_GROUPINGS, layer_map, parse_layer_mapping, parse_layer_towers
+from .groups import (
+    LayerwiseRates,
+    check_finite_non_negative,
+    format_lr_table,
+    lr_table,
+    param_groups,
+    parse_tower_layer_decay,
+)
 from .plotting import plot_lr_profile, plot_run
-from .rate_table import format_lr_table, lr_table
-from .rates import LayerwiseRates, check_finite_non_negative, parse_tower_layer_decay
-from .towers import parse_layer_towers
+
 
 TASKS = (
     "auto",
@@ -37,7 +42,9 @@ TASKS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune-llrd", description="Layer-wise learning rates for Hugging Face models.")
+    parser = argparse.ArgumentParser(
+        prog="finetune-llrd", description="Layer-wise learning rates for Hugging Face models."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser(
@@ -48,9 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("model", help="A local model folder or a Hub id.")
     _add_layerwise_flags(inspect)
-    inspect.add_argument("--task", choices=TASKS, default="auto", help="Which head to put on the model (default: from the config).")
-    inspect.add_argument("--num_labels", "--num-labels", type=int, default=None, help="Labels of a classification head (default: the config's).")
-    inspect.add_argument("--from_config", "--from-config", action="store_true", help="Build the model from its config on the meta device: no weights are read or allocated.")
+    inspect.add_argument(
+        "--task", choices=TASKS, default="auto", help="Which head to put on the model (default: from the config)."
+    )
+    inspect.add_argument(
+        "--num_labels",
+        "--num-labels",
+        type=int,
+        default=None,
+        help="Labels of a classification head (default: the config's).",
+    )
+    inspect.add_argument(
+        "--from_config",
+        "--from-config",
+        action="store_true",
+        help="Build the model from its config on the meta device: no weights are read or allocated.",
+    )
     inspect.add_argument("--json", action="store_true", help="Print the rows as a JSON array of objects.")
     inspect.add_argument("--plot", metavar="FILE.png", default=None, help="Draw lr against depth into a PNG file.")
 
@@ -68,13 +88,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_layerwise_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of LLRDTrainingArguments that shape the groups, each with its earlier short form as an alias."""
-    parser.add_argument("--learning_rate", "--lr", type=float, default=5e-5, help="Learning rate of the head, and the base of the decay (default 5e-5).")
-    parser.add_argument("--layer_decay", "--layer-decay", type=float, default=0.8, help="Layer-wise decay in (0, 1] (default 0.8).")
-    parser.add_argument("--weight_decay", "--weight-decay", type=float, default=0.01, help="Weight decay of weights (default 0.01).")
-    parser.add_argument("--head_learning_rate", "--head-lr", type=float, default=None, help="Learning rate of the head, if not --learning_rate.")
-    parser.add_argument("--embedding_learning_rate", "--embedding-lr", type=float, default=None, help="Learning rate of the embeddings.")
-    parser.add_argument("--layer_decay_min_scale", "--min-scale", type=float, default=0.0, help="Floor of the decayed rates, as a fraction of --learning_rate.")
-    parser.add_argument("--layer_grouping", "--grouping", choices=LAYER_GROUPINGS, default="block", help="One depth per block or per stage.")
+    parser.add_argument(
+        "--learning_rate",
+        "--lr",
+        type=float,
+        default=5e-5,
+        help="Learning rate of the head, and the base of the decay (default 5e-5).",
+    )
+    parser.add_argument(
+        "--layer_decay", "--layer-decay", type=float, default=0.8, help="Layer-wise decay in (0, 1] (default 0.8)."
+    )
+    parser.add_argument(
+        "--weight_decay", "--weight-decay", type=float, default=0.01, help="Weight decay of weights (default 0.01)."
+    )
+    parser.add_argument(
+        "--head_learning_rate",
+        "--head-lr",
+        type=float,
+        default=None,
+        help="Learning rate of the head, if not --learning_rate.",
+    )
+    parser.add_argument(
+        "--embedding_learning_rate",
+        "--embedding-lr",
+        type=float,
+        default=None,
+        help="Learning rate of the embeddings.",
+    )
+    parser.add_argument(
+        "--layer_decay_min_scale",
+        "--min-scale",
+        type=float,
+        default=0.0,
+        help="Floor of the decayed rates, as a fraction of --learning_rate.",
+    )
+    parser.add_argument(
+        "--layer_grouping",
+        "--grouping",
+        choices=LAYER_GROUPINGS,
+        default="block",
+        help="One depth per block or per stage.",
+    )
     parser.add_argument(
         "--layer_mapping",
         type=_layer_mapping_flag,

@@ -146,7 +146,9 @@ class DepthStepMonitor(TrainerCallback):
             return
         groups = optimizer.param_groups
         self.applied_rates = [
-            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower")} for group in groups if "layer" in group
+            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower")}
+            for group in groups
+            if "layer" in group
         ]
         if self._scheduled_rates is not None:
             for group, rate in zip(groups, self._scheduled_rates):
@@ -157,7 +159,9 @@ class DepthStepMonitor(TrainerCallback):
             self._weights_before_step = None
         if self.rule is not None:
             ratios = self.update_ratios.tolist() if self.rule.needs_update_ratios else None
-            self.rule.observe_step(DepthStatistics(self.depths.depths, update_ratios=ratios), groups, step=state.global_step + 1)
+            self.rule.observe_step(
+                DepthStatistics(self.depths.depths, update_ratios=ratios), groups, step=state.global_step + 1
+            )
 
     def _measured_statistics(self) -> DepthStatistics:
         """The norms the rule uses, measured for the step, on the host in one transfer."""
@@ -182,8 +186,11 @@ class DepthStepMonitor(TrainerCallback):
             groups = self.applied_rates
         logs = depth_learning_rate_logs(groups, head_depth=head_depth)
         if self.log_statistics and self.depths is not None:
-            for prefix, values in (("grad_norm", self.gradient_norms), ("weight_norm", self.weight_norms),
-                                   ("update_ratio", self.update_ratios)):
+            for prefix, values in (
+                ("grad_norm", self.gradient_norms),
+                ("weight_norm", self.weight_norms),
+                ("update_ratio", self.update_ratios),
+            ):
                 if values is not None:
                     logs.update(depth_logs(prefix, self.depths.depths, values.tolist(), head_depth))
             self.update_ratios = None
@@ -195,7 +202,9 @@ def step_will_log(args, state) -> bool:
     if args.logging_strategy != IntervalStrategy.STEPS:
         return False
     next_step = state.global_step + 1
-    return (args.logging_first_step and next_step == 1) or bool(state.logging_steps and next_step % state.logging_steps == 0)
+    return (args.logging_first_step and next_step == 1) or bool(
+        state.logging_steps and next_step % state.logging_steps == 0
+    )
 
 
 def depth_learning_rate_logs(groups: Sequence[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
@@ -226,7 +235,9 @@ def depth_learning_rate_logs(groups: Sequence[dict[str, Any]], head_depth: int |
     return logs
 
 
-def depth_logs(prefix: str, depths: Sequence[int], values: Sequence[float], head_depth: int | None = None) -> dict[str, float]:
+def depth_logs(
+    prefix: str, depths: Sequence[int], values: Sequence[float], head_depth: int | None = None
+) -> dict[str, float]:
     """``{prefix}/layer_XX`` for every depth and ``{prefix}/head`` for ``head_depth`` (by default the deepest),
     zero-padded to the width of the deepest block."""
     head = max(depths) if head_depth is None else head_depth

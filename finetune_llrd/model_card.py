@@ -15,6 +15,7 @@ from transformers import Trainer, TrainingArguments
 
 from .arguments import LayerwiseArgumentsMixin
 
+
 SECTION_START = "<!-- finetune_llrd: layer-wise learning rates -->"
 SECTION_END = "<!-- /finetune_llrd -->"
 _INSERT_BEFORE = "### Framework versions"

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Sequence
 
+
 # The per-depth series a run logs: key prefix in the log history -> axis label.
 RUN_METRICS = {"lr": "learning rate", "grad_norm": "gradient norm", "update_ratio": "update / weight norm"}
 
@@ -99,7 +100,7 @@ def depth_series(history: Sequence[dict], metric: str) -> dict[str, tuple[list[i
     for entry in history:
         for key, value in entry.items():
             if key.startswith(prefix) and isinstance(value, (int, float)):
-                steps, values = series.setdefault(key[len(prefix):], ([], []))
+                steps, values = series.setdefault(key[len(prefix) :], ([], []))
                 steps.append(entry.get("step", len(steps)))
                 values.append(float(value))
     return dict(sorted(series.items(), key=lambda item: (item[0] == "head", item[0])))

@@ -8,6 +8,7 @@ handle either: the run dies, and every step since the last periodic checkpoint i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, SaveStrategy
 
 from .checkpoints import TRAINER_STATE
+
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +193,9 @@ class PreemptionCallback(TrainerCallback):
         state.log_history.append({"preempted": self.signal_name, "epoch": state.epoch, "step": state.global_step})
         if self._logs_here:
             logger.warning(
-                "%s received: stopping after optimizer step %d and saving a checkpoint.", self.signal_name, self.stop_step
+                "%s received: stopping after optimizer step %d and saving a checkpoint.",
+                self.signal_name,
+                self.stop_step,
             )
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -216,8 +220,12 @@ class PreemptionCallback(TrainerCallback):
             if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE)):
                 _write_json_atomically(
                     os.path.join(args.output_dir, PREEMPTED_MARKER),
-                    {"signal": self.signal_name, "step": self.stop_step, "checkpoint": checkpoint,
-                     "exit_code": PREEMPTED_EXIT_CODE},
+                    {
+                        "signal": self.signal_name,
+                        "step": self.stop_step,
+                        "checkpoint": checkpoint,
+                        "exit_code": PREEMPTED_EXIT_CODE,
+                    },
                 )
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -244,7 +252,10 @@ class PreemptionCallback(TrainerCallback):
         preempted = TrainingPreempted(self.stop_step, self.checkpoint_path(), self.signal_name)
         if self._logs_here:
             if self._saved_step != self.stop_step:
-                logger.error("No checkpoint was written at step %d: resuming will redo the steps since the last one.", self.stop_step)
+                logger.error(
+                    "No checkpoint was written at step %d: resuming will redo the steps since the last one.",
+                    self.stop_step,
+                )
             logger.warning("%s", preempted)
         raise preempted
 
@@ -264,10 +275,8 @@ def _distributed(args) -> bool:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _write_json_atomically(path: str, content: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layer_map import LayerMap, layer_map
+from .depths import LayerMap, layer_map
 
 
 def reinit_top_layers(model: nn.Module, num_blocks: int, *, layers: LayerMap | None = None) -> list[str]:
@@ -74,4 +74,3 @@ def _reinit_module(module: nn.Module, owner: nn.Module | None) -> None:
                 tensor._is_hf_initialized = True
     elif callable(getattr(module, "reset_parameters", None)):
         module.reset_parameters()
-

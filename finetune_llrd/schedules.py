@@ -8,11 +8,14 @@ from collections.abc import Mapping
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+
 SLANTED_TRIANGULAR = "slanted_triangular"
 _KWARGS = {"cut_frac", "ratio"}
 
 
-def slanted_triangular_factor(step: int, *, num_training_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
+def slanted_triangular_factor(
+    step: int, *, num_training_steps: int, cut_frac: float = 0.1, ratio: float = 32.0
+) -> float:
     """The multiplier of each group's rate at ``step`` (ULMFiT, eq. 3).
 
     The rate climbs linearly for the first ``cut_frac`` of training, from ``1 / ratio`` of the maximum to the
@@ -54,7 +57,9 @@ def get_slanted_triangular_schedule(
     validate_slanted_triangular_kwargs({"cut_frac": cut_frac, "ratio": ratio})
     return LambdaLR(
         optimizer,
-        lambda step: slanted_triangular_factor(step, num_training_steps=num_training_steps, cut_frac=cut_frac, ratio=ratio),
+        lambda step: slanted_triangular_factor(
+            step, num_training_steps=num_training_steps, cut_frac=cut_frac, ratio=ratio
+        ),
         last_epoch=last_epoch,
     )
 
@@ -67,7 +72,9 @@ def validate_slanted_triangular_kwargs(kwargs: Mapping) -> None:
     """
     unknown = set(kwargs) - _KWARGS
     if unknown:
-        raise ValueError(f"lr_scheduler_kwargs for slanted_triangular take only {sorted(_KWARGS)}, got {sorted(unknown)}.")
+        raise ValueError(
+            f"lr_scheduler_kwargs for slanted_triangular take only {sorted(_KWARGS)}, got {sorted(unknown)}."
+        )
     cut_frac = kwargs.get("cut_frac", 0.1)
     ratio = kwargs.get("ratio", 32.0)
     if not isinstance(cut_frac, (int, float)) or not 0 < cut_frac < 1:

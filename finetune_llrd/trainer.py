@@ -3,34 +3,36 @@ the mixin on the stock `Trainer`."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import sys
-import typing
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
 
+from ._moved import moved_names
 from ._trainer_internals import load_checkpoint_weights, mark_scheduler_created
-from .arguments import LayerwiseArgumentsMixin, check_deepspeed_config
-from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback, NonFiniteLossError
+from .arguments import LayerwiseArgumentsMixin
+from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback
 from .checkpoints import TRAINER_STATE, check_resume_matches, resolve_resume_checkpoint
+from .depths import LayerMap, LayerMapping, layer_map, layer_map_of_wrapper
 from .diagnostics import DepthStepMonitor
-from .layer_map import LayerMap, LayerMapping, layer_map
+from .groups import format_lr_table, lr_table, param_groups
+from .integrations.bitsandbytes import keep_embeddings_in_32_bit
+from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
+from .integrations.trl import with_arguments_the_trainer_takes
 from .model_card import add_layerwise_section
-from .param_groups import format_lr_table, lr_table, param_groups
 from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
 
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLRDTrainer", "LayerwiseTrainerMixin", "NonFiniteLossError"]
+__all__ = ["LLRDTrainer", "LayerwiseTrainerMixin"]
 
 # Optimizer keyword arguments through which an optimizer brings its own parameter groups (GaLore, APOLLO,
 # LOMO, the layer-wise dummy optimizer): layer-wise groups cannot be applied to them.
@@ -68,7 +70,7 @@ class LayerwiseTrainerMixin:
     """
 
     def __init__(self, *args, layer_mapping: LayerMapping | None = None, **kwargs):
-        args, kwargs = _with_arguments_the_trainer_takes(type(self), args, kwargs)
+        args, kwargs = with_arguments_the_trainer_takes(type(self), args, kwargs)
         self.layer_mapping = layer_mapping
         self._layers: LayerMap | None = None
         self._resume_checkpoint: str | None = None
@@ -101,7 +103,9 @@ class LayerwiseTrainerMixin:
 
     def _layerwise_args(self) -> LayerwiseArgumentsMixin | None:
         args = self.args
-        if isinstance(args, LayerwiseArgumentsMixin) and (args.uses_layerwise_groups or self.layer_mapping is not None):
+        if isinstance(args, LayerwiseArgumentsMixin) and (
+            args.uses_layerwise_groups or self.layer_mapping is not None
+        ):
             return args
         return None
 
@@ -133,7 +137,12 @@ class LayerwiseTrainerMixin:
 
     def _checkpoint_holds_every_step(self, checkpoint: str) -> bool:
         """Whether ``checkpoint`` already reached ``max_steps``: the stock loop would then train one step more."""
-        if self.args.max_steps <= 0 or self.is_deepspeed_enabled or self.is_fsdp_enabled or self.model_init is not None:
+        if (
+            self.args.max_steps <= 0
+            or self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or self.model_init is not None
+        ):
             return False
         return TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE)).global_step >= self.args.max_steps
 
@@ -141,14 +150,19 @@ class LayerwiseTrainerMixin:
         """The outcome of resuming a run that has nothing left to train: the checkpoint's weights and state."""
         logger.warning(
             "%s already holds all %d steps of --max_steps: nothing is left to train, its weights are loaded.",
-            checkpoint, self.args.max_steps,
+            checkpoint,
+            self.args.max_steps,
         )
         load_checkpoint_weights(self, checkpoint)
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
         losses = [entry.get("train_loss", entry.get("loss")) for entry in self.state.log_history]
         training_loss = next((loss for loss in reversed(losses) if loss is not None), float("nan"))
-        metrics = {"train_runtime": 0.0, "train_samples_per_second": 0.0, "train_steps_per_second": 0.0,
-                   "total_flos": self.state.total_flos}
+        metrics = {
+            "train_runtime": 0.0,
+            "train_samples_per_second": 0.0,
+            "train_steps_per_second": 0.0,
+            "total_flos": self.state.total_flos,
+        }
         if training_loss == training_loss:  # not NaN: a loss was logged
             metrics["train_loss"] = training_loss
         return TrainOutput(self.state.global_step, training_loss, metrics)
@@ -238,7 +252,7 @@ class LayerwiseTrainerMixin:
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         self._layers = layers
         if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits", None) == 8:
-            _keep_embeddings_in_32_bit(opt_model)
+            keep_embeddings_in_32_bit(opt_model)
         logger.info(
             "Layer-wise learning rates (%s rule, L=%d):\n%s",
             layers.rule,
@@ -259,7 +273,9 @@ class LayerwiseTrainerMixin:
         """
         return groups, optimizer_kwargs
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None, *args, **kwargs):
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None, *args, **kwargs
+    ):
         if self.lr_scheduler is None and self.args.lr_scheduler_type == SLANTED_TRIANGULAR:
             self.lr_scheduler = get_slanted_triangular_schedule(
                 self.optimizer if optimizer is None else optimizer,
@@ -323,114 +339,6 @@ class LLRDTrainer(LayerwiseTrainerMixin, Trainer):
     """
 
 
-def _with_arguments_the_trainer_takes(trainer_cls: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Layer-wise arguments of another class than the one the wrapped trainer takes (``LLRDTrainingArguments``
-    given to TRL's ``SFTTrainer``, which wants an ``SFTConfig``) become that class's layer-wise composition.
-
-    TRL would copy them into its plain config with ``to_dict()`` and fail on the layer-wise fields; this makes
-    the same copy into ``layerwise_arguments(SFTConfig)``, so they are kept. Any other arguments pass as given.
-    """
-    position = 1  # Trainer(model, args, ...)
-    given = kwargs.get("args", args[position] if len(args) > position else None)
-    expected = _arguments_class_taken_by(trainer_cls)
-    if not isinstance(given, LayerwiseArgumentsMixin) or expected is None or isinstance(given, expected):
-        return args, kwargs
-    from .composition import layerwise_arguments
-
-    composed = layerwise_arguments(expected)
-    values = given.to_dict()
-    values["hub_token"] = given.hub_token  # to_dict() hides it
-    fields = {f.name for f in dataclasses.fields(composed) if f.init}
-    converted = composed(**{name: value for name, value in values.items() if name in fields})
-    logger.warning(
-        "%s takes %s: the %s given were copied into %s (pass layerwise_arguments(%s)(...) to get its defaults).",
-        trainer_cls.__name__, expected.__name__, type(given).__name__, composed.__name__, expected.__name__,
-    )
-    if "args" in kwargs:
-        return args, {**kwargs, "args": converted}
-    return (*args[:position], converted, *args[position + 1:]), kwargs
-
-
-def _arguments_class_taken_by(trainer_cls: type) -> type | None:
-    """The ``TrainingArguments`` subclass that the nearest ``__init__`` of ``trainer_cls`` names for ``args``
-    (``SFTConfig`` for ``SFTTrainer``); None where it names ``TrainingArguments`` itself or nothing readable."""
-    for cls in trainer_cls.__mro__:
-        annotation = getattr(cls.__dict__.get("__init__"), "__annotations__", {}).get("args")
-        if annotation is None:
-            continue
-        if isinstance(annotation, typing.ForwardRef):
-            annotation = annotation.__forward_arg__
-        if isinstance(annotation, str):
-            try:
-                annotation = eval(annotation, vars(sys.modules[cls.__module__]))  # noqa: S307 - the library's own annotation
-            except Exception:  # noqa: BLE001 - a name imported only for type checkers
-                return None
-        candidates = typing.get_args(annotation) or (annotation,)
-        for candidate in candidates:
-            if isinstance(candidate, type) and issubclass(candidate, TrainingArguments) and candidate is not TrainingArguments:
-                return candidate
-        return None
-    return None
-
-
-def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: LayerMap) -> LayerMap:
-    """The depths of a module that wraps ``model`` and holds parameters of its own (a loss with a classifier):
-    ``model``'s parameters keep their depth, the others go to the head. Frozen parameters get none, as in
-    :func:`~finetune_llrd.layer_map`.
-
-    Args:
-        wrapper: the module whose parameters are mapped, ``model`` among its submodules.
-        model: the wrapped model.
-        model_layers: the depths of ``model``'s parameters (names as in ``model.named_parameters()``).
-
-    Returns:
-        A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers, and
-        its towers, backbone and new modules at their paths inside ``wrapper``.
-    """
-    prefix = next(name for name, module in wrapper.named_modules() if module is model)
-
-    def inside(path: str) -> str:
-        return f"{prefix}.{path}" if prefix else path
-
-    depth_of_param = {
-        id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths
-    }
-    head = model_layers.head_depth
-    depths = {
-        name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters() if param.requires_grad
-    }
-    return dataclasses.replace(
-        model_layers,
-        depths=depths,
-        towers=tuple(dataclasses.replace(tower, path=inside(tower.path)) for tower in model_layers.towers),
-        backbone=None if model_layers.backbone is None else inside(model_layers.backbone),
-        new_modules=tuple(inside(path) for path in model_layers.new_modules),
-    )
-
-
-def refuse_step_features_under_deepspeed(args: LayerwiseArgumentsMixin) -> None:
-    """Refuses the options that work on the gradients between backward and the optimizer step, which
-    DeepSpeed keeps inside its engine.
-
-    Raises:
-        ValueError: naming the options that are on.
-    """
-    step_features = [
-        name
-        for name, active in (
-            ("gradual_unfreeze_steps", args.gradual_unfreeze_steps > 0),
-            ("layer_lr_adaptation", args.layer_lr_adaptation != "none"),
-            ("log_layer_grad_norms", args.log_layer_grad_norms),
-        )
-        if active
-    ]
-    if step_features:
-        raise ValueError(
-            f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
-            "Use DDP or FSDP2, or turn these options off."
-        )
-
-
 def _split_by_device_mesh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parameters on different DTensor device meshes (expert parallelism, 2-D meshes) cannot share a
     fused/foreach kernel: as the stock Trainer does, each mesh gets its own group."""
@@ -456,11 +364,5 @@ def _split_by_device_mesh(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return split
 
 
-def _keep_embeddings_in_32_bit(model: nn.Module) -> None:
-    """As the stock Trainer does for 8-bit bitsandbytes optimizers: embeddings keep 32-bit state."""
-    import bitsandbytes
-
-    manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            manager.register_module_override(module, "weight", {"optim_bits": 32})
+# NonFiniteLossError lived here in 0.1.0.
+__getattr__ = moved_names(__name__, {"NonFiniteLossError": "finetune_llrd.callbacks"})

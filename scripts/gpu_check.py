@@ -18,10 +18,12 @@ import time
 import torch
 from transformers import BertConfig, BertForSequenceClassification, TrainerCallback
 
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups  # noqa: E402
-from training import RandomTokens  # noqa: E402
+from training import RandomTokens
+
+from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups
 
 
 class _Timer(TrainerCallback):
@@ -48,20 +50,37 @@ def precision_check(precision: str, device: str, steps: int, tiny: bool, output_
     batch_size, length = (8, 16) if tiny else (32, 128)
     dataset = RandomTokens(size=batch_size * steps, length=length, vocab=config.vocab_size, num_labels=2)
     args = LLRDTrainingArguments(
-        output_dir=output_dir, learning_rate=1e-4, layer_decay=0.75, weight_decay=0.01, max_steps=steps,
-        per_device_train_batch_size=batch_size, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
-        optim="adamw_torch_fused", bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
-        lr_scheduler_type="constant", max_grad_norm=1.0, seed=0,
+        output_dir=output_dir,
+        learning_rate=1e-4,
+        layer_decay=0.75,
+        weight_decay=0.01,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        optim="adamw_torch_fused",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        lr_scheduler_type="constant",
+        max_grad_norm=1.0,
+        seed=0,
     )
     layers = layer_map(model)
-    expected = [(g["layer"], g["lr"]) for g in param_groups(model, lr=1e-4, layer_decay=0.75, weight_decay=0.01, layers=layers)]
+    expected = [
+        (g["layer"], g["lr"]) for g in param_groups(model, lr=1e-4, layer_decay=0.75, weight_decay=0.01, layers=layers)
+    ]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     timer = _Timer()
     trainer = LLRDTrainer(model=model, args=args, train_dataset=dataset, callbacks=[timer])
     trainer.train()
     optimizer = trainer.optimizer.optimizer
     logs = [e for e in trainer.state.log_history if "loss" in e]
-    changed_depths = {layers.depths[n] for n, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[n].cpu())}
+    changed_depths = {
+        layers.depths[n] for n, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[n].cpu())
+    }
     rates_logged = all(
         math.isclose(logs[-1][f"lr/layer_{d:02d}" if d < layers.head_depth else "lr/head"], rate, rel_tol=1e-6)
         for d, rate in expected
@@ -83,9 +102,9 @@ def precision_check(precision: str, device: str, steps: int, tiny: bool, output_
         "median_step_s": step_times[len(step_times) // 2],
         "samples_per_s": batch_size / step_times[len(step_times) // 2],
     }
-    result["ok"] = all(result[k] for k in ("groups_match", "rates_logged", "losses_finite", "every_depth_updated")) and (
-        result["grad_scaler"] == (precision == "fp16")
-    )
+    result["ok"] = all(
+        result[k] for k in ("groups_match", "rates_logged", "losses_finite", "every_depth_updated")
+    ) and (result["grad_scaler"] == (precision == "fp16"))
     return result
 
 

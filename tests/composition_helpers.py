@@ -6,11 +6,16 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaForCausalLM, PreTrainedTokenizerFast, Seq2SeqTrainingArguments, T5ForConditionalGeneration
-
 from recipe_helpers import save_tiny_text_model
 from tiny_models import tiny_config
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Seq2SeqTrainingArguments,
+    T5ForConditionalGeneration,
+)
+
 
 WORDS = [f"w{i}" for i in range(90)]
 
@@ -27,7 +32,10 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 
 def random_texts(count: int, length: int = 8, seed: int = 0) -> list[str]:
     generator = torch.Generator().manual_seed(seed)
-    return [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (length,), generator=generator).tolist()) for _ in range(count)]
+    return [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (length,), generator=generator).tolist())
+        for _ in range(count)
+    ]
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -94,4 +102,12 @@ class ProjectArguments(Seq2SeqTrainingArguments):
 
 def describe_in_child(trainer_cls, args, queue) -> None:
     """Runs in a spawned process: reports what arrived there (the composed class and arguments)."""
-    queue.put((trainer_cls.__module__, trainer_cls.__name__, type(args).__name__, args.layer_decay, args.predict_with_generate))
+    queue.put(
+        (
+            trainer_cls.__module__,
+            trainer_cls.__name__,
+            type(args).__name__,
+            args.layer_decay,
+            args.predict_with_generate,
+        )
+    )

@@ -13,9 +13,9 @@ from collections import Counter
 
 import torch
 import transformers
+from tiny_models import tiny_model
 from transformers import BertTokenizerFast, ViTImageProcessor
 
-from tiny_models import tiny_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES_DIR = os.path.join(REPO_ROOT, "recipes")

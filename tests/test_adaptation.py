@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
 from finetune_llrd.adaptation import (
@@ -17,20 +19,26 @@ from finetune_llrd.adaptation import (
     singh2015_factors,
 )
 from finetune_llrd.arguments import LAYER_LR_ADAPTATIONS
-from finetune_llrd.trainer import refuse_step_features_under_deepspeed
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
+from finetune_llrd.integrations.deepspeed import refuse_step_features_under_deepspeed
+
 
 KEYS = [f"layer_{depth:02d}" for depth in range(4)] + ["head"]  # tiny BERT: L = 3, head = 4
 
 
 def _train(output_dir, method, max_steps, **overrides):
     settings = dict(
-        layer_decay=0.5, layer_lr_adaptation=method, log_layer_grad_norms=True, logging_steps=1, max_steps=max_steps,
-        lr_scheduler_type="linear", layer_lr_adaptation_interval=2,
+        layer_decay=0.5,
+        layer_lr_adaptation=method,
+        log_layer_grad_norms=True,
+        logging_steps=1,
+        max_steps=max_steps,
+        lr_scheduler_type="linear",
+        layer_lr_adaptation_interval=2,
     )
     model = tiny_model("bert")
-    trainer = LLRDTrainer(model=model, args=training_args(output_dir, **{**settings, **overrides}), train_dataset=RandomTokens())
+    trainer = LLRDTrainer(
+        model=model, args=training_args(output_dir, **{**settings, **overrides}), train_dataset=RandomTokens()
+    )
     trainer.train(resume_from_checkpoint=overrides.get("resume_from_checkpoint"))
     return model, [entry for entry in trainer.state.log_history if "loss" in entry]
 
@@ -47,8 +55,10 @@ def _logged(entry, prefix):
 # ---- the rules ----
 
 
-def test_every_accepted_method_has_a_rule():
-    assert set(ADAPTATION_RULES) == set(LAYER_LR_ADAPTATIONS) - {"none"}
+def test_the_command_line_accepts_every_rule_and_none():
+    choices = LLRDTrainingArguments.__dataclass_fields__["layer_lr_adaptation"].metadata["choices"]
+    assert choices == ["none", "singh2015", "auto_rgn", "autolr", "lars"]
+    assert ("none", *ADAPTATION_RULES) == LAYER_LR_ADAPTATIONS
 
 
 def test_singh2015_factor():
@@ -76,7 +86,13 @@ def test_autolr_scales():
     # Depths 0-3 tuned, depth 4 (the head) never; rising variations leave the scales alone.
     assert autolr_scales([1.0, 2.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0, 0.1]) == [1.0, 2.0, 1.0, 1.0, 1.0]
     # Out of order: the desired variations rise evenly from the smallest (1) to the largest (4).
-    assert autolr_scales([1.0, 2.0, 1.0, 1.0, 1.0], [4.0, 2.0, 1.0, 3.0, 9.0]) == [1.0 * 1 / 4, 2.0 * 2 / 2, 1.0 * 3 / 1, 1.0 * 4 / 3, 1.0]
+    assert autolr_scales([1.0, 2.0, 1.0, 1.0, 1.0], [4.0, 2.0, 1.0, 3.0, 9.0]) == [
+        1.0 * 1 / 4,
+        2.0 * 2 / 2,
+        1.0 * 3 / 1,
+        1.0 * 4 / 3,
+        1.0,
+    ]
     # A depth that did not move (frozen) is left out and keeps its scale.
     assert autolr_scales([1.0] * 5, [0.0, 2.0, 1.0, 3.0, 9.0]) == [1.0, 1.0 * 1 / 2, 1.0 * 2 / 1, 1.0 * 3 / 3, 1.0]
 
@@ -100,7 +116,10 @@ def test_autolr_keeps_its_state_in_the_optimizer_groups():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"layer_lr_adaptation": "lamb"}, r"layer_lr_adaptation must be one of \['none', 'singh2015', 'auto_rgn', 'autolr', 'lars'\], got 'lamb'"),
+        (
+            {"layer_lr_adaptation": "lamb"},
+            r"layer_lr_adaptation must be one of \['none', 'singh2015', 'auto_rgn', 'autolr', 'lars'\], got 'lamb'",
+        ),
         ({"layer_lr_adaptation_interval": 0}, r"layer_lr_adaptation_interval must be an integer >= 1, got 0"),
     ],
 )
@@ -111,12 +130,17 @@ def test_bad_values_name_the_field(fields, message):
 
 def test_the_rule_of_the_arguments():
     assert adaptation_rule(LLRDTrainingArguments(output_dir="unused", report_to=[])) is None
-    rule = adaptation_rule(LLRDTrainingArguments(output_dir="unused", report_to=[], layer_lr_adaptation="autolr",
-                                                 layer_lr_adaptation_interval=7))
+    rule = adaptation_rule(
+        LLRDTrainingArguments(
+            output_dir="unused", report_to=[], layer_lr_adaptation="autolr", layer_lr_adaptation_interval=7
+        )
+    )
     assert isinstance(rule, AutoLR) and rule.interval == 7
     unchecked = LLRDTrainingArguments(output_dir="unused", report_to=[])
     unchecked.layer_lr_adaptation = "lamb"  # set after the arguments' own validation
-    with pytest.raises(ValueError, match=r"layer_lr_adaptation must be one of \['none', 'singh2015', 'auto_rgn', 'autolr', 'lars'\]"):
+    with pytest.raises(
+        ValueError, match=r"layer_lr_adaptation must be one of \['none', 'singh2015', 'auto_rgn', 'autolr', 'lars'\]"
+    ):
         adaptation_rule(unchecked)
 
 
@@ -133,8 +157,15 @@ def test_every_method_is_refused_under_deepspeed(method):
 def test_singh2015_rates_follow_the_logged_gradient_norms(tmp_path):
     model = tiny_model("bert")
     args = training_args(
-        tmp_path, layer_decay=0.5, layer_lr_adaptation="singh2015", log_layer_grad_norms=True, logging_steps=1,
-        max_steps=3, lr_scheduler_type="linear", optim="sgd", weight_decay=0.0,
+        tmp_path,
+        layer_decay=0.5,
+        layer_lr_adaptation="singh2015",
+        log_layer_grad_norms=True,
+        logging_steps=1,
+        max_steps=3,
+        lr_scheduler_type="linear",
+        optim="sgd",
+        weight_decay=0.0,
     )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
     trainer.train()

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import transformers
+from tiny_models import build_shrunk
 from torch import nn
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
@@ -12,14 +13,21 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from finetune_llrd import layer_map, param_groups
-from finetune_llrd.block_stacks import base_model_path
-from tiny_models import build_shrunk
+from finetune_llrd.depths import base_model_path
+
 
 # Model types that cannot be built here: they need packages that are not installed (detectron2, natten,
 # timm) or their default configs cannot be instantiated by this transformers release.
 NOT_BUILDABLE_HERE = {
-    "cohere_compass_text", "esm", "hunyuan_v1_dense", "hunyuan_v1_moe", "layoutlmv2", "ministral", "nemotron",
-    "dinat", "timm_wrapper",
+    "cohere_compass_text",
+    "esm",
+    "hunyuan_v1_dense",
+    "hunyuan_v1_moe",
+    "layoutlmv2",
+    "ministral",
+    "nemotron",
+    "dinat",
+    "timm_wrapper",
 }
 
 
@@ -45,16 +53,25 @@ def map_problems(model) -> list[str]:
                 if name in layers.depths and layers.depths[name] != 0:
                     problems.append(f"embedding {name} at depth {layers.depths[name]}")
     stacks = [
-        (p, m) for p, m in modules.items()
-        if isinstance(m, nn.ModuleList) and len(m) > 1 and p.startswith(base or "") and all(any(True for _ in c.children()) for c in m)
+        (p, m)
+        for p, m in modules.items()
+        if isinstance(m, nn.ModuleList)
+        and len(m) > 1
+        and p.startswith(base or "")
+        and all(any(True for _ in c.children()) for c in m)
     ]
     if stacks:
         path, stack = max(stacks, key=lambda item: sum(p.numel() for p in item[1].parameters()))
         # A weight shared by several blocks (Zamba's shared transformer) is named at its first use only.
         owned = [[f"{path}.{i}.{n}" for n, _ in stack[i].named_parameters()] for i in range(len(stack))]
-        element_depths = [min(layers.depths[n] for n in names) for names in (
-            [n for n in element if n in layers.depths] for element in owned) if names]
-        if element_depths != sorted(element_depths) or (len(element_depths) > 1 and element_depths[0] == element_depths[-1]):
+        element_depths = [
+            min(layers.depths[n] for n in names)
+            for names in ([n for n in element if n in layers.depths] for element in owned)
+            if names
+        ]
+        if element_depths != sorted(element_depths) or (
+            len(element_depths) > 1 and element_depths[0] == element_depths[-1]
+        ):
             problems.append(f"blocks of {path} not numbered bottom to top: {element_depths[:8]}")
     groups = param_groups(model, lr=1e-3, layer_decay=0.8, weight_decay=0.01, layers=layers)
     grouped = [id(p) for g in groups for p in g["params"]]
@@ -89,8 +106,10 @@ def test_every_buildable_model_type_gets_a_correct_map(coverage, capsys):
     built = {key: problems for key, problems in coverage.items() if problems is not None}
     correct = [key for key, problems in built.items() if not problems]
     with capsys.disabled():
-        print(f"\narchitecture coverage: {len(correct)} of {len(built)} buildable model types get a correct map "
-              f"({len(coverage)} in the installed transformers {transformers.__version__})")
+        print(
+            f"\narchitecture coverage: {len(correct)} of {len(built)} buildable model types get a correct map "
+            f"({len(coverage)} in the installed transformers {transformers.__version__})"
+        )
     wrong = {f"{cls}:{model_type}": problems for (cls, model_type), problems in built.items() if problems}
     assert wrong == {}
     assert len(built) >= 150

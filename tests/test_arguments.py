@@ -70,6 +70,11 @@ def test_every_field_has_help():
     stock = {f.name for f in fields(TrainingArguments)}
     ours = [f for f in fields(LLRDTrainingArguments) if f.name not in stock]
     assert {f.name for f in ours} >= {
-        "layer_decay", "head_learning_rate", "embedding_learning_rate", "layer_decay_min_scale", "layer_grouping", "layer_mapping"
+        "layer_decay",
+        "head_learning_rate",
+        "embedding_learning_rate",
+        "layer_decay_min_scale",
+        "layer_grouping",
+        "layer_mapping",
     }
     assert all(f.metadata.get("help") for f in ours)

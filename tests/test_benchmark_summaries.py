@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import bench_utils  # noqa: E402
-import quality  # noqa: E402
+import bench_utils
+import quality
 
 
 def _run(arm, lr, seed, curve, select, report, decay=1.0, adaptation="none"):
@@ -28,9 +29,21 @@ def _run(arm, lr, seed, curve, select, report, decay=1.0, adaptation="none"):
 
 def test_median_and_spread_uses_inclusive_quartiles():
     assert bench_utils.median_and_spread([4.0, 1.0, 3.0, 2.0, 5.0]) == {
-        "median": 3.0, "q1": 2.0, "q3": 4.0, "min": 1.0, "max": 5.0, "n": 5,
+        "median": 3.0,
+        "q1": 2.0,
+        "q3": 4.0,
+        "min": 1.0,
+        "max": 5.0,
+        "n": 5,
     }
-    assert bench_utils.median_and_spread([7.0]) == {"median": 7.0, "q1": 7.0, "q3": 7.0, "min": 7.0, "max": 7.0, "n": 1}
+    assert bench_utils.median_and_spread([7.0]) == {
+        "median": 7.0,
+        "q1": 7.0,
+        "q3": 7.0,
+        "min": 7.0,
+        "max": 7.0,
+        "n": 1,
+    }
 
 
 def test_bootstrap_interval_of_a_constant_sample_is_that_constant():
@@ -102,7 +115,10 @@ def test_adaptive_configurations_are_compared_with_their_twins_and_stay_out_of_t
     summary = quality.summarize_task(runs)
     assert summary["arms"]["uniform"]["best_config"] == "uniform lr=1e-04"
     assert summary["arms"]["uniform"]["grid_report"]["mean"] == pytest.approx(0.71)
-    assert [entry["label"] for entry in summary["adaptive"]] == ["uniform lr=1e-04 +lars", "layerwise lr=2e-04 decay=0.8 +lars"]
+    assert [entry["label"] for entry in summary["adaptive"]] == [
+        "uniform lr=1e-04 +lars",
+        "layerwise lr=2e-04 decay=0.8 +lars",
+    ]
     on_uniform, on_layerwise = summary["adaptive"]
     assert on_uniform["twin"] == "uniform lr=1e-04"
     assert on_uniform["minus_twin"]["per_seed"] == pytest.approx([0.03, -0.01])
@@ -112,11 +128,16 @@ def test_adaptive_configurations_are_compared_with_their_twins_and_stay_out_of_t
 
 
 def test_adaptive_grid_adds_each_method_on_top_of_each_configuration_and_refuses_unknown_methods():
-    args = quality.build_parser().parse_args(["--uniform-lrs", "1e-4", "--layerwise-lrs", "2e-4", "--layer-decays", "0.8", "--adaptations", "lars,autolr"])
+    args = quality.build_parser().parse_args(
+        ["--uniform-lrs", "1e-4", "--layerwise-lrs", "2e-4", "--layer-decays", "0.8", "--adaptations", "lars,autolr"]
+    )
     assert [config.label for config in quality.grid(args)] == [
-        "uniform lr=1e-04", "layerwise lr=2e-04 decay=0.8",
-        "uniform lr=1e-04 +lars", "layerwise lr=2e-04 decay=0.8 +lars",
-        "uniform lr=1e-04 +autolr", "layerwise lr=2e-04 decay=0.8 +autolr",
+        "uniform lr=1e-04",
+        "layerwise lr=2e-04 decay=0.8",
+        "uniform lr=1e-04 +lars",
+        "layerwise lr=2e-04 decay=0.8 +lars",
+        "uniform lr=1e-04 +autolr",
+        "layerwise lr=2e-04 decay=0.8 +autolr",
     ]
     with pytest.raises(SystemExit, match=r"--adaptations: unknown method\(s\) \['lamb'\]"):
         quality.grid(quality.build_parser().parse_args(["--adaptations", "lars,lamb"]))
@@ -131,15 +152,28 @@ def test_search_cost_counts_trials_and_steps_until_within_half_a_point_of_the_gr
     ]
     trial = lambda state, value, steps: {"state": state, "value": value, "last_reported_value": value, "steps": steps}  # noqa: E731
     search = {
-        "steps_per_trial": 64, "best_params": {"learning_rate": 2e-4}, "best_value": 0.858,
-        "trials": [trial("COMPLETE", 0.80, 64), trial("PRUNED", None, 16), trial("COMPLETE", 0.855, 64), trial("COMPLETE", 0.858, 64)],
+        "steps_per_trial": 64,
+        "best_params": {"learning_rate": 2e-4},
+        "best_value": 0.858,
+        "trials": [
+            trial("COMPLETE", 0.80, 64),
+            trial("PRUNED", None, 16),
+            trial("COMPLETE", 0.855, 64),
+            trial("COMPLETE", 0.858, 64),
+        ],
     }
     search["trials"][1]["last_reported_value"] = 0.9  # pruned trials never count as reaching it
     cost = quality.search_cost(search, grid_runs, grid_max_steps=64)
     assert cost == {
         "grid_best": {"label": "layerwise lr=2e-04 decay=0.8", "select_accuracy": 0.860},
-        "grid_configs": 2, "grid_steps": 128, "trials_needed": 3, "steps_needed": 144, "trials": 4, "steps": 208,
-        "best_params": {"learning_rate": 2e-4}, "best_value": 0.858,
+        "grid_configs": 2,
+        "grid_steps": 128,
+        "trials_needed": 3,
+        "steps_needed": 144,
+        "trials": 4,
+        "steps": 208,
+        "best_params": {"learning_rate": 2e-4},
+        "best_value": 0.858,
     }
 
 
@@ -150,8 +184,10 @@ def test_benchmarks_md_holds_the_report_of_the_committed_results(capsys):
     capsys.readouterr()
     document = (Path(__file__).resolve().parent.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
     begin, end = "<!-- report.py begins -->\n", "<!-- report.py ends -->"
-    pasted = document[document.index(begin) + len(begin):document.index(end)]
-    assert pasted.strip() == text.strip(), "BENCHMARKS.md is out of date: paste the output of python benchmarks/report.py"
+    pasted = document[document.index(begin) + len(begin) : document.index(end)]
+    assert pasted.strip() == text.strip(), (
+        "BENCHMARKS.md is out of date: paste the output of python benchmarks/report.py"
+    )
 
 
 import evidence  # noqa: E402
@@ -161,8 +197,18 @@ import evidence_summary  # noqa: E402
 def _evidence_run(arm, lr, seed, select, report, decay=1.0, reinit=0, curve=None):
     spec = evidence.RunSpec("text", "e5-small", "rte", arm, lr, decay, reinit_top_layers=reinit, seed=seed)
     return {
-        "spec": {"study": "text", "model": "e5-small", "task": "rte", "arm": arm, "learning_rate": lr, "layer_decay": decay,
-                 "layer_grouping": "block", "reinit_top_layers": reinit, "budget": "standard", "seed": seed},
+        "spec": {
+            "study": "text",
+            "model": "e5-small",
+            "task": "rte",
+            "arm": arm,
+            "learning_rate": lr,
+            "layer_decay": decay,
+            "layer_grouping": "block",
+            "reinit_top_layers": reinit,
+            "budget": "standard",
+            "seed": seed,
+        },
         "config_label": spec.config_label,
         "curve": curve or [[10, select - 0.1], [20, select]],
         "select_score": select,
@@ -174,7 +220,9 @@ def test_evidence_run_files_name_every_setting():
     spec = evidence.RunSpec("cnn", "efficientnet-lite0", "cifar10", "layerwise", 1e-3, 0.7, "stage", seed=2)
     assert spec.config_label == "layerwise lr=1e-03 decay=0.7 grouping=stage"
     assert spec.file_name == "efficientnet-lite0__cifar10__layerwise_lr1e-03_decay0.7_groupingstage__seed2.json"
-    reinit = evidence.RunSpec("text", "e5-small", "rte", "layerwise+reinit", 1e-4, 0.9, reinit_top_layers=2, budget="long")
+    reinit = evidence.RunSpec(
+        "text", "e5-small", "rte", "layerwise+reinit", 1e-4, 0.9, reinit_top_layers=2, budget="long"
+    )
     assert reinit.file_name == "e5-small__rte__layerwise-reinit_lr1e-04_decay0.9_reinit2_budgetlong__seed0.json"
 
 
@@ -245,8 +293,26 @@ def _write_run(directory, spec, select):
 
 def test_text_grid_seeds_hold_later_seeds_back_until_the_grid_has_run_then_run_the_selected_rates(tmp_path):
     args = evidence.build_parser().parse_args(
-        ["--studies", "text", "--tasks", "rte", "--text-seeds", "3", "--text-grid-seeds", "1", "--text-lrs", "1e-5,1e-4",
-         "--text-decays", "0.9", "--reinit-ks", "1,2", "--reinit-lrs", "1e-5,1e-4", "--output-dir", str(tmp_path)]
+        [
+            "--studies",
+            "text",
+            "--tasks",
+            "rte",
+            "--text-seeds",
+            "3",
+            "--text-grid-seeds",
+            "1",
+            "--text-lrs",
+            "1e-5,1e-4",
+            "--text-decays",
+            "0.9",
+            "--reinit-ks",
+            "1,2",
+            "--reinit-lrs",
+            "1e-5,1e-4",
+            "--output-dir",
+            str(tmp_path),
+        ]
     )
     args.output_dir = tmp_path
     specs = evidence.all_specs(args)
@@ -254,10 +320,14 @@ def test_text_grid_seeds_hold_later_seeds_back_until_the_grid_has_run_then_run_t
     assert len(specs) == 2 * 2 + 2 * 2 + 2  # two rates x (uniform, decay 0.9, re-init k = 1, 2, decay + re-init)
 
     selection = {
-        ("uniform", 1e-5): 0.61, ("uniform", 1e-4): 0.60,
-        ("layerwise", 1e-5): 0.60, ("layerwise", 1e-4): 0.60,
-        ("reinit", 1e-5): 0.58, ("reinit", 1e-4): 0.62,
-        ("layerwise+reinit", 1e-5): 0.63, ("layerwise+reinit", 1e-4): 0.59,
+        ("uniform", 1e-5): 0.61,
+        ("uniform", 1e-4): 0.60,
+        ("layerwise", 1e-5): 0.60,
+        ("layerwise", 1e-4): 0.60,
+        ("reinit", 1e-5): 0.58,
+        ("reinit", 1e-4): 0.62,
+        ("layerwise+reinit", 1e-5): 0.63,
+        ("layerwise+reinit", 1e-4): 0.59,
     }
     unfinished = next(spec for spec in specs if spec.arm == "layerwise+reinit")
     for spec in specs:
@@ -285,8 +355,10 @@ def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_bes
     grid = [
         _evidence_run("uniform", 1e-4, 0, select=0.60, report=0.6) | {"steps": 100},
         _evidence_run("layerwise", 1e-4, 0, select=0.64, report=0.6, decay=0.9) | {"steps": 100},
-        _evidence_run("layerwise", 1e-4, 1, select=0.90, report=0.6, decay=0.9) | {"steps": 100},  # seed 1: not compared
-        _evidence_run("reinit", 1e-4, 0, select=0.99, report=0.6, reinit=2) | {"steps": 100},  # not in the lr x decay grid
+        _evidence_run("layerwise", 1e-4, 1, select=0.90, report=0.6, decay=0.9)
+        | {"steps": 100},  # seed 1: not compared
+        _evidence_run("reinit", 1e-4, 0, select=0.99, report=0.6, reinit=2)
+        | {"steps": 100},  # not in the lr x decay grid
     ]
     trial = {"state": "COMPLETE", "params": {}, "last_reported_value": None}
     search = {
@@ -307,15 +379,23 @@ def test_search_cost_counts_trials_and_steps_until_half_a_point_of_the_grids_bes
 
 
 def test_vit_uniform_lrs_extend_the_uniform_arm_only():
-    args = evidence.build_parser().parse_args(["--studies", "vit", "--vit-seeds", "1", "--vit-uniform-lrs", "1e-5,2e-5"])
+    args = evidence.build_parser().parse_args(
+        ["--studies", "vit", "--vit-seeds", "1", "--vit-uniform-lrs", "1e-5,2e-5"]
+    )
     labels = [spec.config_label for spec in evidence.all_specs(args)]
     assert [label for label in labels if label.startswith("uniform")] == [
-        "uniform lr=5e-05", "uniform lr=2e-04", "uniform lr=8e-04", "uniform lr=1e-05", "uniform lr=2e-05"
+        "uniform lr=5e-05",
+        "uniform lr=2e-04",
+        "uniform lr=8e-04",
+        "uniform lr=1e-05",
+        "uniform lr=2e-05",
     ]
     assert len(labels) == 1 + 5 + 3 * 3  # probe, uniform, three decays x three rates
 
 
-@pytest.mark.skipif(not (bench_utils.DATA_DIR / "cola" / "train.tsv").is_file(), reason="../shared/data/cola is missing")
+@pytest.mark.skipif(
+    not (bench_utils.DATA_DIR / "cola" / "train.tsv").is_file(), reason="../shared/data/cola is missing"
+)
 def test_cola_full_trains_on_the_whole_cola_training_file_for_three_epochs():
     setup = evidence.SETUPS["cola-full"]
     texts, labels = evidence.text_rows(setup.data, "train")

@@ -7,14 +7,14 @@ import os
 
 import pytest
 import torch
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 from transformers import HfArgumentParser, TrainerCallback
 
 from finetune_llrd import GradualUnfreezingCallback, LLRDTrainer, LLRDTrainingArguments, layer_map, reinit_top_layers
 from finetune_llrd.cli import main as cli_main
 from finetune_llrd.diagnostics import DepthIndex
 from finetune_llrd.schedules import slanted_triangular_factor
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
 
 
 class RecordChanges(TrainerCallback):
@@ -48,7 +48,18 @@ def test_gradual_unfreezing_opens_one_depth_every_n_steps(tmp_path):
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens(), callbacks=[record])
     trainer.train()
     # L = 3, head = 4: steps 1-2 train the head only, 3-4 add block 3, ..., 9-10 add the embeddings.
-    expected = [{4}, {4}, {3, 4}, {3, 4}, {2, 3, 4}, {2, 3, 4}, {1, 2, 3, 4}, {1, 2, 3, 4}, {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}]
+    expected = [
+        {4},
+        {4},
+        {3, 4},
+        {3, 4},
+        {2, 3, 4},
+        {2, 3, 4},
+        {1, 2, 3, 4},
+        {1, 2, 3, 4},
+        {0, 1, 2, 3, 4},
+        {0, 1, 2, 3, 4},
+    ]
     assert record.changed_depths == expected
     assert record.state_depths == expected  # no optimizer state for a depth before it trains
     assert all(p.requires_grad for p in model.parameters())  # everything trainable again at the end
@@ -59,8 +70,14 @@ def test_gradual_unfreezing_keeps_the_schedule_and_resumes_exactly(tmp_path):
     def run(output_dir, max_steps, resume=None, save_steps=None):
         model = tiny_model("bert")
         args = training_args(
-            output_dir, layer_decay=0.5, gradual_unfreeze_steps=2, max_steps=6, lr_scheduler_type="linear",
-            logging_steps=1, save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+            output_dir,
+            layer_decay=0.5,
+            gradual_unfreeze_steps=2,
+            max_steps=6,
+            lr_scheduler_type="linear",
+            logging_steps=1,
+            save_strategy="steps" if save_steps else "no",
+            save_steps=save_steps or 500,
         )
         trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
         if max_steps < 6:
@@ -88,7 +105,14 @@ class _StopAt(TrainerCallback):
 
 def test_unfreezing_callback_needs_layered_groups():
     callback = GradualUnfreezingCallback(3)
-    assert [callback.lowest_trainable_depth(step, head_depth=4) for step in (0, 2, 3, 11, 12, 99)] == [4, 4, 3, 1, 0, 0]
+    assert [callback.lowest_trainable_depth(step, head_depth=4) for step in (0, 2, 3, 11, 12, 99)] == [
+        4,
+        4,
+        3,
+        1,
+        0,
+        0,
+    ]
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match="carry 'layer'"):
         callback.on_step_begin(None, type("S", (), {"global_step": 0})(), None, optimizer=optimizer)
@@ -120,8 +144,13 @@ def test_gradient_norms_are_of_the_accumulated_gradients(tmp_path):
         model = tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         model.accepts_loss_kwargs = False  # a batch-mean loss: see tests/scripts/train_tiny.py
         args = training_args(
-            tmp_path / f"{batch_size}-{accumulation}", layer_decay=0.5, log_layer_grad_norms=True, logging_steps=1,
-            max_steps=1, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+            tmp_path / f"{batch_size}-{accumulation}",
+            layer_decay=0.5,
+            log_layer_grad_norms=True,
+            logging_steps=1,
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
         )
         trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens(size=8))
         trainer.train()
@@ -141,8 +170,16 @@ def test_update_ratios_are_logged_exactly(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     depths = layer_map(model).depths
     args = training_args(
-        tmp_path, layer_decay=0.5, log_layer_grad_norms=True, logging_steps=1, max_steps=1, optim="sgd",
-        weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="constant", learning_rate=1.0,
+        tmp_path,
+        layer_decay=0.5,
+        log_layer_grad_norms=True,
+        logging_steps=1,
+        max_steps=1,
+        optim="sgd",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        lr_scheduler_type="constant",
+        learning_rate=1.0,
     )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
     trainer.train()
@@ -150,7 +187,13 @@ def test_update_ratios_are_logged_exactly(tmp_path):
     for depth in range(5):
         key = "head" if depth == 4 else f"layer_{depth:02d}"
         weight_norm = math.sqrt(sum(before[n].double().square().sum().item() for n in before if depths[n] == depth))
-        change = math.sqrt(sum((p.detach() - before[n]).double().square().sum().item() for n, p in model.named_parameters() if depths[n] == depth))
+        change = math.sqrt(
+            sum(
+                (p.detach() - before[n]).double().square().sum().item()
+                for n, p in model.named_parameters()
+                if depths[n] == depth
+            )
+        )
         assert entry[f"update_ratio/{key}"] == pytest.approx(change / weight_norm, rel=1e-4)
         # Plain SGD: the change is the rate times the gradient.
         assert change == pytest.approx(entry[f"lr/{key}"] * entry[f"grad_norm/{key}"], rel=1e-4)
@@ -165,7 +208,11 @@ def test_plot_command_draws_every_per_depth_series(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "plots")]) == 0
     written = capsys.readouterr().out.split()
-    assert [os.path.basename(p) for p in written] == ["lr_per_depth.png", "grad_norm_per_depth.png", "update_ratio_per_depth.png"]
+    assert [os.path.basename(p) for p in written] == [
+        "lr_per_depth.png",
+        "grad_norm_per_depth.png",
+        "update_ratio_per_depth.png",
+    ]
     for path in written:
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -238,15 +285,29 @@ def test_slanted_triangular_factor_values():
 
 def test_slanted_triangular_from_the_command_line(tmp_path):
     (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--lr_scheduler_type", "slanted_triangular", "--lr_scheduler_kwargs",
-         '{"cut_frac": 0.2, "ratio": 8}', "--layer_decay", "0.5", "--learning_rate", "1e-3", "--report_to", "none"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--lr_scheduler_type",
+            "slanted_triangular",
+            "--lr_scheduler_kwargs",
+            '{"cut_frac": 0.2, "ratio": 8}',
+            "--layer_decay",
+            "0.5",
+            "--learning_rate",
+            "1e-3",
+            "--report_to",
+            "none",
+        ]
     )
     trainer = LLRDTrainer(model=tiny_model("bert"), args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=20)
     base = [g["initial_lr"] for g in trainer.optimizer.param_groups]
     for step in range(20):
         expected = slanted_triangular_factor(step, num_training_steps=20, cut_frac=0.2, ratio=8)
-        assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([b * expected for b in base], rel=1e-12)
+        assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
+            [b * expected for b in base], rel=1e-12
+        )
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
 
@@ -256,10 +317,19 @@ def test_slanted_triangular_from_the_command_line(tmp_path):
     [
         ({"gradual_unfreeze_steps": -1}, r"gradual_unfreeze_steps must be an integer >= 0"),
         ({"reinit_top_layers": -2}, r"reinit_top_layers must be an integer >= 0"),
-        ({"gradual_unfreeze_steps": 5, "ddp_find_unused_parameters": False}, r"gradual_unfreeze_steps needs ddp_find_unused_parameters=True"),
+        (
+            {"gradual_unfreeze_steps": 5, "ddp_find_unused_parameters": False},
+            r"gradual_unfreeze_steps needs ddp_find_unused_parameters=True",
+        ),
         ({"lr_scheduler_type": "slanted_triangular", "warmup_steps": 10}, r"slanted_triangular warms up by itself"),
-        ({"lr_scheduler_type": "slanted_triangular", "lr_scheduler_kwargs": {"cut_frac": 1.5}}, r"cut_frac must be in \(0, 1\)"),
-        ({"lr_scheduler_type": "slanted_triangular", "lr_scheduler_kwargs": {"power": 2}}, r"take only \['cut_frac', 'ratio'\]"),
+        (
+            {"lr_scheduler_type": "slanted_triangular", "lr_scheduler_kwargs": {"cut_frac": 1.5}},
+            r"cut_frac must be in \(0, 1\)",
+        ),
+        (
+            {"lr_scheduler_type": "slanted_triangular", "lr_scheduler_kwargs": {"power": 2}},
+            r"take only \['cut_frac', 'ratio'\]",
+        ),
     ],
 )
 def test_bad_values_name_the_field(fields, message):
@@ -283,8 +353,11 @@ def _ddp_and_single_process(tmp_path, options):
 
     script = os.path.join(os.path.dirname(__file__), "scripts", "train_tiny.py")
     accelerate_launch(script, tmp_path / "ddp", *options, "--per_device_train_batch_size", "4")
-    subprocess.run([sys.executable, script, tmp_path / "single", *options, "--per_device_train_batch_size", "8"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, script, tmp_path / "single", *options, "--per_device_train_batch_size", "8"],
+        check=True,
+        capture_output=True,
+    )
     runs = (("ddp", 0), ("ddp", 1), ("single", 0))
     records = []
     for run, rank in runs:
@@ -298,8 +371,16 @@ def _ddp_and_single_process(tmp_path, options):
 
 def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
     options = [
-        "--layer_decay", "0.5", "--gradual_unfreeze_steps", "2", "--layer_lr_adaptation", "singh2015",
-        "--log_layer_grad_norms", "true", "--max_steps", "4",
+        "--layer_decay",
+        "0.5",
+        "--gradual_unfreeze_steps",
+        "2",
+        "--layer_lr_adaptation",
+        "singh2015",
+        "--log_layer_grad_norms",
+        "true",
+        "--max_steps",
+        "4",
     ]
     worlds, ddp0, ddp1, single, rank0, rank1, alone = _ddp_and_single_process(tmp_path, options)
     assert worlds == (2, 2, 1)
@@ -311,7 +392,7 @@ def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
         assert [a[k] for k in keys] == pytest.approx([c[k] for k in keys], rel=1e-4)  # the reduced gradients
         assert a["loss"] == pytest.approx(c["loss"], rel=1e-4)
 
-    initial = {n: p for n, p in tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).named_parameters()}
+    initial = dict(tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).named_parameters())
     for name in initial:
         assert torch.equal(rank0[name], rank1[name]), name
         assert torch.allclose(rank0[name], alone[name], atol=1e-6, rtol=1e-4), name
@@ -327,8 +408,16 @@ def test_unfreezing_and_adaptation_under_ddp_match_one_process(tmp_path):
 def test_each_adaptation_under_ddp_matches_one_process(tmp_path, method):
     # One rate for all depths, so that AutoLR finds its order broken and adjusts (every 2 steps).
     options = [
-        "--layer_lr_adaptation", method, "--layer_lr_adaptation_interval", "2", "--weight_decay", "0.01",
-        "--log_layer_grad_norms", "true", "--max_steps", "4",
+        "--layer_lr_adaptation",
+        method,
+        "--layer_lr_adaptation_interval",
+        "2",
+        "--weight_decay",
+        "0.01",
+        "--log_layer_grad_norms",
+        "true",
+        "--max_steps",
+        "4",
     ]
     worlds, ddp0, ddp1, single, rank0, rank1, alone = _ddp_and_single_process(tmp_path, options)
     assert worlds == (2, 2, 1)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import torch
+from composition_helpers import CopyPrefix, ProjectArguments, describe_in_child, tiny_t5
+from launch import accelerate_launch
 from transformers import (
     HfArgumentParser,
     Seq2SeqTrainer,
@@ -18,7 +20,6 @@ from transformers import (
 )
 
 import finetune_llrd.composition
-from composition_helpers import CopyPrefix, ProjectArguments, describe_in_child, tiny_t5
 from finetune_llrd import (
     LayerwiseArgumentsMixin,
     LayerwiseTrainerMixin,
@@ -28,7 +29,7 @@ from finetune_llrd import (
     layerwise_trainer,
     param_groups,
 )
-from launch import accelerate_launch
+
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -39,9 +40,19 @@ T5_RATES = {depth: 1e-3 * 0.5 ** (6 - depth) for depth in range(7)}
 
 def _seq2seq_args(output_dir, **overrides):
     settings = dict(
-        output_dir=str(output_dir), learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01, max_steps=3,
-        logging_steps=1, per_device_train_batch_size=4, report_to=[], save_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=0, data_seed=0,
+        output_dir=str(output_dir),
+        learning_rate=1e-3,
+        layer_decay=0.5,
+        weight_decay=0.01,
+        max_steps=3,
+        logging_steps=1,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
     )
     settings.update(overrides)
     return layerwise_arguments(Seq2SeqTrainingArguments)(**settings)
@@ -57,7 +68,9 @@ def test_factories_name_and_register_one_class_per_wrapped_class():
     assert layerwise_trainer(Seq2SeqTrainer) is trainer_cls and layerwise_trainer(trainer_cls) is trainer_cls
     assert layerwise_arguments(Seq2SeqTrainingArguments) is args_cls
     # The stock classes' case is the existing pair.
-    assert layerwise_trainer(Trainer) is LLRDTrainer and layerwise_arguments(TrainingArguments) is LLRDTrainingArguments
+    assert (
+        layerwise_trainer(Trainer) is LLRDTrainer and layerwise_arguments(TrainingArguments) is LLRDTrainingArguments
+    )
     with pytest.raises(TypeError, match="transformers.Trainer subclass"):
         layerwise_trainer(torch.nn.Module)
     with pytest.raises(TypeError, match="TrainingArguments subclass"):
@@ -80,8 +93,20 @@ def test_arguments_add_only_the_layerwise_fields_after_the_wrapped_ones():
 def test_hf_argument_parser_takes_the_layerwise_flags_and_slanted_triangular():
     parser = HfArgumentParser(layerwise_arguments(Seq2SeqTrainingArguments))
     (args,) = parser.parse_args_into_dataclasses(
-        ["--output_dir", "unused", "--report_to", "none", "--layer_decay", "0.8", "--head_learning_rate", "1e-3",
-         "--predict_with_generate", "true", "--lr_scheduler_type", "slanted_triangular"]
+        [
+            "--output_dir",
+            "unused",
+            "--report_to",
+            "none",
+            "--layer_decay",
+            "0.8",
+            "--head_learning_rate",
+            "1e-3",
+            "--predict_with_generate",
+            "true",
+            "--lr_scheduler_type",
+            "slanted_triangular",
+        ]
     )
     assert (args.layer_decay, args.head_learning_rate, args.predict_with_generate) == (0.8, 1e-3, True)
     assert args.lr_scheduler_type == "slanted_triangular"
@@ -94,7 +119,13 @@ def test_both_checks_run_the_layerwise_ones_and_the_wrapped_ones():
     with pytest.raises(ValueError, match="layer_decay"):
         args_cls(output_dir="unused", report_to=[], layer_decay=1.5)
     with pytest.raises(ValueError, match="load_best_model_at_end requires the save and eval strategy to match"):
-        args_cls(output_dir="unused", report_to=[], load_best_model_at_end=True, eval_strategy="steps", save_strategy="epoch")
+        args_cls(
+            output_dir="unused",
+            report_to=[],
+            load_best_model_at_end=True,
+            eval_strategy="steps",
+            save_strategy="epoch",
+        )
     with pytest.raises(ValueError, match="'optimizer' block: DeepSpeed would then build its own optimizer"):
         args_cls(output_dir="unused", report_to=[], layer_decay=0.8, deepspeed={"optimizer": {"type": "AdamW"}})
 
@@ -125,7 +156,9 @@ def test_composed_arguments_load_in_a_fresh_process(tmp_path):
     # A fresh interpreter that has composed nothing yet, as a resumed job has: a library's class, and a project's
     # own arguments class (the composition is made again from the import path of the class it wraps).
     library = _seq2seq_args(tmp_path, layer_decay=0.7, predict_with_generate=True, layer_mapping='{"^lm_head": 6}')
-    project = layerwise_arguments(ProjectArguments)(output_dir=str(tmp_path), report_to=[], layer_decay=0.6, source_prefix="translate: ")
+    project = layerwise_arguments(ProjectArguments)(
+        output_dir=str(tmp_path), report_to=[], layer_decay=0.6, source_prefix="translate: "
+    )
     assert type(project).__name__ == "LLRDProjectArguments"
     torch.save(library, tmp_path / "library.bin")
     torch.save(project, tmp_path / "project.bin")
@@ -139,7 +172,7 @@ def test_composed_arguments_load_in_a_fresh_process(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=TESTS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-2:] == [
-        "finetune_llrd.composition LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001",
+        "finetune_llrd.arguments LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001",
         "LLRDProjectArguments 0.6 'translate: ' True",
     ]
 
@@ -165,7 +198,9 @@ def test_unknown_composed_name_says_how_to_make_it():
 def test_seq2seq_trainer_trains_t5_with_decayed_groups_and_predicts_with_generate(tmp_path):
     model = tiny_t5()
     args = _seq2seq_args(tmp_path, predict_with_generate=True, generation_max_length=6)
-    trainer = layerwise_trainer(Seq2SeqTrainer)(model=model, args=args, train_dataset=CopyPrefix(), eval_dataset=CopyPrefix(8, seed=1))
+    trainer = layerwise_trainer(Seq2SeqTrainer)(
+        model=model, args=args, train_dataset=CopyPrefix(), eval_dataset=CopyPrefix(8, seed=1)
+    )
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainer.train()
 
@@ -178,8 +213,13 @@ def test_seq2seq_trainer_trains_t5_with_decayed_groups_and_predicts_with_generat
     assert len({g["initial_lr"] for g in groups}) == 7
     first = trainer.state.log_history[0]
     assert {key: first[key] for key in first if key.startswith("lr/")} == {
-        "lr/layer_00": T5_RATES[0], "lr/layer_01": T5_RATES[1], "lr/layer_02": T5_RATES[2],
-        "lr/layer_03": T5_RATES[3], "lr/layer_04": T5_RATES[4], "lr/layer_05": T5_RATES[5], "lr/head": 1e-3,
+        "lr/layer_00": T5_RATES[0],
+        "lr/layer_01": T5_RATES[1],
+        "lr/layer_02": T5_RATES[2],
+        "lr/layer_03": T5_RATES[3],
+        "lr/layer_04": T5_RATES[4],
+        "lr/layer_05": T5_RATES[5],
+        "lr/head": 1e-3,
     }
     assert all(not torch.equal(before[name], param) for name, param in model.named_parameters())
 

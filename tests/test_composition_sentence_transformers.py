@@ -6,14 +6,16 @@ import os
 
 import pytest
 import torch
-
 from composition_helpers import pair_classification_data, tiny_sentence_transformer
+
 from finetune_llrd import LayerwiseTrainerMixin, layerwise_arguments, layerwise_trainer
+
 
 st = pytest.importorskip("sentence_transformers")
 datasets = pytest.importorskip("datasets")
 
 from sentence_transformers.sentence_transformer.losses import SoftmaxLoss  # noqa: E402
+
 
 # Tiny BERT: 3 blocks, so depths 0..4; lr 1e-3 and decay 0.5 give 1e-3 * 0.5 ** (4 - d).
 TINY_RATES = {depth: 1e-3 * 0.5 ** (4 - depth) for depth in range(5)}
@@ -21,9 +23,19 @@ TINY_RATES = {depth: 1e-3 * 0.5 ** (4 - depth) for depth in range(5)}
 
 def _args(output_dir, **overrides):
     settings = dict(
-        output_dir=str(output_dir), learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01, max_steps=2,
-        logging_steps=1, per_device_train_batch_size=4, report_to=[], save_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=0, data_seed=0,
+        output_dir=str(output_dir),
+        learning_rate=1e-3,
+        layer_decay=0.5,
+        weight_decay=0.01,
+        max_steps=2,
+        logging_steps=1,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
     )
     settings.update(overrides)
     return layerwise_arguments(st.SentenceTransformerTrainingArguments)(**settings)
@@ -58,8 +70,12 @@ def test_depths_run_over_the_modules_and_the_loss_classifier_trains_at_the_head_
     assert {g["layer"]: g["initial_lr"] for g in groups} == TINY_RATES
     head = {name for g in groups if g["layer"] == 4 for name in g["param_names"]}
     assert head == {
-        "classifier.weight", "classifier.bias", "model.2.linear.weight", "model.2.linear.bias",
-        "model.0.model.pooler.dense.weight", "model.0.model.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+        "model.2.linear.weight",
+        "model.2.linear.bias",
+        "model.0.model.pooler.dense.weight",
+        "model.0.model.pooler.dense.bias",
     }
     for depth in (1, 2, 3):
         names = {name for g in groups if g["layer"] == depth for name in g["param_names"]}
@@ -71,13 +87,18 @@ def test_depths_run_over_the_modules_and_the_loss_classifier_trains_at_the_head_
 
     first = trainer.state.log_history[0]
     assert {key: first[key] for key in first if key.startswith("lr/")} == {
-        "lr/layer_00": TINY_RATES[0], "lr/layer_01": TINY_RATES[1], "lr/layer_02": TINY_RATES[2],
-        "lr/layer_03": TINY_RATES[3], "lr/head": TINY_RATES[4],
+        "lr/layer_00": TINY_RATES[0],
+        "lr/layer_01": TINY_RATES[1],
+        "lr/layer_02": TINY_RATES[2],
+        "lr/layer_03": TINY_RATES[3],
+        "lr/head": TINY_RATES[4],
     }
 
 
 def test_learning_rate_mapping_keeps_its_rate_at_its_depth(tmp_path):
-    trainer, _, _ = _trainer(tmp_path, learning_rate_mapping={r"encoder\.layer\.1\.attention": 7e-4, r"^classifier": 3e-3})
+    trainer, _, _ = _trainer(
+        tmp_path, learning_rate_mapping={r"encoder\.layer\.1\.attention": 7e-4, r"^classifier": 3e-3}
+    )
     optimizer = trainer.create_optimizer()
     by_rate = _names_by_rate(optimizer.param_groups)
     assert by_rate[3e-3] == {"classifier.weight", "classifier.bias"}
@@ -93,12 +114,20 @@ def test_learning_rate_mapping_keeps_its_rate_at_its_depth(tmp_path):
 def test_without_layerwise_settings_the_optimizer_is_sentence_transformers_own(tmp_path):
     trainer, _, loss = _trainer(tmp_path, layer_decay=1.0)
     stock = st.SentenceTransformerTrainer(
-        model=loss.model, args=st.SentenceTransformerTrainingArguments(**{
-            k: getattr(trainer.args, k) for k in ("output_dir", "learning_rate", "weight_decay", "report_to", "use_cpu")
-        }), train_dataset=pair_classification_data(), loss=loss,
+        model=loss.model,
+        args=st.SentenceTransformerTrainingArguments(
+            **{
+                k: getattr(trainer.args, k)
+                for k in ("output_dir", "learning_rate", "weight_decay", "report_to", "use_cpu")
+            }
+        ),
+        train_dataset=pair_classification_data(),
+        loss=loss,
     )
     ours, theirs = trainer.create_optimizer(), stock.create_optimizer()
-    assert [[id(p) for p in g["params"]] for g in ours.param_groups] == [[id(p) for p in g["params"]] for g in theirs.param_groups]
+    assert [[id(p) for p in g["params"]] for g in ours.param_groups] == [
+        [id(p) for p in g["params"]] for g in theirs.param_groups
+    ]
     assert "layer" not in ours.param_groups[0]
 
 
@@ -131,9 +160,13 @@ def test_optimizer_dict_over_other_parameters_is_refused():
 
     first, second, third = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
     groups = [{"params": [first, second], "lr": 1e-3, "weight_decay": 0.0, "layer": 1, "param_names": ["a", "b"]}]
-    with pytest.raises(ValueError, match="hold 1 parameters that the layer-wise groups lack and lack 1 that they hold"):
+    with pytest.raises(
+        ValueError, match="hold 1 parameters that the layer-wise groups lack and lack 1 that they hold"
+    ):
         absorb_optimizer_dict(groups, [{"params": [first, third], "weight_decay": 0.0}])
-    mapped = absorb_optimizer_dict(groups, [{"params": [first], "weight_decay": 0.0}, {"params": [second], "lr": 5e-3}])
+    mapped = absorb_optimizer_dict(
+        groups, [{"params": [first], "weight_decay": 0.0}, {"params": [second], "lr": 5e-3}]
+    )
     assert [(g["lr"], g["param_names"]) for g in mapped] == [(1e-3, ["a"]), (5e-3, ["b"])]
 
 
@@ -142,8 +175,12 @@ def test_the_generic_mixin_says_which_class_to_use(tmp_path):
         pass
 
     model = tiny_sentence_transformer(str(tmp_path / "tiny-bert"))
-    trainer = Plain(model=model, args=_args(tmp_path), train_dataset=pair_classification_data(),
-                    loss=SoftmaxLoss(model, embedding_dimension=8, num_labels=3))
+    trainer = Plain(
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=pair_classification_data(),
+        loss=SoftmaxLoss(model, embedding_dimension=8, num_labels=3),
+    )
     with pytest.raises(ValueError, match=r"layerwise_trainer\(SentenceTransformerTrainer\)"):
         trainer.create_optimizer()
 
@@ -154,15 +191,24 @@ def _minilm_path():
 
 
 def _rte_pairs(count):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data", "rte", "train.tsv")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "shared",
+        "data",
+        "rte",
+        "train.tsv",
+    )
     if not os.path.exists(path):
         pytest.skip(f"{path} is missing")
     with open(path, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:count]
-    return datasets.Dataset.from_dict({
-        "sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows],
-        "label": [int(r["label"] == "entailment") for r in rows],
-    })
+    return datasets.Dataset.from_dict(
+        {
+            "sentence1": [r["sentence1"] for r in rows],
+            "sentence2": [r["sentence2"] for r in rows],
+            "label": [int(r["label"] == "entailment") for r in rows],
+        }
+    )
 
 
 @pytest.mark.slow  # about 30 s on 2 loaded CPU cores
@@ -170,8 +216,10 @@ def test_real_minilm_trains_with_one_rate_per_depth(tmp_path):
     model = st.SentenceTransformer(_minilm_path(), device="cpu")
     loss = SoftmaxLoss(model, embedding_dimension=384, num_labels=2)
     trainer = layerwise_trainer(st.SentenceTransformerTrainer)(
-        model=model, args=_args(tmp_path, learning_rate=1e-4, layer_decay=0.8, max_steps=4, per_device_train_batch_size=8),
-        train_dataset=_rte_pairs(32), loss=loss,
+        model=model,
+        args=_args(tmp_path, learning_rate=1e-4, layer_decay=0.8, max_steps=4, per_device_train_batch_size=8),
+        train_dataset=_rte_pairs(32),
+        loss=loss,
     )
     trainer.train()
     groups = trainer.optimizer.param_groups

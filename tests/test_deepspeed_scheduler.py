@@ -4,7 +4,8 @@ the installed DeepSpeed, and check_deepspeed_scheduler refusing exactly the othe
 import pytest
 import torch
 
-from finetune_llrd.deepspeed_checks import check_deepspeed_scheduler
+from finetune_llrd.integrations.deepspeed import check_deepspeed_scheduler
+
 
 lr_schedules = pytest.importorskip("deepspeed.runtime.lr_schedules")
 
@@ -17,13 +18,21 @@ BASE_RATES = [LEARNING_RATE * 0.5 ** (3 - depth) for depth in range(4) for _ in 
 
 def _optimizer():
     return torch.optim.AdamW(
-        [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": rate, "layer": i // 2} for i, rate in enumerate(BASE_RATES)]
+        [
+            {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": rate, "layer": i // 2}
+            for i, rate in enumerate(BASE_RATES)
+        ]
     )
 
 
 def _as_the_trainer_fills_it(params):
     """The "auto" values as transformers' DeepSpeed integration fills them in."""
-    auto = {"warmup_min_lr": 0, "warmup_max_lr": LEARNING_RATE, "warmup_num_steps": WARMUP_STEPS, "total_num_steps": TOTAL_STEPS}
+    auto = {
+        "warmup_min_lr": 0,
+        "warmup_max_lr": LEARNING_RATE,
+        "warmup_num_steps": WARMUP_STEPS,
+        "total_num_steps": TOTAL_STEPS,
+    }
     return {key: auto[key] if value == "auto" else value for key, value in params.items()}
 
 
@@ -56,15 +65,31 @@ def _keeps_ratios(rates):
 SCHEDULERS = [
     # The blocks of transformers' DeepSpeed documentation.
     ("WarmupLR", {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"}, False),
-    ("WarmupDecayLR", {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto",
-                       "total_num_steps": "auto"}, False),
+    (
+        "WarmupDecayLR",
+        {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto"},
+        False,
+    ),
     ("WarmupCosineLR", {"warmup_num_steps": "auto", "total_num_steps": "auto"}, True),
-    ("WarmupCosineLR", {"warmup_min_ratio": 0.1, "cos_min_ratio": 0.01, "warmup_num_steps": 3, "total_num_steps": 8,
-                        "warmup_type": "linear"}, True),
+    (
+        "WarmupCosineLR",
+        {
+            "warmup_min_ratio": 0.1,
+            "cos_min_ratio": 0.01,
+            "warmup_num_steps": 3,
+            "total_num_steps": 8,
+            "warmup_type": "linear",
+        },
+        True,
+    ),
     # Each group warms up to its own rate only without a warmup_max_lr.
     ("WarmupLR", {"warmup_num_steps": "auto"}, True),
     ("WarmupLR", {"warmup_min_lr": 1e-5, "warmup_num_steps": "auto"}, False),
-    ("WarmupDecayLR", {"warmup_num_steps": "auto", "total_num_steps": "auto"}, False),  # warmup_max_lr defaults to 0.001
+    (
+        "WarmupDecayLR",
+        {"warmup_num_steps": "auto", "total_num_steps": "auto"},
+        False,
+    ),  # warmup_max_lr defaults to 0.001
     ("WarmupDecayLR", {"warmup_max_lr": None, "warmup_num_steps": "auto", "total_num_steps": "auto"}, True),
     ("OneCycle", {"cycle_min_lr": 1e-4, "cycle_max_lr": 1e-3, "cycle_first_step_size": 2}, False),
     ("LRRangeTest", {"lr_range_test_min_lr": 1e-4, "lr_range_test_step_size": 2}, False),
@@ -85,18 +110,28 @@ def test_exactly_the_schedulers_that_lose_the_ratios_are_refused(name, params, k
 def test_what_the_schedulers_do_to_the_rates():
     # transformers' WarmupLR block: every group warms up to --learning_rate, the embeddings' 8x too fast.
     # rates[k] holds the rates after k scheduler steps.
-    rates = _rates_over_training("WarmupLR", {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"})
+    rates = _rates_over_training(
+        "WarmupLR", {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"}
+    )
     assert rates[WARMUP_STEPS + 1] == [LEARNING_RATE] * 8
     # Without warmup_max_lr every group reaches its own rate; WarmupCosineLR ends at cos_min_ratio of each.
     assert _rates_over_training("WarmupLR", {"warmup_num_steps": "auto"})[WARMUP_STEPS + 1] == BASE_RATES
-    rates = _rates_over_training("WarmupCosineLR", {"cos_min_ratio": 0.5, "warmup_num_steps": "auto", "total_num_steps": "auto"})
+    rates = _rates_over_training(
+        "WarmupCosineLR", {"cos_min_ratio": 0.5, "warmup_num_steps": "auto", "total_num_steps": "auto"}
+    )
     assert rates[0] == [0.0] * 8  # every group, not only the first, starts at the warmup's 0 (DeepSpeed PR #7969)
     assert rates[TOTAL_STEPS] == [rate * 0.5 for rate in BASE_RATES]
-    assert _rates_over_training("OneCycle", {"cycle_min_lr": 1e-4, "cycle_max_lr": 1e-3, "cycle_first_step_size": 2})[2] == [1e-3] * 8
+    assert (
+        _rates_over_training("OneCycle", {"cycle_min_lr": 1e-4, "cycle_max_lr": 1e-3, "cycle_first_step_size": 2})[2]
+        == [1e-3] * 8
+    )
 
 
 def test_the_message_says_what_to_change():
-    block = {"type": "WarmupLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"}}
+    block = {
+        "type": "WarmupLR",
+        "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"},
+    }
     with pytest.raises(ValueError) as error:
         check_deepspeed_scheduler({"scheduler": block}, deepspeed_version="0.19.8")
     assert str(error.value) == (
@@ -111,9 +146,17 @@ def test_the_message_says_what_to_change():
 @pytest.mark.parametrize(
     "block, version, refused",
     [
-        ({"type": "WarmupCosineLR"}, "0.18.9", r"before DeepSpeed 0\.19\.0 \(installed: 0\.18\.9\) its first step runs every group"),
+        (
+            {"type": "WarmupCosineLR"},
+            "0.18.9",
+            r"before DeepSpeed 0\.19\.0 \(installed: 0\.18\.9\) its first step runs every group",
+        ),
         ({"type": "WarmupCosineLR"}, "0.19.0", None),
-        ({"type": "WarmupLR"}, "0.19.3", r"before DeepSpeed 0\.19\.4 \(installed: 0\.19\.3\) it warms every group up to the first"),
+        (
+            {"type": "WarmupLR"},
+            "0.19.3",
+            r"before DeepSpeed 0\.19\.4 \(installed: 0\.19\.3\) it warms every group up to the first",
+        ),
         ({"type": "WarmupLR"}, "0.19.4", None),
         ({"type": "WarmupDecayLR", "params": {"warmup_max_lr": None}}, "0.17.2", r"before DeepSpeed 0\.19\.4"),
         ({"type": "WarmupDecayLR", "params": {"warmup_max_lr": None, "warmup_min_lr": 0}}, "0.19.8", None),

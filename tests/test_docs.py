@@ -3,6 +3,7 @@
 import os
 import re
 
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_CELL = 160
 
@@ -31,7 +32,11 @@ def test_every_cell_of_the_settings_table_is_short():
 
 
 def test_the_settings_table_links_to_benchmark_sections_that_exist():
-    anchors = {_github_anchor(line.lstrip("#")) for line in _read("BENCHMARKS.md").splitlines() if line.startswith("#")}
-    links = [link for row in _settings_rows() for cell in row for link in re.findall(r"\(BENCHMARKS\.md#([^)]+)\)", cell)]
+    anchors = {
+        _github_anchor(line.lstrip("#")) for line in _read("BENCHMARKS.md").splitlines() if line.startswith("#")
+    }
+    links = [
+        link for row in _settings_rows() for cell in row for link in re.findall(r"\(BENCHMARKS\.md#([^)]+)\)", cell)
+    ]
     assert links, "the measured rows link to their detail"
     assert [link for link in links if link not in anchors] == []

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "gpu_check.py")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -17,8 +18,21 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_precision_with_fused_adamw_on_the_gpu(tmp_path, precision):
     result = subprocess.run(
-        [sys.executable, SCRIPT, "precision", precision, "--device", "cuda", "--steps", "20", "--output_dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            SCRIPT,
+            "precision",
+            precision,
+            "--device",
+            "cuda",
+            "--steps",
+            "20",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])

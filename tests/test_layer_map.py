@@ -4,10 +4,10 @@ import re
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURES, EXPECTED_NUM_LAYERS, tiny_model
 from torch import nn
 
 from finetune_llrd import LayerMapError, layer_map
-from tiny_models import ARCHITECTURES, EXPECTED_NUM_LAYERS, tiny_model
 
 
 def _bert_like(prefix, embeddings, head, extra_embeddings=()):
@@ -18,9 +18,26 @@ def _bert_like(prefix, embeddings, head, extra_embeddings=()):
     )
 
 
-_EMB = ["word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"]
-_ROBERTA_EMB = ["word_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias", "position_embeddings.weight"]
-_ROBERTA_HEAD = ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"]
+_EMB = [
+    "word_embeddings.weight",
+    "position_embeddings.weight",
+    "token_type_embeddings.weight",
+    "LayerNorm.weight",
+    "LayerNorm.bias",
+]
+_ROBERTA_EMB = [
+    "word_embeddings.weight",
+    "token_type_embeddings.weight",
+    "LayerNorm.weight",
+    "LayerNorm.bias",
+    "position_embeddings.weight",
+]
+_ROBERTA_HEAD = [
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+]
 _DECODER = dict(
     embeddings={"model.embed_tokens.weight"},
     head={"model.norm.weight", "score.weight"},
@@ -31,14 +48,19 @@ _DECODER = dict(
 def _vit_like(prefix, tokens, layers="layers", final="layernorm"):
     return dict(
         embeddings={f"{prefix}.embeddings.{t}" for t in tokens}
-        | {f"{prefix}.embeddings.patch_embeddings.projection.weight", f"{prefix}.embeddings.patch_embeddings.projection.bias"},
+        | {
+            f"{prefix}.embeddings.patch_embeddings.projection.weight",
+            f"{prefix}.embeddings.patch_embeddings.projection.bias",
+        },
         head={f"{prefix}.{final}.weight", f"{prefix}.{final}.bias", "classifier.weight", "classifier.bias"},
         blocks=[f"{prefix}.{layers}.{i}" for i in range(3)],
     )
 
 
 EXPECTED = {
-    "bert": _bert_like("bert", _EMB, ["bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"]),
+    "bert": _bert_like(
+        "bert", _EMB, ["bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"]
+    ),
     "roberta": _bert_like("roberta", _ROBERTA_EMB, _ROBERTA_HEAD),
     "xlm-roberta": _bert_like("roberta", _ROBERTA_EMB, _ROBERTA_HEAD),
     # The relative position table and the norm that normalizes it serve every layer: depth 0.
@@ -46,10 +68,17 @@ EXPECTED = {
         "deberta",
         ["word_embeddings.weight", "position_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"],
         ["pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"],
-        extra_embeddings=["deberta.encoder.rel_embeddings.weight", "deberta.encoder.LayerNorm.weight", "deberta.encoder.LayerNorm.bias"],
+        extra_embeddings=[
+            "deberta.encoder.rel_embeddings.weight",
+            "deberta.encoder.LayerNorm.weight",
+            "deberta.encoder.LayerNorm.bias",
+        ],
     ),
     "electra": _bert_like(
-        "electra", _EMB, _ROBERTA_HEAD, extra_embeddings=["electra.embeddings_project.weight", "electra.embeddings_project.bias"]
+        "electra",
+        _EMB,
+        _ROBERTA_HEAD,
+        extra_embeddings=["electra.embeddings_project.weight", "electra.embeddings_project.bias"],
     ),
     # One layer shared by all 12 applications: it is one block (L=1) between embeddings and head.
     "albert": dict(
@@ -59,7 +88,10 @@ EXPECTED = {
         blocks=["albert.encoder.albert_layer_groups.0"],
     ),
     "distilbert": dict(
-        embeddings={f"distilbert.embeddings.{n}" for n in ["word_embeddings.weight", "position_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"]},
+        embeddings={
+            f"distilbert.embeddings.{n}"
+            for n in ["word_embeddings.weight", "position_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"]
+        },
         head={"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"},
         blocks=[f"distilbert.transformer.layer.{i}" for i in range(3)],
     ),
@@ -71,7 +103,13 @@ EXPECTED = {
     ),
     "modernbert": dict(
         embeddings={"model.embeddings.tok_embeddings.weight", "model.embeddings.norm.weight"},
-        head={"model.final_norm.weight", "head.dense.weight", "head.norm.weight", "classifier.weight", "classifier.bias"},
+        head={
+            "model.final_norm.weight",
+            "head.dense.weight",
+            "head.norm.weight",
+            "classifier.weight",
+            "classifier.bias",
+        },
         blocks=[f"model.layers.{i}" for i in range(3)],
     ),
     "gpt2": dict(
@@ -88,13 +126,19 @@ EXPECTED = {
     # Encoder blocks below decoder blocks; the encoder's final norm feeds the decoder's first block.
     "t5": dict(
         embeddings={"transformer.shared.weight"},
-        head={"transformer.decoder.final_layer_norm.weight"} | {f"classification_head.{n}" for n in ["dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"]},
-        blocks=[f"transformer.encoder.block.{i}" for i in range(3)] + [f"transformer.decoder.block.{i}" for i in range(2)],
+        head={"transformer.decoder.final_layer_norm.weight"}
+        | {f"classification_head.{n}" for n in ["dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"]},
+        blocks=[f"transformer.encoder.block.{i}" for i in range(3)]
+        + [f"transformer.decoder.block.{i}" for i in range(2)],
         extra={"transformer.encoder.final_layer_norm.weight": 4},
     ),
     "bart": dict(
         embeddings={"model.shared.weight"}
-        | {f"model.{side}.{n}" for side in ("encoder", "decoder") for n in ["embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"]},
+        | {
+            f"model.{side}.{n}"
+            for side in ("encoder", "decoder")
+            for n in ["embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"]
+        },
         head={f"classification_head.{n}" for n in ["dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"]},
         blocks=[f"model.encoder.layers.{i}" for i in range(3)] + [f"model.decoder.layers.{i}" for i in range(2)],
     ),
@@ -104,26 +148,56 @@ EXPECTED = {
     "dinov2": _vit_like("dinov2", ["cls_token", "mask_token", "position_embeddings"], layers="encoder.layer"),
     # Patch merging at the end of stage 0 joins the block that follows it (as timm groups Swin).
     "swin": dict(
-        embeddings={f"swin.embeddings.{n}" for n in ["patch_embeddings.projection.weight", "patch_embeddings.projection.bias", "norm.weight", "norm.bias"]},
+        embeddings={
+            f"swin.embeddings.{n}"
+            for n in [
+                "patch_embeddings.projection.weight",
+                "patch_embeddings.projection.bias",
+                "norm.weight",
+                "norm.bias",
+            ]
+        },
         head={"swin.layernorm.weight", "swin.layernorm.bias", "classifier.weight", "classifier.bias"},
         blocks=["swin.encoder.layers.0.blocks.0", "swin.encoder.layers.1.blocks.0", "swin.encoder.layers.1.blocks.1"],
         extra={"swin.encoder.layers.0.downsample": 2},
     ),
     "convnext": dict(
-        embeddings={f"convnext.embeddings.{n}" for n in ["patch_embeddings.weight", "patch_embeddings.bias", "layernorm.weight", "layernorm.bias"]},
+        embeddings={
+            f"convnext.embeddings.{n}"
+            for n in ["patch_embeddings.weight", "patch_embeddings.bias", "layernorm.weight", "layernorm.bias"]
+        },
         head={"convnext.layernorm.weight", "convnext.layernorm.bias", "classifier.weight", "classifier.bias"},
-        blocks=["convnext.encoder.stages.0.layers.0", "convnext.encoder.stages.1.layers.0", "convnext.encoder.stages.1.layers.1"],
+        blocks=[
+            "convnext.encoder.stages.0.layers.0",
+            "convnext.encoder.stages.1.layers.0",
+            "convnext.encoder.stages.1.layers.1",
+        ],
         extra={"convnext.encoder.stages.1.downsampling_layer": 2},
     ),
     "resnet": dict(
-        embeddings={f"resnet.embedder.embedder.{n}" for n in ["convolution.weight", "normalization.weight", "normalization.bias"]},
+        embeddings={
+            f"resnet.embedder.embedder.{n}"
+            for n in ["convolution.weight", "normalization.weight", "normalization.bias"]
+        },
         head={"classifier.1.weight", "classifier.1.bias"},
-        blocks=["resnet.encoder.stages.0.layers.0", "resnet.encoder.stages.1.layers.0", "resnet.encoder.stages.1.layers.1"],
+        blocks=[
+            "resnet.encoder.stages.0.layers.0",
+            "resnet.encoder.stages.1.layers.0",
+            "resnet.encoder.stages.1.layers.1",
+        ],
     ),
     "clip": dict(
-        embeddings={f"vision_model.embeddings.{n}" for n in ["class_embedding", "patch_embedding.weight", "position_embedding.weight"]}
+        embeddings={
+            f"vision_model.embeddings.{n}"
+            for n in ["class_embedding", "patch_embedding.weight", "position_embedding.weight"]
+        }
         | {"vision_model.pre_layrnorm.weight", "vision_model.pre_layrnorm.bias"},
-        head={"vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias", "classifier.weight", "classifier.bias"},
+        head={
+            "vision_model.post_layernorm.weight",
+            "vision_model.post_layernorm.bias",
+            "classifier.weight",
+            "classifier.bias",
+        },
         blocks=[f"vision_model.encoder.layers.{i}" for i in range(3)],
     ),
 }
@@ -149,7 +223,12 @@ def test_exact_depth_map(model_type):
     for depth, prefix in enumerate(expected["blocks"], start=1):
         in_block = {name for name in layers.depths if name.startswith(prefix + ".")}
         assert in_block, prefix
-        in_extra = {name for name in layers.depths for p, d in extra.items() if d == depth and (name == p or name.startswith(p + "."))}
+        in_extra = {
+            name
+            for name in layers.depths
+            for p, d in extra.items()
+            if d == depth and (name == p or name.startswith(p + "."))
+        }
         assert set(layers.names_at(depth)) == in_block | in_extra
     assert set(layers.depths) == {name for name, _ in model.named_parameters()}
 
@@ -229,7 +308,9 @@ def test_mapping_depth_outside_range_is_refused():
 
 def test_invalid_regex_in_a_mapping_names_the_pattern_and_the_field():
     model = tiny_model("bert")
-    with pytest.raises(ValueError, match=r"^layer_mapping key '\[a' is not a valid regex: unterminated character set at position 0\.$"):
+    with pytest.raises(
+        ValueError, match=r"^layer_mapping key '\[a' is not a valid regex: unterminated character set at position 0\.$"
+    ):
         layer_map(model, mapping={r"^classifier\.": 4, "[a": 1})
 
 
@@ -267,7 +348,9 @@ def test_generic_fallback_finds_the_block_stack_of_any_model():
     assert layers.num_layers == 4
     assert set(layers.names_at(0)) == {"stem.weight", "stem.bias"}
     for depth in range(1, 5):
-        assert {n for n in layers.names_at(depth)} == {f"body.{depth - 1}.{p}" for p in ["mix.weight", "mix.bias", "norm.weight", "norm.bias"]}
+        assert set(layers.names_at(depth)) == {
+            f"body.{depth - 1}.{p}" for p in ["mix.weight", "mix.bias", "norm.weight", "norm.bias"]
+        }
     assert set(layers.names_at(5)) == {"out_norm.weight", "out_norm.bias", "fc.weight", "fc.bias"}
 
 
@@ -285,11 +368,22 @@ def test_a_final_norm_right_after_the_position_embedding_is_still_the_head():
     decoder's final norm, not the embeddings' norm."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    config = OPTConfig(vocab_size=99, hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=3, num_attention_heads=4,
-                       ffn_dim=37, max_position_embeddings=64)
+    config = OPTConfig(
+        vocab_size=99,
+        hidden_size=32,
+        word_embed_proj_dim=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        ffn_dim=37,
+        max_position_embeddings=64,
+    )
     with torch.device("meta"):
         model = OPTForCausalLM(config)
-    assert [name for name, _ in model.model.decoder.named_children()][:3] == ["embed_tokens", "embed_positions", "final_layer_norm"]
+    assert [name for name, _ in model.model.decoder.named_children()][:3] == [
+        "embed_tokens",
+        "embed_positions",
+        "final_layer_norm",
+    ]
     layers = layer_map(model)
     assert layers.depths["model.decoder.final_layer_norm.weight"] == 4
     assert layers.depths["model.decoder.embed_positions.weight"] == 0

@@ -1,6 +1,8 @@
 """finetune_llrd.model_card: the layer-wise section of a model card."""
 
 import pytest
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 from transformers import TrainingArguments
 
 from finetune_llrd import (
@@ -10,8 +12,6 @@ from finetune_llrd import (
     layerwise_model_card_section,
 )
 from finetune_llrd.model_card import SECTION_END, SECTION_START, layerwise_settings
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
 
 
 def _trainer(tmp_path, **overrides):

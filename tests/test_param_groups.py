@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURES, tiny_model
 
 from finetune_llrd import layer_map, lr_table, no_weight_decay_names, param_groups
-from tiny_models import ARCHITECTURES, tiny_model
 
 
 def _group_of_each_param(groups):
@@ -102,7 +102,13 @@ def test_lr_table_rows():
     layers = layer_map(model)
     rows = lr_table(param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01, layers=layers), layers)
     assert [row["depth"] for row in rows] == [0, 1, 2, 3, 4]
-    assert [row["block"] for row in rows] == ["embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1", "bert.encoder.layer.2", "head"]
+    assert [row["block"] for row in rows] == [
+        "embeddings",
+        "bert.encoder.layer.0",
+        "bert.encoder.layer.1",
+        "bert.encoder.layer.2",
+        "head",
+    ]
     assert [row["lr"] for row in rows] == [1e-3 * 0.5**k for k in (4, 3, 2, 1, 0)]
     params_at = {d: sum(p.numel() for n, p in model.named_parameters() if layers.depths[n] == d) for d in range(5)}
     assert [row["num_params"] for row in rows] == [params_at[d] for d in range(5)]
@@ -136,13 +142,22 @@ def test_every_schedule_keeps_the_ratios_on_every_architecture(model_type):
     from transformers import get_scheduler
 
     model = tiny_model(model_type)
-    for schedule, kwargs in [("linear", {}), ("cosine", {}), ("cosine_with_min_lr", {"min_lr_rate": 0.1}), ("constant_with_warmup", {})]:
+    for schedule, kwargs in [
+        ("linear", {}),
+        ("cosine", {}),
+        ("cosine_with_min_lr", {"min_lr_rate": 0.1}),
+        ("constant_with_warmup", {}),
+    ]:
         groups = param_groups(model, lr=1e-3, layer_decay=0.7, weight_decay=0.05)
         initial = [g["lr"] for g in groups]
         optimizer = torch.optim.AdamW(groups)
-        scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=2, num_training_steps=10, scheduler_specific_kwargs=kwargs)
+        scheduler = get_scheduler(
+            schedule, optimizer, num_warmup_steps=2, num_training_steps=10, scheduler_specific_kwargs=kwargs
+        )
         for _ in range(7):
             optimizer.step()
             scheduler.step()
             factor = optimizer.param_groups[-1]["lr"] / initial[-1]
-            assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([r * factor for r in initial], rel=1e-12), schedule
+            assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+                [r * factor for r in initial], rel=1e-12
+            ), schedule

@@ -1,9 +1,10 @@
 """PEFT-wrapped models: only the adapters and the head are grouped, at the depths of the base model."""
 
 import pytest
+from tiny_models import tiny_model
 
 from finetune_llrd import layer_map, param_groups
-from tiny_models import tiny_model
+
 
 peft = pytest.importorskip("peft")
 
@@ -33,7 +34,7 @@ def test_lora_adapters_and_head_only(model_type, targets, block_path, head):
     assert layers.num_layers == 3
     prefix = f"base_model.model.{block_path}."
     for name in adapters:
-        block = int(name[len(prefix):].split(".", 1)[0])
+        block = int(name[len(prefix) :].split(".", 1)[0])
         assert layers.depths[name] == block + 1, name
     assert {layers.depths[name] for name in heads} == {4}
     rates = {g["layer"]: g["lr"] for g in groups}

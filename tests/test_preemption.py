@@ -17,20 +17,25 @@ import time
 import pytest
 import torch
 import transformers
-from transformers import TrainerCallback, TrainerState
-
-from finetune_llrd import LLRDTrainer
-from finetune_llrd.checkpoints import complete_checkpoints, load_optimizer_groups
-from finetune_llrd.preemption import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, PreemptionCallback, TrainingPreempted
-from finetune_llrd.callbacks import NonFiniteLossCallback
-from finetune_llrd.trainer import NonFiniteLossError
 from launch import free_port
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
+from transformers import TrainerCallback, TrainerState
+
+from finetune_llrd import LLRDTrainer
+from finetune_llrd.callbacks import NonFiniteLossCallback, NonFiniteLossError
+from finetune_llrd.checkpoints import complete_checkpoints, load_optimizer_groups
+from finetune_llrd.preemption import PREEMPTED_EXIT_CODE, PREEMPTED_MARKER, PreemptionCallback, TrainingPreempted
+
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "preemptible_run.py")
 CHECKPOINT_FILES = {
-    "config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin",
+    "config.json",
+    "model.safetensors",
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+    "training_args.bin",
 }
 # One process with 2 accumulation steps takes the global batch of 2 ranks with 4 samples each.
 ONE_PROCESS = ("--gradient_accumulation_steps", "2")
@@ -72,12 +77,22 @@ def sentinel_handlers():
 
 
 def _trainer(output_dir, callbacks=(), train_dataset=None, eval_dataset=None, model=None, **overrides):
-    settings = dict(layer_decay=0.5, num_train_epochs=1, max_steps=-1, per_device_train_batch_size=4,
-                    save_strategy="steps", save_steps=4, save_on_preemption=True)
+    settings = dict(
+        layer_decay=0.5,
+        num_train_epochs=1,
+        max_steps=-1,
+        per_device_train_batch_size=4,
+        save_strategy="steps",
+        save_steps=4,
+        save_on_preemption=True,
+    )
     settings.update(overrides)
     return LLRDTrainer(
-        model=model or tiny_model("bert"), args=training_args(output_dir, **settings),
-        train_dataset=train_dataset or RandomTokens(size=64), eval_dataset=eval_dataset, callbacks=list(callbacks),
+        model=model or tiny_model("bert"),
+        args=training_args(output_dir, **settings),
+        train_dataset=train_dataset or RandomTokens(size=64),
+        eval_dataset=eval_dataset,
+        callbacks=list(callbacks),
     )
 
 
@@ -122,14 +137,19 @@ def test_a_signal_mid_epoch_stops_at_that_step_with_a_complete_checkpoint(tmp_pa
     assert state["global_step"] == 6
     assert {"preempted": "SIGUSR1", "epoch": 0.375, "step": 6} in state["log_history"]
     assert _read_json(tmp_path, PREEMPTED_MARKER) == {
-        "signal": "SIGUSR1", "step": 6, "checkpoint": str(tmp_path / "checkpoint-6"), "exit_code": 75,
+        "signal": "SIGUSR1",
+        "step": 6,
+        "checkpoint": str(tmp_path / "checkpoint-6"),
+        "exit_code": 75,
     }
     assert signal.getsignal(signal.SIGTERM) is sentinel_handlers
     assert signal.getsignal(signal.SIGUSR1) is sentinel_handlers
 
 
 def test_resuming_in_one_process_ends_where_an_uninterrupted_run_ends(tmp_path):
-    options = dict(gradual_unfreeze_steps=3, layer_lr_adaptation="singh2015", log_layer_grad_norms=True, logging_steps=1)
+    options = dict(
+        gradual_unfreeze_steps=3, layer_lr_adaptation="singh2015", log_layer_grad_norms=True, logging_steps=1
+    )
     straight = _trainer(tmp_path / "straight", **options)
     straight.train()
     with pytest.raises(TrainingPreempted):
@@ -151,7 +171,11 @@ def test_resuming_in_one_process_ends_where_an_uninterrupted_run_ends(tmp_path):
 
 def test_a_signal_at_the_last_step_of_an_epoch_saves_after_that_epochs_evaluation(tmp_path):
     trainer = _trainer(
-        tmp_path, callbacks=[SignalAt(16)], num_train_epochs=2, save_strategy="no", eval_strategy="epoch",
+        tmp_path,
+        callbacks=[SignalAt(16)],
+        num_train_epochs=2,
+        save_strategy="no",
+        eval_strategy="epoch",
         eval_dataset=RandomTokens(size=8, seed=1),
     )
     with pytest.raises(TrainingPreempted) as stop:
@@ -164,7 +188,11 @@ def test_a_signal_at_the_last_step_of_an_epoch_saves_after_that_epochs_evaluatio
 
 def test_a_signal_mid_epoch_skips_the_evaluation_of_the_partial_epoch(tmp_path):
     trainer = _trainer(
-        tmp_path, callbacks=[SignalAt(5)], num_train_epochs=2, save_strategy="epoch", eval_strategy="epoch",
+        tmp_path,
+        callbacks=[SignalAt(5)],
+        num_train_epochs=2,
+        save_strategy="epoch",
+        eval_strategy="epoch",
         eval_dataset=RandomTokens(size=8, seed=1),
     )
     with pytest.raises(TrainingPreempted):
@@ -175,8 +203,13 @@ def test_a_signal_mid_epoch_skips_the_evaluation_of_the_partial_epoch(tmp_path):
 
 def test_with_save_strategy_best_a_stop_on_an_evaluation_step_waits_one_step(tmp_path):
     trainer = _trainer(
-        tmp_path, callbacks=[SignalAt(8)], save_strategy="best", eval_strategy="steps", eval_steps=4,
-        metric_for_best_model="loss", eval_dataset=RandomTokens(size=8, seed=1),
+        tmp_path,
+        callbacks=[SignalAt(8)],
+        save_strategy="best",
+        eval_strategy="steps",
+        eval_steps=4,
+        metric_for_best_model="loss",
+        eval_dataset=RandomTokens(size=8, seed=1),
     )
     with pytest.raises(TrainingPreempted) as stop:
         trainer.train()
@@ -218,7 +251,12 @@ def test_nothing_is_written_from_a_step_whose_loss_was_not_finite(tmp_path, monk
     # that the preemption callback asks for at step 6 must make the check run before the save.
     monkeypatch.setattr(NonFiniteLossCallback, "checks_before_every_step", lambda self: False)
     trainer = _trainer(
-        tmp_path, callbacks=[SignalAt(6)], train_dataset=_Regression(), max_steps=8, save_steps=100, logging_steps=100,
+        tmp_path,
+        callbacks=[SignalAt(6)],
+        train_dataset=_Regression(),
+        max_steps=8,
+        save_steps=100,
+        logging_steps=100,
         model=tiny_model("bert", num_labels=1, problem_type="regression"),
     )
     with pytest.raises(NonFiniteLossError, match=r"at one of optimizer steps 1-6 "):
@@ -258,12 +296,26 @@ def _start(output_dir, *options, ranks=2, **environment):
     if ranks == 2:
         accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
         command = [
-            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(free_port()), SCRIPT, str(output_dir), *options,
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            SCRIPT,
+            str(output_dir),
+            *options,
         ]
     else:
         command = [sys.executable, SCRIPT, str(output_dir), *ONE_PROCESS, *options]
-    log = open(f"{output_dir}.log", "w")
+    log = open(f"{output_dir}.log", "w")  # noqa: SIM115 - the child writes into it for its whole life
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_environment(**environment))
 
 
@@ -369,11 +421,19 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_one_step_and_resumes_exactly(
     marker = _read_json(output_dir, PREEMPTED_MARKER)
     stop = marker["step"]
     assert 9 <= stop < 16 and marker == {
-        "signal": "SIGTERM", "step": stop, "checkpoint": str(output_dir / f"checkpoint-{stop}"), "exit_code": 75,
+        "signal": "SIGTERM",
+        "step": stop,
+        "checkpoint": str(output_dir / f"checkpoint-{stop}"),
+        "exit_code": 75,
     }
-    assert _read_int(output_dir / "progress0") == _read_int(output_dir / "progress1") == stop  # both ranks stopped there
+    assert (
+        _read_int(output_dir / "progress0") == _read_int(output_dir / "progress1") == stop
+    )  # both ranks stopped there
     assert complete_checkpoints(str(output_dir)) == [str(output_dir / f"checkpoint-{step}") for step in (8, stop)]
-    assert set(os.listdir(output_dir / f"checkpoint-{stop}")) == CHECKPOINT_FILES | {"rng_state_0.pth", "rng_state_1.pth"}
+    assert set(os.listdir(output_dir / f"checkpoint-{stop}")) == CHECKPOINT_FILES | {
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    }
 
     _run(output_dir, "--resume_from_checkpoint", "true")  # as a command line gives it: the newest complete checkpoint
     assert not (output_dir / PREEMPTED_MARKER).exists()
@@ -416,9 +476,9 @@ def _wait_for_the_preemption_save(output_dir, process):
 
     def preemption_checkpoint():
         for entry in os.listdir(output_dir):
-            if entry.startswith("checkpoint-") and int(entry.split("-")[1]) % 8:
-                if os.path.exists(os.path.join(output_dir, entry, "model.safetensors")):
-                    return os.path.join(output_dir, entry)
+            weights = os.path.join(output_dir, entry, "model.safetensors")
+            if entry.startswith("checkpoint-") and int(entry.split("-")[1]) % 8 and os.path.exists(weights):
+                return os.path.join(output_dir, entry)
         return None
 
     _wait_until(lambda: preemption_checkpoint() is not None, process, "the preemption save")

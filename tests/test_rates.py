@@ -6,18 +6,24 @@ import math
 from types import SimpleNamespace
 
 import pytest
+from tiny_models import tiny_model
 
 from finetune_llrd import LayerwiseRates, depth_learning_rates, param_groups
-from tiny_models import tiny_model
 
 
 def test_head_and_embedding_rates_and_the_floor():
     assert depth_learning_rates(3, lr=1.0, layer_decay=0.5) == [0.0625, 0.125, 0.25, 0.5, 1.0]
     assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, layer_decay_min_scale=0.2) == [0.2, 0.2, 0.25, 0.5, 1.0]
     assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.01) == [
-        0.01, 0.125, 0.25, 0.5, 4.0
+        0.01,
+        0.125,
+        0.25,
+        0.5,
+        4.0,
     ]
-    groups = param_groups(tiny_model("bert"), lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.0)
+    groups = param_groups(
+        tiny_model("bert"), lr=1.0, layer_decay=0.5, head_learning_rate=4.0, embedding_learning_rate=0.0
+    )
     assert [(g["layer"], g["lr"]) for g in groups] == [(0, 0.0), (1, 0.125), (2, 0.25), (3, 0.5), (4, 4.0)]
 
 
@@ -36,9 +42,15 @@ def test_electra_and_fastai_conventions_map_onto_the_arguments():
 def test_the_value_gives_the_rate_of_every_depth():
     rates = LayerwiseRates(learning_rate=1.0, layer_decay=0.5, head_learning_rate=4.0, layer_decay_min_scale=0.1)
     assert rates.depth_rates(3) == [0.1, 0.125, 0.25, 0.5, 4.0]
-    assert LayerwiseRates(learning_rate=1.0, layer_decay=0.5, embedding_learning_rate=0.01).depth_rates(1) == [0.01, 0.5, 1.0]
+    assert LayerwiseRates(learning_rate=1.0, layer_decay=0.5, embedding_learning_rate=0.01).depth_rates(1) == [
+        0.01,
+        0.5,
+        1.0,
+    ]
     assert LayerwiseRates(learning_rate=2e-5).depth_rates(2) == [2e-5] * 4
-    assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, head_learning_rate=4.0, layer_decay_min_scale=0.1) == rates.depth_rates(3)
+    assert depth_learning_rates(
+        3, lr=1.0, layer_decay=0.5, head_learning_rate=4.0, layer_decay_min_scale=0.1
+    ) == rates.depth_rates(3)
 
 
 def test_the_value_is_frozen_and_compares_by_its_settings():
@@ -51,7 +63,9 @@ def test_the_value_is_frozen_and_compares_by_its_settings():
 
 def test_is_layerwise():
     assert not LayerwiseRates(learning_rate=1e-3).is_layerwise
-    assert not LayerwiseRates(learning_rate=1e-3, layer_decay_min_scale=0.5).is_layerwise  # a floor alone changes nothing
+    assert not LayerwiseRates(
+        learning_rate=1e-3, layer_decay_min_scale=0.5
+    ).is_layerwise  # a floor alone changes nothing
     assert LayerwiseRates(learning_rate=1e-3, layer_decay=0.9).is_layerwise
     assert LayerwiseRates(learning_rate=1e-3, head_learning_rate=1e-3).is_layerwise
     assert LayerwiseRates(learning_rate=1e-3, embedding_learning_rate=0.0).is_layerwise
@@ -59,8 +73,13 @@ def test_is_layerwise():
 
 def test_from_attributes_reads_the_settings_by_name():
     flags = SimpleNamespace(
-        learning_rate=1e-3, layer_decay=0.8, head_learning_rate=2e-3, embedding_learning_rate=None,
-        layer_decay_min_scale=0.1, weight_decay=0.01, layer_grouping="stage",
+        learning_rate=1e-3,
+        layer_decay=0.8,
+        head_learning_rate=2e-3,
+        embedding_learning_rate=None,
+        layer_decay_min_scale=0.1,
+        weight_decay=0.01,
+        layer_grouping="stage",
     )
     assert LayerwiseRates.from_attributes(flags) == LayerwiseRates(1e-3, 0.8, 2e-3, None, 0.1)
 
@@ -101,7 +120,9 @@ def test_param_groups_takes_the_value_in_place_of_the_settings():
 
 def test_param_groups_refuses_the_value_together_with_settings():
     rates = LayerwiseRates(learning_rate=1e-3, layer_decay=0.5)
-    with pytest.raises(ValueError, match=r"param_groups got rates and also lr, layer_decay_min_scale: rates holds every rate setting"):
+    with pytest.raises(
+        ValueError, match=r"param_groups got rates and also lr, layer_decay_min_scale: rates holds every rate setting"
+    ):
         param_groups(tiny_model("bert"), rates=rates, lr=1e-3, layer_decay_min_scale=0.1)
     with pytest.raises(TypeError, match=r"param_groups needs lr and layer_decay, or rates=LayerwiseRates"):
         param_groups(tiny_model("bert"), lr=1e-3)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import recipe_study  # noqa: E402
-from recipe_study import RecipeStudy, run_id  # noqa: E402
+import recipe_study
+from recipe_study import RecipeStudy, run_id
 
 
 def _study(**overrides):
@@ -54,7 +55,11 @@ def test_later_seeds_run_each_arm_at_its_chosen_rate_once_its_grid_has_finished(
     }
     assert recipe_study.chosen_rate(_study(), "uniform", results) == 1e-4
     assert recipe_study.chosen_rate(_study(), "decay0.8", results) is None
-    assert recipe_study.planned_runs(_study(), results) == [("decay0.8", 3e-4, 0), ("uniform", 1e-4, 1), ("uniform", 1e-4, 2)]
+    assert recipe_study.planned_runs(_study(), results) == [
+        ("decay0.8", 3e-4, 0),
+        ("uniform", 1e-4, 1),
+        ("uniform", 1e-4, 2),
+    ]
 
 
 def test_lower_is_better_picks_the_smallest_loss_and_a_failed_rate_is_never_chosen():
@@ -94,7 +99,10 @@ def test_summary_pairs_seeds_with_the_reference_arm():
         run_id("decay0.8", 3e-4, 2): FAILED,
     }
     summary = recipe_study.summarize(_study(), results)
-    assert summary["grid"] == {"uniform": {"0.0001": 0.60, "0.0003": 0.50}, "decay0.8": {"0.0001": 0.61, "0.0003": 0.65}}
+    assert summary["grid"] == {
+        "uniform": {"0.0001": 0.60, "0.0003": 0.50},
+        "decay0.8": {"0.0001": 0.61, "0.0003": 0.65},
+    }
     uniform, decay = summary["arms"]["uniform"], summary["arms"]["decay0.8"]
     assert uniform["chosen_rate"] == 1e-4 and uniform["by_seed"] == {0: 0.60, 1: 0.62, 2: 0.58}
     assert uniform["mean"] == pytest.approx(0.60) and uniform["std"] == pytest.approx(0.02)
@@ -107,7 +115,10 @@ def test_summary_pairs_seeds_with_the_reference_arm():
     assert summary["failed_runs"] == [run_id("decay0.8", 3e-4, 2)]
     table = recipe_study.markdown(summary)
     assert "|---|---|---|---|---|---|---|\n| uniform |" in table
-    assert "| decay0.8 | 0.0003 | 0, 1 (failed: 2) | 0.6500, 0.6600 | 0.6550 | 0.0071 | +0.0450 [-0.0185, +0.1085] (2 seeds) |" in table
+    assert (
+        "| decay0.8 | 0.0003 | 0, 1 (failed: 2) | 0.6500, 0.6600 | 0.6550 | 0.0071 | +0.0450 [-0.0185, +0.1085] (2 seeds) |"
+        in table
+    )
     assert "| uniform | 0.0001 | 0, 1, 2 | 0.6000, 0.6200, 0.5800 | 0.6000 | 0.0200 | reference |" in table
 
 
@@ -115,7 +126,9 @@ def test_other_metrics_are_reported_beside_the_metric_and_do_not_choose_rates():
     def run(f1, exact_match):
         return {"status": "ok", "metrics": {"eval_f1": f1, "eval_exact_match": exact_match}}
 
-    study = _study(arms={"uniform": []}, learning_rates=(1e-4, 3e-4), seeds=(0, 1), other_metrics=("eval_exact_match",))
+    study = _study(
+        arms={"uniform": []}, learning_rates=(1e-4, 3e-4), seeds=(0, 1), other_metrics=("eval_exact_match",)
+    )
     results = {
         run_id("uniform", 1e-4, 0): run(0.60, 0.9),
         run_id("uniform", 3e-4, 0): run(0.50, 1.0),
@@ -134,11 +147,17 @@ def test_other_metrics_are_reported_beside_the_metric_and_do_not_choose_rates():
 def test_the_command_of_a_run_fills_the_data_folder_and_ends_with_the_run_settings(tmp_path):
     command = recipe_study.run_command(_study(), "decay0.8", 3e-4, 2, "/models/minilm", tmp_path)
     assert command[:4] == ["python", "recipes/text_classification.py", "--model_name_or_path", "/models/minilm"]
-    assert command[4:9] == ["--train_file", f"{recipe_study.bench_utils.DATA_DIR}/sst2/train.tsv", "--max_steps", "10", "--layer_decay"]
+    assert command[4:9] == [
+        "--train_file",
+        f"{recipe_study.bench_utils.DATA_DIR}/sst2/train.tsv",
+        "--max_steps",
+        "10",
+        "--layer_decay",
+    ]
     assert command[command.index("--seed") + 1] == "2"
     assert command[command.index("--learning_rate") + 1] == "0.0003"
     assert command[command.index("--output_dir") + 1].endswith("out/studies/demo/decay0.8__lr0.0003__seed2")
-    assert tuple(command[-len(recipe_study.RUN_SETTINGS):]) == recipe_study.RUN_SETTINGS
+    assert tuple(command[-len(recipe_study.RUN_SETTINGS) :]) == recipe_study.RUN_SETTINGS
 
 
 def test_a_study_file_is_loaded_by_name_and_an_unknown_one_is_named(tmp_path):
@@ -162,7 +181,9 @@ def test_results_are_read_without_the_summary(tmp_path):
 
 def _record(study, arm, rate, seed, value=0.5):
     command = recipe_study.run_command(study, arm, rate, seed, "/models/minilm", Path("/tmp/models"))
-    return {"arm": arm, "learning_rate": rate, "seed": seed, "command": recipe_study.recorded_command(command)} | _ok(value)
+    return {"arm": arm, "learning_rate": rate, "seed": seed, "command": recipe_study.recorded_command(command)} | _ok(
+        value
+    )
 
 
 def test_results_of_other_settings_are_named_and_refused(tmp_path, monkeypatch):
@@ -173,13 +194,18 @@ def test_results_of_other_settings_are_named_and_refused(tmp_path, monkeypatch):
     changed = _study(common_args=["--train_file", "{data}/sst2/train.tsv", "--max_steps", "20"])
     stray = {run_id("probe", 1e-3, 0): _record(_study(arms={"probe": ["--freeze_base_model"]}), "probe", 1e-3, 0)}
     assert recipe_study.stale_runs(changed, results | stray) == [run_id("uniform", 1e-4, 0), run_id("probe", 1e-3, 0)]
-    assert recipe_study.stale_runs(_study(arms={"uniform": ["--layer_decay", "0.9"]}), results) == [run_id("uniform", 1e-4, 0)]
+    assert recipe_study.stale_runs(_study(arms={"uniform": ["--layer_decay", "0.9"]}), results) == [
+        run_id("uniform", 1e-4, 0)
+    ]
 
     monkeypatch.setattr(recipe_study, "STUDY_RESULTS_DIR", tmp_path)
     (tmp_path / "demo").mkdir()
     for key, result in results.items():
         (tmp_path / "demo" / f"{key}.json").write_text(json.dumps(result), encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"demo: 1 result file\(s\) in .* ran with other arguments .*: uniform__lr0.0001__seed0\. Delete"):
+    with pytest.raises(
+        SystemExit,
+        match=r"demo: 1 result file\(s\) in .* ran with other arguments .*: uniform__lr0.0001__seed0\. Delete",
+    ):
         recipe_study.report(changed, plot=False)
     assert "| uniform | 0.5000 | - |" in recipe_study.report(study, plot=False)
 
@@ -209,14 +235,19 @@ def test_runners_on_one_machine_skip_the_runs_another_live_runner_claimed(tmp_pa
     recipe_study.run_study(study, Path("/models"), threads=1, dry_run=False, retry_failed=False, max_runs=2)
     assert executed == [run_id(*second), run_id(*third)]
     assert held.exists() and not stale.exists() and not recipe_study.claim_path(study, third).exists()
-    assert sorted(path.stem for path in (tmp_path / "results" / "demo").glob("*.json")) == sorted([run_id(*second), run_id(*third)])
+    assert sorted(path.stem for path in (tmp_path / "results" / "demo").glob("*.json")) == sorted(
+        [run_id(*second), run_id(*third)]
+    )
 
 
 def test_the_report_replaces_the_table_between_the_study_markers_only(tmp_path):
     document = tmp_path / "BENCHMARKS.md"
     document.write_text("# B\n<!-- demo-study results begin -->\nold table\n<!-- demo-study results end -->\nafter\n")
     recipe_study.update_document(document, "demo", "| new |")
-    assert document.read_text() == "# B\n<!-- demo-study results begin -->\n| new |\n<!-- demo-study results end -->\nafter\n"
+    assert (
+        document.read_text()
+        == "# B\n<!-- demo-study results begin -->\n| new |\n<!-- demo-study results end -->\nafter\n"
+    )
     with pytest.raises(ValueError, match="needs one line '<!-- other-study results begin -->'"):
         recipe_study.update_document(document, "other", "| new |")
 
@@ -230,8 +261,12 @@ def test_a_rate_passed_over_can_also_run_on_every_seed_as_a_row_of_its_own():
         run_id("decay0.8", 3e-4, 0): _ok(0.65),
     }
     assert recipe_study.planned_runs(study, grid) == [
-        ("uniform", 1e-4, 1), ("decay0.8", 3e-4, 1), ("uniform", 1e-4, 2), ("decay0.8", 3e-4, 2),
-        ("decay0.8", 1e-4, 1), ("decay0.8", 1e-4, 2),
+        ("uniform", 1e-4, 1),
+        ("decay0.8", 3e-4, 1),
+        ("uniform", 1e-4, 2),
+        ("decay0.8", 3e-4, 2),
+        ("decay0.8", 1e-4, 1),
+        ("decay0.8", 1e-4, 2),
     ]
     results = grid | {
         run_id("uniform", 1e-4, 1): _ok(0.62),
@@ -244,5 +279,7 @@ def test_a_rate_passed_over_can_also_run_on_every_seed_as_a_row_of_its_own():
     assert passed_over["chosen_rate"] == 1e-4 and passed_over["by_seed"] == {0: 0.61, 1: 0.64}
     assert passed_over["paired_difference"]["mean"] == pytest.approx(0.015)
     assert "| decay0.8 at 0.0001 | 0.0001 | 0, 1 | 0.6100, 0.6400 | 0.6250 |" in recipe_study.markdown(summary)
-    with pytest.raises(ValueError, match="rates_on_every_seed names 'decay0.8' \\(0.001,\\), not an arm and rates of its grid"):
+    with pytest.raises(
+        ValueError, match="rates_on_every_seed names 'decay0.8' \\(0.001,\\), not an arm and rates of its grid"
+    ):
         _study(rates_on_every_seed={"decay0.8": (1e-3,)})

@@ -10,15 +10,21 @@ import time
 
 import pytest
 import torch
+from launch import accelerate_launch, free_port
 from safetensors.torch import load_file
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, layer_map, param_groups
-from finetune_llrd.checkpoints import CheckpointError, complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
 from finetune_llrd.callbacks import NonFiniteLossCallback, NonFiniteLossError
-from launch import accelerate_launch, free_port
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
+from finetune_llrd.checkpoints import (
+    CheckpointError,
+    complete_checkpoints,
+    parse_resume_argument,
+    resolve_resume_checkpoint,
+)
+
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
@@ -72,7 +78,9 @@ def test_resuming_with_the_same_settings_continues(checkpointed_run, tmp_path):
 
 
 @pytest.mark.parametrize("spelling", ["true", "YES", "1"])
-def test_resume_from_checkpoint_given_as_text_takes_the_newest_complete_checkpoint(checkpointed_run, tmp_path, spelling):
+def test_resume_from_checkpoint_given_as_text_takes_the_newest_complete_checkpoint(
+    checkpointed_run, tmp_path, spelling
+):
     _copy_run(checkpointed_run, tmp_path, keep=(2, 4))
     args = training_args(tmp_path, layer_decay=0.5, max_steps=6, save_strategy="no")
     trainer = LLRDTrainer(model=tiny_model("bert"), args=args, train_dataset=RandomTokens())
@@ -95,8 +103,15 @@ def test_resuming_a_checkpoint_that_holds_every_step_trains_no_more(checkpointed
 
 
 def test_resume_words_and_folders():
-    assert [parse_resume_argument(value) for value in ("True", " yes ", "1", "false", "No", "0")] == [True] * 3 + [None] * 3
-    assert [parse_resume_argument(value) for value in ("./True", "checkpoint-4", True, None)] == ["./True", "checkpoint-4", True, None]
+    assert [parse_resume_argument(value) for value in ("True", " yes ", "1", "false", "No", "0")] == [True] * 3 + [
+        None
+    ] * 3
+    assert [parse_resume_argument(value) for value in ("./True", "checkpoint-4", True, None)] == [
+        "./True",
+        "checkpoint-4",
+        True,
+        None,
+    ]
     with pytest.raises(CheckpointError, match=r"Cannot resume from \./True: the folder does not exist"):
         resolve_resume_checkpoint("./True", "out")
 
@@ -172,7 +187,9 @@ def test_nonfinite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_
     from transformers import TrainerCallback
 
     model = tiny_model("bert", num_labels=1, problem_type="regression")
-    args = training_args(tmp_path, layer_decay=0.5, max_steps=8, save_strategy="steps", save_steps=2, per_device_train_batch_size=4)
+    args = training_args(
+        tmp_path, layer_decay=0.5, max_steps=8, save_strategy="steps", save_steps=2, per_device_train_batch_size=4
+    )
     weights = {}
 
     class KeepWeights(TrainerCallback):
@@ -196,7 +213,13 @@ def test_nonfinite_loss_on_an_accelerator_is_read_only_where_the_trainer_syncs_a
     monkeypatch.setattr(NonFiniteLossCallback, "checks_before_every_step", lambda self: False)
     model = tiny_model("bert", num_labels=1, problem_type="regression")
     args = training_args(
-        tmp_path, layer_decay=0.5, max_steps=8, save_strategy="steps", save_steps=2, logging_steps=100, per_device_train_batch_size=4
+        tmp_path,
+        layer_decay=0.5,
+        max_steps=8,
+        save_strategy="steps",
+        save_steps=2,
+        logging_steps=100,
+        per_device_train_batch_size=4,
     )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=_Regression(bad_index=21))
     with pytest.raises(NonFiniteLossError, match=r"not finite \(NaN or inf\) at one of optimizer steps 5-6 ") as error:
@@ -209,7 +232,9 @@ def test_nonfinite_loss_on_an_accelerator_is_read_only_where_the_trainer_syncs_a
 
 def test_nonfinite_loss_can_be_let_through(tmp_path):
     model = tiny_model("bert", num_labels=1, problem_type="regression")
-    args = training_args(tmp_path, layer_decay=0.5, max_steps=6, per_device_train_batch_size=4, stop_on_nonfinite_loss=False)
+    args = training_args(
+        tmp_path, layer_decay=0.5, max_steps=6, per_device_train_batch_size=4, stop_on_nonfinite_loss=False
+    )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=_Regression(bad_index=21))
     trainer.train()
     assert trainer.state.global_step == 6
@@ -223,7 +248,16 @@ def test_nonfinite_loss_can_be_let_through(tmp_path):
 def test_groups_survive_fsdp_sharding(tmp_path, mode):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), os.path.join(SCRIPTS, "fsdp_cpu.py"), mode, str(tmp_path)]
+    command = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        os.path.join(SCRIPTS, "fsdp_cpu.py"),
+        mode,
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     with open(tmp_path / f"{mode}.json") as handle:
@@ -245,10 +279,19 @@ def test_groups_survive_fsdp_sharding(tmp_path, mode):
 def test_groups_reach_deepspeed_zero(tmp_path, stage):
     pytest.importorskip("deepspeed")
     config = tmp_path / "ds.json"
-    config.write_text(json.dumps({"zero_optimization": {"stage": stage}, "train_micro_batch_size_per_gpu": "auto",
-                                  "gradient_accumulation_steps": "auto"}))
+    config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": stage},
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+            }
+        )
+    )
     accelerate_launch(
-        os.path.join(SCRIPTS, "launched_groups.py"), tmp_path, num_processes=1,
+        os.path.join(SCRIPTS, "launched_groups.py"),
+        tmp_path,
+        num_processes=1,
         launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
     )
     with open(tmp_path / "result.json") as handle:
@@ -258,21 +301,39 @@ def test_groups_reach_deepspeed_zero(tmp_path, stage):
     assert record["groups"] == record["expected"]
     first = record["logs"][0]
     assert [first[k] for k in ("lr/layer_00", "lr/layer_01", "lr/layer_02", "lr/layer_03", "lr/head")] == [
-        1e-3 / 16, 1e-3 / 8, 1e-3 / 4, 1e-3 / 2, 1e-3
+        1e-3 / 16,
+        1e-3 / 8,
+        1e-3 / 4,
+        1e-3 / 2,
+        1e-3,
     ]
 
 
 def test_rate_adaptation_is_refused_under_deepspeed(tmp_path):
     pytest.importorskip("deepspeed")
     config = tmp_path / "ds.json"
-    config.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto",
-                                  "gradient_accumulation_steps": "auto"}))
+    config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 2},
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+            }
+        )
+    )
     result = accelerate_launch(
-        os.path.join(SCRIPTS, "launched_groups.py"), tmp_path, "--layer_lr_adaptation", "autolr", num_processes=1,
-        check=False, launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
+        os.path.join(SCRIPTS, "launched_groups.py"),
+        tmp_path,
+        "--layer_lr_adaptation",
+        "autolr",
+        num_processes=1,
+        check=False,
+        launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
     )
     assert result.returncode != 0
-    assert "layer_lr_adaptation cannot run under DeepSpeed, which keeps the gradients inside its engine" in result.stderr
+    assert (
+        "layer_lr_adaptation cannot run under DeepSpeed, which keeps the gradients inside its engine" in result.stderr
+    )
 
 
 def test_deepspeed_optimizer_block_is_refused(tmp_path):
@@ -285,7 +346,10 @@ def test_deepspeed_optimizer_block_is_refused(tmp_path):
         LLRDTrainingArguments(output_dir=str(tmp_path), layer_decay=0.8, deepspeed=str(path), report_to=[])
     if pytest.importorskip("deepspeed"):
         result = accelerate_launch(
-            os.path.join(SCRIPTS, "launched_groups.py"), tmp_path, num_processes=1, check=False,
+            os.path.join(SCRIPTS, "launched_groups.py"),
+            tmp_path,
+            num_processes=1,
+            check=False,
             launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(path)),
         )
         assert result.returncode != 0
@@ -297,8 +361,15 @@ def test_deepspeed_optimizer_block_is_refused(tmp_path):
 
 def test_70b_class_decoder_on_the_meta_device():
     config = LlamaConfig(
-        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
-        vocab_size=128256, max_position_embeddings=8192, num_labels=2, pad_token_id=0,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        num_labels=2,
+        pad_token_id=0,
     )
     with torch.device("meta"):
         model = LlamaForSequenceClassification(config)
@@ -340,8 +411,22 @@ def test_gpu_check_script_runs_its_checks_on_cpu(tmp_path):
     """scripts/gpu_check.sh runs this on a GPU; the same code on a tiny model here keeps it working."""
     script = os.path.join(os.path.dirname(SCRIPTS), "..", "scripts", "gpu_check.py")
     result = subprocess.run(
-        [sys.executable, script, "precision", "bf16", "--device", "cpu", "--steps", "3", "--tiny", "--output_dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            script,
+            "precision",
+            "bf16",
+            "--device",
+            "cpu",
+            "--steps",
+            "3",
+            "--tiny",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])

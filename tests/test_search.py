@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 
 from finetune_llrd.search import (
     SearchArguments,
@@ -14,8 +16,6 @@ from finetune_llrd.search import (
     run_search,
     write_search_results,
 )
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
 
 
 def test_default_space_suits_the_model_size():
@@ -29,11 +29,27 @@ def test_default_space_suits_the_model_size():
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"learning_rate": {"low": 1e-5, "high": 1e-3}, "layer_decay": {"low": 0.5, "high": 1.0}, "momentum": {"low": 0, "high": 1}}, "unknown field 'momentum'"),
-        ({"learning_rate": {"low": 1e-3, "high": 1e-3}, "layer_decay": {"low": 0.5, "high": 1.0}}, "field 'learning_rate': the range is empty"),
-        ({"learning_rate": {"low": 1e-5, "high": 1e-3}, "layer_decay": {"low": 0.5, "high": 1.2}}, "field 'layer_decay': the range must lie in (0, 1]"),
+        (
+            {
+                "learning_rate": {"low": 1e-5, "high": 1e-3},
+                "layer_decay": {"low": 0.5, "high": 1.0},
+                "momentum": {"low": 0, "high": 1},
+            },
+            "unknown field 'momentum'",
+        ),
+        (
+            {"learning_rate": {"low": 1e-3, "high": 1e-3}, "layer_decay": {"low": 0.5, "high": 1.0}},
+            "field 'learning_rate': the range is empty",
+        ),
+        (
+            {"learning_rate": {"low": 1e-5, "high": 1e-3}, "layer_decay": {"low": 0.5, "high": 1.2}},
+            "field 'layer_decay': the range must lie in (0, 1]",
+        ),
         ({"learning_rate": {"low": 1e-5, "high": 1e-3}}, "field 'layer_decay' is missing"),
-        ({"learning_rate": {"low": 1e-5}, "layer_decay": {"low": 0.5, "high": 1.0}}, "field 'learning_rate': expected"),
+        (
+            {"learning_rate": {"low": 1e-5}, "layer_decay": {"low": 0.5, "high": 1.0}},
+            "field 'learning_rate': expected",
+        ),
     ],
 )
 def test_a_bad_search_space_names_the_field(tmp_path, values, message):
@@ -85,8 +101,19 @@ def test_direction_follows_the_metric_unless_given():
 
 
 def test_best_command_line_replaces_the_tuned_and_search_flags():
-    argv = ["recipes/text_classification.py", "--model_name_or_path", "m", "--learning_rate", "1e-4", "--search_trials=8",
-            "--search_max_steps", "20", "--layer_decay", "0.9", "--do_train"]
+    argv = [
+        "recipes/text_classification.py",
+        "--model_name_or_path",
+        "m",
+        "--learning_rate",
+        "1e-4",
+        "--search_trials=8",
+        "--search_max_steps",
+        "20",
+        "--layer_decay",
+        "0.9",
+        "--do_train",
+    ]
     command = best_command_line(argv, {"learning_rate": 3.2e-4, "layer_decay": 0.8125, "head_learning_rate": 2.6e-3})
     assert command == (
         "python recipes/text_classification.py --model_name_or_path m --do_train "
@@ -117,7 +144,9 @@ def test_search_runs_trials_and_writes_every_trial(tmp_path):
     best = min((trial for trial in outcome.trials if trial["state"] == "COMPLETE"), key=lambda trial: trial["value"])
     assert outcome.best_params == best["params"] and outcome.best_value == best["value"]
     sampled = best["sampled"]
-    assert best["params"]["head_learning_rate"] == pytest.approx(sampled["head_lr_multiple"] * sampled["learning_rate"] * sampled["layer_decay"])
+    assert best["params"]["head_learning_rate"] == pytest.approx(
+        sampled["head_lr_multiple"] * sampled["learning_rate"] * sampled["layer_decay"]
+    )
     assert 2e-5 <= sampled["learning_rate"] <= 1e-3 and 0.5 <= sampled["layer_decay"] <= 1.0
     paths = write_search_results(outcome, space, tmp_path / "out", command="python x.py")
     written = json.loads(paths["json"].read_text())

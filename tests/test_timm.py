@@ -63,7 +63,9 @@ def test_group_matcher_rule_gives_exact_depths():
     assert layers.num_layers == 3
     assert set(layers.names_at(0)) == {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
     for depth in (1, 2, 3):
-        assert set(layers.names_at(depth)) == {n for n, _ in model.named_parameters() if n.startswith(f"blocks.{depth - 1}.")}
+        assert set(layers.names_at(depth)) == {
+            n for n, _ in model.named_parameters() if n.startswith(f"blocks.{depth - 1}.")
+        }
     # timm merges the final norm into the last block's group; here it joins the head, as for every model.
     assert set(layers.names_at(4)) == {"norm.weight", "norm.bias", "head.weight", "head.bias"}
 
@@ -71,8 +73,13 @@ def test_group_matcher_rule_gives_exact_depths():
 def test_group_matcher_callable_form():
     model = TimmStyleViT()
     model.group_matcher = lambda coarse=False: (
-        lambda name: (0,) if name.startswith(("cls", "pos", "patch")) else
-        (1, int(name.split(".")[1])) if name.startswith("blocks.") else (float("inf"),)
+        lambda name: (
+            (0,)
+            if name.startswith(("cls", "pos", "patch"))
+            else (1, int(name.split(".")[1]))
+            if name.startswith("blocks.")
+            else (float("inf"),)
+        )
     )
     layers = layer_map(model)
     assert layers.num_layers == 3
@@ -92,7 +99,11 @@ def test_timm_no_weight_decay_list_and_rates():
     "name, kwargs, num_layers",
     [
         ("vit_tiny_patch16_224", dict(depth=3, img_size=32, patch_size=8), 3),
-        ("swin_tiny_patch4_window7_224", dict(depths=(1, 2), num_heads=(2, 4), embed_dim=16, img_size=32, window_size=2), 3),
+        (
+            "swin_tiny_patch4_window7_224",
+            dict(depths=(1, 2), num_heads=(2, 4), embed_dim=16, img_size=32, window_size=2),
+            3,
+        ),
         ("convnext_atto", dict(depths=(1, 1, 2, 1), dims=(8, 16, 24, 32)), 5),
         ("resnet18", dict(layers=(1, 1, 1, 1)), 4),
     ],
@@ -106,13 +117,19 @@ def test_real_timm_models(name, kwargs, num_layers):
     groups = param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.05)
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
     head = model.get_classifier()
-    assert {layers.depths[f"{n}"] for n, p in model.named_parameters() if any(p is q for q in head.parameters())} == {num_layers + 1}
+    assert {layers.depths[f"{n}"] for n, p in model.named_parameters() if any(p is q for q in head.parameters())} == {
+        num_layers + 1
+    }
 
 
 def test_real_timm_stage_grouping():
     timm = pytest.importorskip("timm")
-    model = timm.create_model("convnext_atto", pretrained=False, num_classes=5, depths=(1, 1, 2, 1), dims=(8, 16, 24, 32))
+    model = timm.create_model(
+        "convnext_atto", pretrained=False, num_classes=5, depths=(1, 1, 2, 1), dims=(8, 16, 24, 32)
+    )
     layers = layer_map(model, grouping="stage")
     assert layers.num_layers == 4
     for stage in range(4):
-        assert {n for n in layers.names_at(stage + 1)} == {n for n, _ in model.named_parameters() if n.startswith(f"stages.{stage}.")}
+        assert set(layers.names_at(stage + 1)) == {
+            n for n, _ in model.named_parameters() if n.startswith(f"stages.{stage}.")
+        }

@@ -4,13 +4,13 @@ import glob
 
 import pytest
 import torch
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments, param_groups
 from finetune_llrd.diagnostics import depth_learning_rate_logs
 from finetune_llrd.trainer import _split_by_device_mesh
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
 
 
 def _args(tmp_path, cls=LLRDTrainingArguments, **overrides):
@@ -18,9 +18,7 @@ def _args(tmp_path, cls=LLRDTrainingArguments, **overrides):
 
 
 def _groups_summary(optimizer):
-    return [
-        (tuple(id(p) for p in g["params"]), g["lr"], g["weight_decay"]) for g in optimizer.param_groups
-    ]
+    return [(tuple(id(p) for p in g["params"]), g["lr"], g["weight_decay"]) for g in optimizer.param_groups]
 
 
 def test_defaults_build_exactly_the_stock_optimizer(tmp_path):
@@ -53,7 +51,9 @@ def test_layerwise_optimizer_has_the_param_groups(tmp_path):
 )
 def test_stock_optimizer_choices_keep_the_groups_and_train(tmp_path, optim, optimizer_class):
     model = tiny_model("bert")
-    trainer = LLRDTrainer(model=model, args=_args(tmp_path, layer_decay=0.5, optim=optim, max_steps=2), train_dataset=RandomTokens())
+    trainer = LLRDTrainer(
+        model=model, args=_args(tmp_path, layer_decay=0.5, optim=optim, max_steps=2), train_dataset=RandomTokens()
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     assert type(trainer.optimizer.optimizer).__name__ == optimizer_class
@@ -96,7 +96,7 @@ def test_schedules_keep_the_ratios_between_depths(tmp_path, schedule, kwargs):
     initial = [g["initial_lr"] for g in trainer.optimizer.param_groups]
     assert initial == [g["lr"] for g in param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01)]
     head_index = len(initial) - 1
-    for step in range(12):
+    for _ in range(12):
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         current = [g["lr"] for g in trainer.optimizer.param_groups]
@@ -107,7 +107,9 @@ def test_schedules_keep_the_ratios_between_depths(tmp_path, schedule, kwargs):
 
 def test_every_depth_rate_is_logged(tmp_path):
     model = tiny_model("bert")
-    args = _args(tmp_path, layer_decay=0.5, logging_steps=1, lr_scheduler_type="linear", max_steps=4, report_to=["tensorboard"])
+    args = _args(
+        tmp_path, layer_decay=0.5, logging_steps=1, lr_scheduler_type="linear", max_steps=4, report_to=["tensorboard"]
+    )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -145,11 +147,15 @@ def test_model_init_builds_groups_for_each_fresh_model(tmp_path):
         created.append(tiny_model("llama", seed=len(created)))
         return created[-1]
 
-    trainer = LLRDTrainer(model_init=model_init, args=_args(tmp_path, layer_decay=0.5, max_steps=1), train_dataset=RandomTokens())
+    trainer = LLRDTrainer(
+        model_init=model_init, args=_args(tmp_path, layer_decay=0.5, max_steps=1), train_dataset=RandomTokens()
+    )
     trainer.train()
     trainer.train()
     assert len(created) == 3  # one at construction, one per train()
-    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {id(p) for p in created[-1].parameters()}
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in created[-1].parameters()
+    }
 
 
 def test_hyperparameter_search_tries_layer_decay(tmp_path):
@@ -185,8 +191,20 @@ def test_hyperparameter_search_tries_layer_decay(tmp_path):
 def test_hf_argument_parser_reads_the_fields():
     (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(
         [
-            "--output_dir", "out", "--layer_decay", "0.8", "--head_learning_rate", "1e-3", "--embedding_learning_rate", "0",
-            "--layer_decay_min_scale", "0.1", "--layer_grouping", "stage", "--layer_mapping", '{"^stem\\\\.": 0}',
+            "--output_dir",
+            "out",
+            "--layer_decay",
+            "0.8",
+            "--head_learning_rate",
+            "1e-3",
+            "--embedding_learning_rate",
+            "0",
+            "--layer_decay_min_scale",
+            "0.1",
+            "--layer_grouping",
+            "stage",
+            "--layer_mapping",
+            '{"^stem\\\\.": 0}',
         ]
     )
     assert (args.layer_decay, args.head_learning_rate, args.embedding_learning_rate) == (0.8, 1e-3, 0.0)
@@ -205,10 +223,20 @@ def test_mixed_device_meshes_get_separate_groups(tmp_path):
         on_a = torch.nn.Parameter(distribute_tensor(torch.ones(2, 2), mesh_a, [Replicate()]))
         on_b = torch.nn.Parameter(distribute_tensor(torch.ones(2, 2), mesh_b, [Replicate()]))
         plain = torch.nn.Parameter(torch.ones(2))
-        groups = [{"params": [on_a, plain, on_b], "param_names": ["a", "plain", "b"], "lr": 0.5, "weight_decay": 0.0, "layer": 1}]
+        groups = [
+            {
+                "params": [on_a, plain, on_b],
+                "param_names": ["a", "plain", "b"],
+                "lr": 0.5,
+                "weight_decay": 0.0,
+                "layer": 1,
+            }
+        ]
         split = _split_by_device_mesh(groups)
         assert sorted(tuple(g["param_names"]) for g in split) == [("a",), ("b",), ("plain",)]
         assert all(g["lr"] == 0.5 and g["layer"] == 1 for g in split)
-        assert _split_by_device_mesh([{**groups[0], "params": [plain], "param_names": ["plain"]}])[0]["param_names"] == ["plain"]
+        assert _split_by_device_mesh([{**groups[0], "params": [plain], "param_names": ["plain"]}])[0][
+            "param_names"
+        ] == ["plain"]
     finally:
         dist.destroy_process_group()

@@ -2,13 +2,17 @@
 it expects them. A failure here after a transformers upgrade says which one moved."""
 
 import pytest
+from tiny_models import tiny_model
+from training import RandomTokens, training_args
 from transformers import Trainer, TrainingArguments
 
 from finetune_llrd import LLRDTrainer
-from finetune_llrd._trainer_internals import WRITTEN_AGAINST_TRANSFORMERS, load_checkpoint_weights, mark_scheduler_created
+from finetune_llrd._trainer_internals import (
+    WRITTEN_AGAINST_TRANSFORMERS,
+    load_checkpoint_weights,
+    mark_scheduler_created,
+)
 from finetune_llrd.schedules import slanted_triangular_factor
-from tiny_models import tiny_model
-from training import RandomTokens, training_args
 
 
 def test_the_stock_trainer_keeps_the_scheduler_flag_where_we_set_it(tmp_path):
@@ -26,9 +30,13 @@ def test_a_scheduler_the_trainer_built_is_rebuilt_for_the_next_train(tmp_path):
     first = trainer.lr_scheduler
     trainer.args.max_steps = 6
     trainer.train()
-    assert trainer.lr_scheduler is not first, "Trainer._prepare_for_training no longer drops a scheduler the trainer built"
+    assert trainer.lr_scheduler is not first, (
+        "Trainer._prepare_for_training no longer drops a scheduler the trainer built"
+    )
     schedule = trainer.lr_scheduler.lr_lambdas[0]
-    assert [schedule(step) for step in range(6)] == [slanted_triangular_factor(step, num_training_steps=6) for step in range(6)]
+    assert [schedule(step) for step in range(6)] == [
+        slanted_triangular_factor(step, num_training_steps=6) for step in range(6)
+    ]
 
 
 def test_a_missing_flag_is_reported_with_the_version_it_was_written_for():

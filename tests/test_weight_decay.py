@@ -1,11 +1,11 @@
 """Weight-decay rules: which parameters get no weight decay, and which modules are norms."""
 
 import torch
+from tiny_models import tiny_model
 from torch import nn
 
 from finetune_llrd import no_weight_decay_names
-from finetune_llrd.weight_decay import is_norm_module
-from tiny_models import tiny_model
+from finetune_llrd.depths import is_norm_module
 
 
 class _OddNorm(nn.Module):
@@ -54,7 +54,14 @@ def test_norm_detection_by_class():
     class SubclassedLayerNorm(nn.LayerNorm):
         pass
 
-    for module in (nn.LayerNorm(3), nn.BatchNorm2d(3), nn.GroupNorm(1, 3), nn.RMSNorm(3), ScaleNorm(), SubclassedLayerNorm(3)):
+    for module in (
+        nn.LayerNorm(3),
+        nn.BatchNorm2d(3),
+        nn.GroupNorm(1, 3),
+        nn.RMSNorm(3),
+        ScaleNorm(),
+        SubclassedLayerNorm(3),
+    ):
         assert is_norm_module(module), type(module).__name__
     for module in (nn.Linear(3, 3), nn.Conv2d(3, 3, 1), nn.Embedding(3, 3)):
         assert not is_norm_module(module), type(module).__name__
@@ -72,11 +79,18 @@ def test_vision_tokens_positions_and_layer_scales_get_no_decay():
     model = tiny_model("dinov2")
     exempt = no_weight_decay_names(model)
     decayed = {n for n, _ in model.named_parameters()} - exempt
-    assert {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"} <= exempt
+    assert {
+        "dinov2.embeddings.cls_token",
+        "dinov2.embeddings.mask_token",
+        "dinov2.embeddings.position_embeddings",
+    } <= exempt
     assert all(p.ndim >= 2 for n, p in model.named_parameters() if n in decayed)
     assert decayed == {
-        n for n, p in model.named_parameters()
-        if p.ndim >= 2 and n not in {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"}
+        n
+        for n, p in model.named_parameters()
+        if p.ndim >= 2
+        and n
+        not in {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"}
     }
     assert "dinov2.encoder.layer.0.layer_scale1.lambda1" in exempt
 
@@ -98,9 +112,3 @@ def test_modules_no_weight_decay_declaration_is_honoured():
             return {"table"}
 
     assert "table" in no_weight_decay_names(Declaring())
-
-
-def test_is_norm_module_is_importable_from_its_old_place():
-    from finetune_llrd.layer_map import is_norm_module as from_layer_map
-
-    assert from_layer_map is is_norm_module

@@ -10,6 +10,7 @@ import torch
 import transformers
 from transformers import AutoConfig
 
+
 transformers.logging.set_verbosity_error()
 warnings.filterwarnings("ignore", message=".*was not found in model.*")
 
@@ -19,7 +20,15 @@ VISION = "vision"
 # model_type -> (kind, config overrides). Sizes are small but keep each architecture's structure.
 _TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37)
 _DECODER = dict(_TEXT, num_key_value_heads=2, pad_token_id=0, max_position_embeddings=64)
-_VIT = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37)
+_VIT = dict(
+    image_size=32,
+    patch_size=8,
+    num_channels=3,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+)
 
 ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "bert": (TEXT, _TEXT),
@@ -27,7 +36,9 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "xlm-roberta": (TEXT, dict(_TEXT, pad_token_id=1)),
     "deberta-v2": (
         TEXT,
-        dict(_TEXT, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", pos_att_type=["p2c", "c2p"]),
+        dict(
+            _TEXT, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm", pos_att_type=["p2c", "c2p"]
+        ),
     ),
     "electra": (TEXT, dict(_TEXT, embedding_size=16)),
     "albert": (TEXT, dict(_TEXT, embedding_size=16, num_hidden_groups=1, inner_group_num=1)),
@@ -41,28 +52,68 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "qwen3": (TEXT, dict(_DECODER, head_dim=8)),
     "gemma": (TEXT, dict(_DECODER, head_dim=8)),
     "phi": (TEXT, dict(_TEXT, pad_token_id=0, max_position_embeddings=64)),
-    "t5": (TEXT, dict(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0)),
+    "t5": (
+        TEXT,
+        dict(
+            vocab_size=99,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=3,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+        ),
+    ),
     "bart": (
         TEXT,
-        dict(vocab_size=99, d_model=32, encoder_layers=3, decoder_layers=2, encoder_attention_heads=4,
-             decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64),
+        dict(
+            vocab_size=99,
+            d_model=32,
+            encoder_layers=3,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=37,
+            decoder_ffn_dim=37,
+            max_position_embeddings=64,
+        ),
     ),
     "vit": (VISION, _VIT),
     "deit": (VISION, _VIT),
     "beit": (VISION, dict(_VIT, use_mask_token=True, use_relative_position_bias=True, layer_scale_init_value=0.1)),
     "dinov2": (VISION, dict(_VIT, layerscale_value=0.1)),
-    "swin": (VISION, dict(image_size=32, patch_size=4, num_channels=3, embed_dim=16, depths=[1, 2], num_heads=[2, 4], window_size=2)),
+    "swin": (
+        VISION,
+        dict(
+            image_size=32, patch_size=4, num_channels=3, embed_dim=16, depths=[1, 2], num_heads=[2, 4], window_size=2
+        ),
+    ),
     "convnext": (VISION, dict(image_size=32, num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 2])),
-    "resnet": (VISION, dict(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic")),
+    "resnet": (
+        VISION,
+        dict(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic"),
+    ),
     "clip": (
         VISION,
-        dict(vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37),
-             text_config=dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)),
+        dict(
+            vision_config=dict(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                intermediate_size=37,
+            ),
+            text_config=dict(
+                vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+            ),
+        ),
     ),
 }
 
 # The number of blocks L each tiny model must have.
-EXPECTED_NUM_LAYERS = {name: 3 for name in ARCHITECTURES}
+EXPECTED_NUM_LAYERS = dict.fromkeys(ARCHITECTURES, 3)
 EXPECTED_NUM_LAYERS.update({"albert": 1, "t5": 5, "bart": 5, "swin": 3, "convnext": 3, "resnet": 3})
 
 
@@ -77,7 +128,11 @@ def tiny_model(model_type: str, num_labels: int = 3, seed: int = 0, **overrides)
     kind, _ = ARCHITECTURES[model_type]
     config = tiny_config(model_type, num_labels=num_labels, **overrides)
     torch.manual_seed(seed)
-    auto = transformers.AutoModelForImageClassification if kind == VISION else transformers.AutoModelForSequenceClassification
+    auto = (
+        transformers.AutoModelForImageClassification
+        if kind == VISION
+        else transformers.AutoModelForSequenceClassification
+    )
     return model_class_for(auto, config)(config)
 
 
@@ -107,17 +162,37 @@ def _shrink(config) -> None:
         if nested is not None and hasattr(nested, "to_dict"):
             _shrink(nested)
     small = {
-        "hidden_size": 64, "d_model": 64, "n_embd": 64, "dim": 64, "embed_dim": 16,
-        "num_hidden_layers": 3, "num_layers": 3, "n_layer": 3, "n_layers": 3, "encoder_layers": 3, "decoder_layers": 2,
-        "num_attention_heads": 4, "n_head": 4, "n_heads": 4, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 96, "ffn_dim": 96, "encoder_ffn_dim": 96, "decoder_ffn_dim": 96,
-        "d_ff": 96, "n_inner": 96, "hidden_dim": 96, "head_dim": 16, "num_experts": 4, "num_local_experts": 4,
+        "hidden_size": 64,
+        "d_model": 64,
+        "n_embd": 64,
+        "dim": 64,
+        "embed_dim": 16,
+        "num_hidden_layers": 3,
+        "num_layers": 3,
+        "n_layer": 3,
+        "n_layers": 3,
+        "encoder_layers": 3,
+        "decoder_layers": 2,
+        "num_attention_heads": 4,
+        "n_head": 4,
+        "n_heads": 4,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 96,
+        "ffn_dim": 96,
+        "encoder_ffn_dim": 96,
+        "decoder_ffn_dim": 96,
+        "d_ff": 96,
+        "n_inner": 96,
+        "hidden_dim": 96,
+        "head_dim": 16,
+        "num_experts": 4,
+        "num_local_experts": 4,
     }
     for key, value in small.items():
         if key in ("num_layers",) and isinstance(getattr(config, "depths", None), (list, tuple)):
             continue
         if isinstance(getattr(config, key, None), int) and not isinstance(getattr(config, key), bool):
-            try:
+            with contextlib.suppress(Exception):  # read-only attribute maps
                 setattr(config, key, value)
-            except Exception:  # noqa: BLE001 - read-only attribute maps
-                pass

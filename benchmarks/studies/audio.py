@@ -15,19 +15,28 @@ stayed at the constant answer, 0.169) and its runs were discarded.
 
 from recipe_study import RecipeStudy
 
+
 STUDY = RecipeStudy(
     name="audio",
     recipe="audio_classification.py",
     model="whisper-tiny-en",
     common_args=[
-        "--train_dir", "{data}/drums/train",
-        "--validation_dir", "{data}/drums/validation",
-        "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "16",
-        "--warmup_steps", "0.1",
-        "--weight_decay", "0.01",
-        "--logging_steps", "5",
+        "--train_dir",
+        "{data}/drums/train",
+        "--validation_dir",
+        "{data}/drums/validation",
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "16",
+        "--warmup_steps",
+        "0.1",
+        "--weight_decay",
+        "0.01",
+        "--logging_steps",
+        "5",
         "--bf16",
     ],
     arms={

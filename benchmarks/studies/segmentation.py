@@ -18,23 +18,36 @@ decay whatever the depth search does.
 
 from recipe_study import RecipeStudy
 
+
 STUDY = RecipeStudy(
     name="segmentation",
     recipe="semantic_segmentation.py",
     model="dinov2-small-imgfocus",
     common_args=[
-        "--train_file", "{data}/brainseg/train.parquet",
-        "--validation_file", "{data}/brainseg/validation.parquet",
-        "--id2label_file", "{data}/brainseg/id2label.json",
-        "--image_size", "56",
-        "--decode_head_hidden_size", "128",
-        "--per_device_train_batch_size", "16",
-        "--per_device_eval_batch_size", "32",
-        "--max_steps", "120",
-        "--warmup_steps", "0.1",
-        "--weight_decay", "0.05",
-        "--logging_steps", "50",
-        "--layer_mapping", '{{"^(?!backbone\\\\.)": 13}}',  # braces doubled: common_args go through str.format
+        "--train_file",
+        "{data}/brainseg/train.parquet",
+        "--validation_file",
+        "{data}/brainseg/validation.parquet",
+        "--id2label_file",
+        "{data}/brainseg/id2label.json",
+        "--image_size",
+        "56",
+        "--decode_head_hidden_size",
+        "128",
+        "--per_device_train_batch_size",
+        "16",
+        "--per_device_eval_batch_size",
+        "32",
+        "--max_steps",
+        "120",
+        "--warmup_steps",
+        "0.1",
+        "--weight_decay",
+        "0.05",
+        "--logging_steps",
+        "50",
+        "--layer_mapping",
+        '{{"^(?!backbone\\\\.)": 13}}',  # braces doubled: common_args go through str.format
     ],
     arms={
         "uniform": [],

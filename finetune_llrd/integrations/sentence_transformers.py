@@ -24,6 +24,7 @@ from torch import nn
 
 from ..trainer import LayerwiseTrainerMixin
 
+
 __all__ = ["LayerwiseSentenceTransformerTrainerMixin", "absorb_optimizer_dict"]
 
 

@@ -18,13 +18,15 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from finetune_llrd import GradualUnfreezingCallback, param_groups  # noqa: E402
-from finetune_llrd.diagnostics import DepthIndex  # noqa: E402
-from finetune_llrd.layer_map import clean_parameter_name  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
-from training import RandomTokens  # noqa: E402
+from tiny_models import tiny_model
+from training import RandomTokens
+
+from finetune_llrd import GradualUnfreezingCallback, param_groups
+from finetune_llrd.depths import clean_parameter_name
+from finetune_llrd.diagnostics import DepthIndex
 
 
 def build():
@@ -85,9 +87,13 @@ def main():
         from transformers.models.bert.modeling_bert import BertLayer
 
         policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={BertLayer})
-        model = FullyShardedDataParallel(model, auto_wrap_policy=policy, use_orig_params=True, device_id=torch.device("cpu"))
+        model = FullyShardedDataParallel(
+            model, auto_wrap_policy=policy, use_orig_params=True, device_id=torch.device("cpu")
+        )
         optimizer = torch.optim.AdamW(param_groups(model, **settings))
-        flat = FullyShardedDataParallel(build(), auto_wrap_policy=policy, use_orig_params=False, device_id=torch.device("cpu"))
+        flat = FullyShardedDataParallel(
+            build(), auto_wrap_policy=policy, use_orig_params=False, device_id=torch.device("cpu")
+        )
         try:
             param_groups(flat, **settings)
             flat_error = None
@@ -109,9 +115,13 @@ def main():
             "num_groups": len(optimizer.param_groups),
             "norms": norms,
             "reference_norms": reference_norms,
-            "max_weight_difference": max((final[n] - reference_params[n]).abs().max().item() for n in reference_params),
+            "max_weight_difference": max(
+                (final[n] - reference_params[n]).abs().max().item() for n in reference_params
+            ),
             "embeddings_unchanged": all(
-                torch.equal(final[n], tiny_ref) for n, tiny_ref in build().named_parameters() if n.startswith("bert.embeddings.")
+                torch.equal(final[n], tiny_ref)
+                for n, tiny_ref in build().named_parameters()
+                if n.startswith("bert.embeddings.")
             ),
         }
         if mode == "fsdp1":

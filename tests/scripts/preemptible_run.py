@@ -19,18 +19,56 @@ import time
 import torch
 from transformers import HfArgumentParser, TrainerCallback, TrainerState
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from finetune_llrd import LLRDTrainer, LLRDTrainingArguments  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
-from training import RandomTokens  # noqa: E402
+from tiny_models import tiny_model
+from training import RandomTokens
+
+from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
+
 
 DEFAULTS = [
-    "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--seed", "0", "--data_seed", "0",
-    "--learning_rate", "1e-3", "--weight_decay", "0.01", "--layer_decay", "0.5", "--gradual_unfreeze_steps", "6",
-    "--layer_lr_adaptation", "singh2015", "--log_layer_grad_norms", "true", "--logging_steps", "1",
-    "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--save_strategy", "steps", "--save_steps", "8",
-    "--dataloader_drop_last", "true", "--save_on_preemption", "true", "--ddp_timeout", "60", "--log_level", "warning",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--seed",
+    "0",
+    "--data_seed",
+    "0",
+    "--learning_rate",
+    "1e-3",
+    "--weight_decay",
+    "0.01",
+    "--layer_decay",
+    "0.5",
+    "--gradual_unfreeze_steps",
+    "6",
+    "--layer_lr_adaptation",
+    "singh2015",
+    "--log_layer_grad_norms",
+    "true",
+    "--logging_steps",
+    "1",
+    "--num_train_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "4",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "8",
+    "--dataloader_drop_last",
+    "true",
+    "--save_on_preemption",
+    "true",
+    "--ddp_timeout",
+    "60",
+    "--log_level",
+    "warning",
 ]
 
 
@@ -56,7 +94,9 @@ def slow_down_state_writes(seconds: float) -> None:
 
 
 def run(output_dir: str, extra: list[str]) -> None:
-    (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(["--output_dir", output_dir] + DEFAULTS + extra)
+    (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", output_dir] + DEFAULTS + extra
+    )
     rank = args.process_index
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, f"pid{rank}"), "w") as handle:
@@ -67,13 +107,18 @@ def run(output_dir: str, extra: list[str]) -> None:
     model = tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     # Its loss is a batch mean that ignores num_items_in_batch (see train_tiny.py).
     model.accepts_loss_kwargs = False
-    progress = Progress(os.path.join(output_dir, f"progress{rank}"), float(os.environ.get("PREEMPT_TEST_STEP_SECONDS", "0")))
+    progress = Progress(
+        os.path.join(output_dir, f"progress{rank}"), float(os.environ.get("PREEMPT_TEST_STEP_SECONDS", "0"))
+    )
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens(size=192), callbacks=[progress])
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)  # "True" / "true" as the command line gives it
 
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)
-    torch.save({n: p.detach().clone() for n, p in trainer.model.named_parameters()}, os.path.join(output_dir, f"rank{rank}.pt"))
+    torch.save(
+        {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+        os.path.join(output_dir, f"rank{rank}.pt"),
+    )
 
 
 if __name__ == "__main__":

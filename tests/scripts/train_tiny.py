@@ -13,19 +13,38 @@ import sys
 import torch
 from transformers import HfArgumentParser
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from finetune_llrd import LLRDTrainer, LLRDTrainingArguments  # noqa: E402
-from tiny_models import tiny_model  # noqa: E402
-from training import RandomTokens  # noqa: E402
+from tiny_models import tiny_model
+from training import RandomTokens
+
+from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
 
 
 def main():
     output_dir, extra = sys.argv[1], sys.argv[2:]
     defaults = [
-        "--output_dir", output_dir, "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
-        "--use_cpu", "true", "--seed", "0", "--data_seed", "0", "--learning_rate", "1e-3", "--logging_steps", "1",
-        "--dataloader_drop_last", "true",
+        "--output_dir",
+        output_dir,
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        "--seed",
+        "0",
+        "--data_seed",
+        "0",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--dataloader_drop_last",
+        "true",
     ]
     (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(defaults + extra)
     model = tiny_model("bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -37,7 +56,10 @@ def main():
     rank = args.process_index
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"world_size": args.world_size, "log_history": trainer.state.log_history}, handle)
-    torch.save({n: p.detach().clone() for n, p in trainer.model.named_parameters()}, os.path.join(output_dir, f"rank{rank}.pt"))
+    torch.save(
+        {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+        os.path.join(output_dir, f"rank{rank}.pt"),
+    )
 
 
 if __name__ == "__main__":

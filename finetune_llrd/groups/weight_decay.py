@@ -8,9 +8,8 @@ import re
 
 from torch import nn
 
-from .parameter_names import clean_parameter_name
+from ..depths.modules import clean_parameter_name, is_norm_module
 
-_NORM_CLASS_NAME = re.compile(r"norm(?:\d+d)?$|layernorm|rmsnorm|batchnorm|groupnorm|instancenorm", re.IGNORECASE)
 
 # Learned tokens and positions that are registered as bare parameters (not inside a Linear/Conv/Embedding):
 # cls / mask / distillation / register tokens, ViT-style position embeddings, relative position bias
@@ -23,26 +22,6 @@ _EXEMPT_FREE_PARAMETER = re.compile(
 _EXEMPT_POSITION_MODULE = re.compile(r"relative_(?:attention|position)_bias|(?:^|[._])rel_pos")
 _VISION_POSITION_MODULE = re.compile(r"position_embeddings?$|pos_embed")
 _WEIGHT_LAYERS = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.modules.conv._ConvNd)
-
-
-def is_norm_module(module: nn.Module) -> bool:
-    """Whether a module is a normalization layer, judged by its class (and its base classes).
-
-    Covers torch's norms and every ``*Norm`` class of transformers and timm (``LlamaRMSNorm``,
-    ``T5LayerNorm``, ``ConvNextLayerNorm``, ``Qwen3NextRMSNormGated``, ...).
-
-    Args:
-        module: any module.
-
-    Returns:
-        True for a normalization layer.
-    """
-    if isinstance(
-        module,
-        (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase),
-    ):
-        return True
-    return any(_NORM_CLASS_NAME.search(cls.__name__) for cls in type(module).__mro__ if cls is not nn.Module)
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:

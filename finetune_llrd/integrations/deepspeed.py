@@ -1,4 +1,10 @@
-"""Refusing a DeepSpeed ``scheduler`` block that would silently give every parameter group one rate.
+"""What layer-wise rates need from DeepSpeed: the configs and options that would silently drop them are refused.
+
+* An ``optimizer`` block: DeepSpeed then builds its own optimizer from all parameters, without the
+  layer-wise groups (:func:`check_deepspeed_config`).
+* A ``scheduler`` block whose scheduler sets one rate for every group (:func:`check_deepspeed_scheduler`).
+* The options that work on the gradients between backward and the optimizer step, which DeepSpeed keeps
+  inside its engine (:func:`refuse_step_features_under_deepspeed`).
 
 With a ``scheduler`` block DeepSpeed builds the scheduler itself, on the Trainer's optimizer, and sets each
 group's ``lr`` at every step. Whether the per-depth ratios survive depends on the scheduler, on its
@@ -17,9 +23,13 @@ parameters and on the DeepSpeed version (tested on CPU in tests/test_deepspeed_s
 
 from __future__ import annotations
 
+import json
+import os
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from packaging.version import Version
+
 
 # The first DeepSpeed releases with the fixes of PRs #7969 (WarmupCosineLR) and #8171 (WarmupLR).
 WARMUP_COSINE_KEEPS_RATIOS_FROM = Version("0.19.0")
@@ -65,12 +75,18 @@ def _what_goes_wrong(name: str | None, params: dict, installed: Version | None) 
             )
         return None
     if name in ("WarmupLR", "WarmupDecayLR"):
-        has_one_max = params.get("warmup_max_lr") is not None if name == "WarmupLR" else (
-            "warmup_max_lr" not in params or params["warmup_max_lr"] is not None
+        has_one_max = (
+            params.get("warmup_max_lr") is not None
+            if name == "WarmupLR"
+            else ("warmup_max_lr" not in params or params["warmup_max_lr"] is not None)
         )
         if has_one_max:
             value = params.get("warmup_max_lr", 0.001)
-            fix = "leave warmup_max_lr out" if name == "WarmupLR" else 'set "warmup_max_lr": null (left out, it is 0.001)'
+            fix = (
+                "leave warmup_max_lr out"
+                if name == "WarmupLR"
+                else 'set "warmup_max_lr": null (left out, it is 0.001)'
+            )
             return (
                 f"its warmup_max_lr ({value!r}; 'auto' is --learning_rate) would become the rate of every group, "
                 f"silently dropping the layer-wise rates. To have each group warm up to its own rate, {fix}."
@@ -98,3 +114,68 @@ def _deepspeed_version(given: str | None) -> Version | None:
         return Version(version("deepspeed"))
     except PackageNotFoundError:
         return None
+
+
+def refuse_deepspeed_optimizer_block(deepspeed: str | dict | None, layerwise: bool) -> None:
+    """Checks the DeepSpeed config that ``TrainingArguments.deepspeed`` names, when the optimizer gets
+    layer-wise groups (:func:`check_deepspeed_config`).
+
+    Args:
+        deepspeed: the config, as a dict or the path of its JSON file; None without DeepSpeed.
+        layerwise: whether the optimizer gets layer-wise groups.
+
+    Raises:
+        ValueError: saying what to remove.
+    """
+    if deepspeed is None or not layerwise:
+        return
+    config = deepspeed
+    if isinstance(deepspeed, str):
+        if not os.path.isfile(deepspeed):
+            return  # the stock validation reports a missing file
+        with open(deepspeed, encoding="utf-8") as handle:
+            config = json.load(handle)
+    check_deepspeed_config(config)
+
+
+def check_deepspeed_config(config: dict) -> None:
+    """Refuses a DeepSpeed config with an ``optimizer`` block: DeepSpeed would then build its own optimizer
+    from all parameters, silently dropping the layer-wise groups; and a ``scheduler`` block whose scheduler
+    sets one rate for every group (:func:`check_deepspeed_scheduler`).
+
+    Raises:
+        ValueError: saying what to remove.
+    """
+    if isinstance(config, dict) and "optimizer" in config:
+        raise ValueError(
+            "The DeepSpeed config has an 'optimizer' block: DeepSpeed would then build its own optimizer from all "
+            "parameters and silently drop the layer-wise groups. Remove the 'optimizer' block (the Trainer's "
+            "optimizer, set with --optim, is used instead)."
+        )
+    check_deepspeed_scheduler(config)
+
+
+def refuse_step_features_under_deepspeed(args: Any) -> None:
+    """Refuses the options that work on the gradients between backward and the optimizer step, which
+    DeepSpeed keeps inside its engine.
+
+    Args:
+        args: the layer-wise training arguments (``LayerwiseArgumentsMixin``).
+
+    Raises:
+        ValueError: naming the options that are on.
+    """
+    step_features = [
+        name
+        for name, active in (
+            ("gradual_unfreeze_steps", args.gradual_unfreeze_steps > 0),
+            ("layer_lr_adaptation", args.layer_lr_adaptation != "none"),
+            ("log_layer_grad_norms", args.log_layer_grad_norms),
+        )
+        if active
+    ]
+    if step_features:
+        raise ValueError(
+            f"{', '.join(step_features)} cannot run under DeepSpeed, which keeps the gradients inside its engine. "
+            "Use DDP or FSDP2, or turn these options off."
+        )

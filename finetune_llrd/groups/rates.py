@@ -76,7 +76,10 @@ class LayerwiseRates:
             The checked value.
         """
         names = [setting.name for setting in dataclasses.fields(cls) if setting.name != "tower_layer_decay"]
-        return cls(**{name: getattr(source, name) for name in names}, tower_layer_decay=getattr(source, "tower_layer_decay", None))
+        return cls(
+            **{name: getattr(source, name) for name in names},
+            tower_layer_decay=getattr(source, "tower_layer_decay", None),
+        )
 
     @property
     def is_layerwise(self) -> bool:

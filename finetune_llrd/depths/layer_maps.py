@@ -9,36 +9,30 @@ Three rules produce a map, tried in this order:
   It always wins; parameters it leaves out fall back to the rules below.
 * ``timm_group_matcher``: models that define timm's ``group_matcher(coarse)`` (every timm model).
 * ``block_stack``: any other model: the repeated block stacks are found from the module structure
-  (:mod:`finetune_llrd.block_stacks`).
+  (:mod:`finetune_llrd.depths.block_stacks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 from torch import nn
 
 from .block_stacks import block_stack_depths
-from .parameter_names import clean_parameter_name
+from .modules import clean_parameter_name
+from .timm_matcher import timm_group_depths
 from .towers import Tower, Towers, validate_towers
-from .weight_decay import is_norm_module  # noqa: F401 - importable from here as before
 
-LayerMapping = Union[Mapping[str, int], Callable[[str], Union[int, None]]]
+
+LayerMapping = Mapping[str, int] | Callable[[str], int | None]
 """A user's mapping: ``{regex: depth}`` (first ``re.search`` match in order wins) or ``name -> depth | None``."""
 
 LAYER_GROUPINGS = ("block", "stage")
-
-# timm marks "join the previous group" with this ordinal suffix (timm.models._manipulate.MATCH_PREV_GROUP).
-_TIMM_MATCH_PREV_GROUP = 99999.0
-
-_TimmGroupKey = tuple[float, ...]
 
 
 class LayerMapError(ValueError):
@@ -131,7 +125,7 @@ def layer_map(
             minus one (the largest depth is the head).
         include_frozen: also map parameters with ``requires_grad=False``.
         towers: parallel stacks numbered side by side, each from depth 1 to L (L = the longest tower;
-            :mod:`finetune_llrd.towers`): ``"auto"`` (the default) finds the towers of CLIP, SigLIP, ALIGN,
+            :mod:`finetune_llrd.depths.towers`): ``"auto"`` (the default) finds the towers of CLIP, SigLIP, ALIGN,
             BLIP-2 and vision-language models by their module names; ``"encoder-decoder"`` also makes the
             encoder and decoder of T5, BART or Whisper two towers (by default their blocks are in series,
             encoder below decoder); ``"none"`` numbers every stack in series; ``{name: module path}`` names
@@ -268,7 +262,8 @@ def _no_depth_message(model: nn.Module, missing: list[str]) -> str:
 def _automatic_layer_map(model: nn.Module, grouping: str, towers: Towers = "auto") -> LayerMap:
     """Depths of all parameters (frozen included) from the timm or the block-stack rule."""
     if callable(getattr(model, "group_matcher", None)):
-        return _timm_layer_map(model, grouping)
+        depths, num_layers = timm_group_depths(model, grouping)
+        return LayerMap(depths=depths, num_layers=num_layers, rule="timm_group_matcher", grouping=grouping)
     found = block_stack_depths(model, grouping, towers)
     if found is None:
         raise LayerMapError(_no_depth_message(model, [name for name, _ in model.named_parameters()]))
@@ -284,76 +279,39 @@ def _automatic_layer_map(model: nn.Module, grouping: str, towers: Towers = "auto
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# timm's group_matcher
-# --------------------------------------------------------------------------------------------------
+def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: LayerMap) -> LayerMap:
+    """The depths of a module that wraps ``model`` and holds parameters of its own (a loss with a classifier):
+    ``model``'s parameters keep their depth, the others go to the head. Frozen parameters get none, as in
+    :func:`layer_map`.
 
+    Args:
+        wrapper: the module whose parameters are mapped, ``model`` among its submodules.
+        model: the wrapped model.
+        model_layers: the depths of ``model``'s parameters (names as in ``model.named_parameters()``).
 
-def _timm_layer_map(model: nn.Module, grouping: str) -> LayerMap:
-    """Depths from timm's ``group_matcher``, with the semantics of ``timm.models.group_with_matcher``.
-
-    timm puts a model's final norm in the last block's group (``MATCH_PREV_GROUP``); here it goes to the
-    head depth, as for every other model. Unmatched parameters (the classifier) form the head.
+    Returns:
+        A :class:`LayerMap` keyed by ``wrapper``'s parameter names, with ``model_layers``' number of layers, and
+        its towers, backbone and new modules at their paths inside ``wrapper``.
     """
-    group_key = _timm_group_key_function(model.group_matcher(coarse=grouping == "stage"))
-    names = [name for name, _ in model.named_parameters()]
-    keys = {name: group_key(clean_parameter_name(name)) for name in names}
-    key_depth, num_layers = _timm_group_depths({key for key in keys.values() if key is not None})
-    depths = {name: num_layers + 1 if keys[name] is None else key_depth[keys[name]] for name in names}
-    return LayerMap(depths=depths, num_layers=num_layers, rule="timm_group_matcher", grouping=grouping)
+    prefix = next(name for name, module in wrapper.named_modules() if module is model)
 
+    def inside(path: str) -> str:
+        return f"{prefix}.{path}" if prefix else path
 
-def _timm_group_key_function(matcher: Callable | Mapping) -> Callable[[str], _TimmGroupKey | None]:
-    """``name -> group key`` (a tuple of ordinals, None for no group) for timm's callable or dict matcher."""
-    if not isinstance(matcher, Mapping):
-
-        def call_matcher(name: str) -> _TimmGroupKey | None:
-            ordinal = matcher(name)
-            key = tuple(float(o) for o in ordinal) if isinstance(ordinal, Iterable) else (float(ordinal),)
-            return None if math.isinf(key[0]) else key
-
-        return call_matcher
-
-    compiled: list[tuple[re.Pattern[str], tuple[float, ...], tuple[float, ...] | None]] = []
-    for ordinal, spec in enumerate(matcher.values()):
-        if spec is None:
-            continue
-        if isinstance(spec, (tuple, list)):
-            compiled.extend((re.compile(pattern), (float(ordinal),), suffix) for pattern, suffix in spec)
-        else:
-            compiled.append((re.compile(spec), (float(ordinal),), None))
-
-    def match_patterns(name: str) -> _TimmGroupKey | None:
-        for pattern, prefix, suffix in compiled:
-            match = pattern.match(name)
-            if match:
-                parts = [*prefix, *(float(g) for g in match.groups() if g is not None)]
-                if suffix:
-                    parts.extend(float(s) for s in suffix)
-                return tuple(parts)
-        return None
-
-    return match_patterns
-
-
-def _timm_group_depths(keys: set[_TimmGroupKey]) -> tuple[dict[_TimmGroupKey, int], int]:
-    """The depth of every group key, and L. Depth 0 is the stem group, 1..L the blocks; a key ending in
-    MATCH_PREV_GROUP joins the group before it, except after the last ordinary key (the final norm),
-    where it goes to the head."""
-    matched = sorted(keys)
-    ordinary = [key for key in matched if key[-1] != _TIMM_MATCH_PREV_GROUP]
-    last_ordinary = ordinary[-1] if ordinary else None
-    key_depth: dict[_TimmGroupKey, int] = {}
-    depth = -1
-    for key in matched:
-        if key[-1] != _TIMM_MATCH_PREV_GROUP or depth < 0:
-            depth += 1
-        key_depth[key] = depth
-    num_layers = max(depth, 0)
-    for key in matched:
-        if last_ordinary is not None and key > last_ordinary:
-            key_depth[key] = num_layers + 1
-    return key_depth, num_layers
+    depth_of_param = {
+        id(param): model_layers.depths[name] for name, param in model.named_parameters() if name in model_layers.depths
+    }
+    head = model_layers.head_depth
+    depths = {
+        name: depth_of_param.get(id(param), head) for name, param in wrapper.named_parameters() if param.requires_grad
+    }
+    return dataclasses.replace(
+        model_layers,
+        depths=depths,
+        towers=tuple(dataclasses.replace(tower, path=inside(tower.path)) for tower in model_layers.towers),
+        backbone=None if model_layers.backbone is None else inside(model_layers.backbone),
+        new_modules=tuple(inside(path) for path in model_layers.new_modules),
+    )
 
 
 def iter_depth_names(layers: LayerMap) -> Iterable[tuple[int, str]]:

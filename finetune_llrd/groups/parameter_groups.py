@@ -1,7 +1,7 @@
 """Optimizer parameter groups with layer-wise learning rates.
 
 The rate at depth d of a model with L blocks is ``lr * layer_decay ** (L + 1 - d)`` (the BEiT / MAE /
-timm convention; see :class:`finetune_llrd.rates.LayerwiseRates`): the head (depth L+1) gets ``lr``, the
+timm convention; see :class:`finetune_llrd.groups.rates.LayerwiseRates`): the head (depth L+1) gets ``lr``, the
 top block ``lr * layer_decay``, the embeddings ``lr * layer_decay ** (L + 1)``. The final rate is written
 into each group's ``lr``, so every optimizer and every scheduler that scales each group's initial rate (all
 of transformers' schedules) keeps the ratios between depths.
@@ -15,12 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from .layer_map import LayerMap, LayerMapping, layer_map, validate_layer_grouping
-from .towers import Towers
-from .rate_table import format_lr_table, lr_table  # noqa: F401 - importable from here as before
+from ..depths import LayerMap, LayerMapping, Towers, layer_map, validate_layer_grouping
 from .rates import LayerwiseRates, check_finite_non_negative
-from .rates import depth_learning_rates  # noqa: F401 - importable from here as before
 from .weight_decay import no_weight_decay_names
+
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +51,9 @@ def validate_layerwise_settings(
         ValueError: on the first invalid setting.
     """
     check_finite_non_negative(learning_rate, learning_rate_name)
-    rates = LayerwiseRates(learning_rate, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale)
+    rates = LayerwiseRates(
+        learning_rate, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale
+    )
     validate_layer_grouping(layer_grouping)
     return rates
 
@@ -124,12 +124,18 @@ def param_groups(
         if lr is None or layer_decay is None:
             raise TypeError("param_groups needs lr and layer_decay, or rates=LayerwiseRates(...).")
         rates = validate_layerwise_settings(
-            learning_rate=lr, layer_decay=layer_decay, head_learning_rate=head_learning_rate,
-            embedding_learning_rate=embedding_learning_rate, layer_decay_min_scale=layer_decay_min_scale,
-            layer_grouping=layer_grouping, learning_rate_name="lr",
+            learning_rate=lr,
+            layer_decay=layer_decay,
+            head_learning_rate=head_learning_rate,
+            embedding_learning_rate=embedding_learning_rate,
+            layer_decay_min_scale=layer_decay_min_scale,
+            layer_grouping=layer_grouping,
+            learning_rate_name="lr",
         )
     else:
-        _refuse_settings_beside_rates(lr, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale)
+        _refuse_settings_beside_rates(
+            lr, layer_decay, head_learning_rate, embedding_learning_rate, layer_decay_min_scale
+        )
         validate_layer_grouping(layer_grouping)
     check_finite_non_negative(weight_decay, "weight_decay")
     check_parameters_are_not_flattened(model)
@@ -151,7 +157,9 @@ def _towers_with_own_decay(rates: LayerwiseRates, layers: LayerMap) -> tuple[str
     known = [tower.name for tower in layers.towers]
     unknown = [name for name in rates.tower_layer_decay if name not in known]
     if unknown:
-        found = f"its towers are {', '.join(known)}" if known else "it has no towers (its stacks are numbered in series)"
+        found = (
+            f"its towers are {', '.join(known)}" if known else "it has no towers (its stacks are numbered in series)"
+        )
         raise ValueError(
             f"tower_layer_decay names {', '.join(map(repr, unknown))}, but {found}. Name towers from "
             "`finetune-llrd inspect MODEL`, or pass towers= to layer_map (e.g. towers='encoder-decoder')."

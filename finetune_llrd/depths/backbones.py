@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
+
 # Attribute names under which models keep their pretrained backbone.
 BACKBONE_ATTRIBUTE_NAMES = ("backbone", "timm_backbone")
 # Dense-prediction model classes whose vision encoder is the backbone when no module is named so (SAM).
@@ -58,7 +59,8 @@ def find_backbone(modules: dict[str, nn.Module], size: dict[str, int]) -> str | 
     """
     root = modules.get("")
     dense_task = root is not None and (
-        type(root).__name__.endswith(DENSE_TASK_SUFFIXES) or isinstance(getattr(root, MASK_DECODER_NAME, None), nn.Module)
+        type(root).__name__.endswith(DENSE_TASK_SUFFIXES)
+        or isinstance(getattr(root, MASK_DECODER_NAME, None), nn.Module)
     )
     for is_candidate in (
         lambda path, module: is_backbone_class(module),

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
 
 from torch import nn
+
 
 # Attribute names of towers, with the name each tower is shown and addressed by (``tower_layer_decay``).
 TOWER_ATTRIBUTE_NAMES = {
@@ -39,7 +39,7 @@ ENCODER_DECODER_NAMES = {"encoder": "encoder", "decoder": "decoder"}
 
 TOWER_OPTIONS = ("auto", "none", "encoder-decoder")
 
-Towers = Union[str, Mapping[str, str], None]
+Towers = str | Mapping[str, str] | None
 """What ``layer_map(towers=...)`` takes: ``"auto"``, ``"none"``, ``"encoder-decoder"`` or ``{name: module path}``."""
 
 
@@ -89,7 +89,11 @@ def validate_towers(towers: Towers, name: str = "towers") -> None:
     mapping name -> path."""
     if towers is None or (isinstance(towers, str) and towers in TOWER_OPTIONS):
         return
-    if isinstance(towers, Mapping) and towers and all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items()):
+    if (
+        isinstance(towers, Mapping)
+        and towers
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items())
+    ):
         return
     raise ValueError(
         f"{name} must be one of {list(TOWER_OPTIONS)} or a mapping {{tower name: module path}} such as "
@@ -112,7 +116,9 @@ def parse_layer_towers(value: Towers) -> Towers:
     return value
 
 
-def find_tower_roots(modules: dict[str, nn.Module], size: dict[str, int], search_root: str, towers: Towers) -> dict[str, str]:
+def find_tower_roots(
+    modules: dict[str, nn.Module], size: dict[str, int], search_root: str, towers: Towers
+) -> dict[str, str]:
     """The candidate towers of a model: tower name -> module path, in registration order.
 
     Args:

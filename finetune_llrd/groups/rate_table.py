@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .layer_map import LayerMap
+from ..depths import LayerMap
+
 
 def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -> list[dict[str, Any]]:
     """One row per depth of a list of groups (``param_groups`` output or ``optimizer.param_groups``).

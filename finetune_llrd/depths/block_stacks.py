@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .backbones import find_backbone, new_modules_around
+from .modules import is_norm_module
 from .towers import Tower, Towers, find_tower_roots, tower_block_depth
-from .weight_decay import is_norm_module
+
 
 # Name parts that mark an input-side module: token/patch/position embeddings, the stem of a CNN, cls tokens.
 _EMBEDDING_NAME = re.compile(
     r"embed|(?:^|[._])(?:wte|wpe|stem|tok|patch|rel_pos)|relative_(?:position|attention)|_tokens?$|(?:^|[._])(?:cls|mask)_emb"
 )
 # Name parts that mark an output-side module: pooler, final norm, projection heads.
-_HEAD_NAME = re.compile(r"(?:^|[._])(?:pool(?:er)?|head|classifier|score|final\w*|ln_f|norm_f|post_\w+|fc_norm)(?:$|[._])")
+_HEAD_NAME = re.compile(
+    r"(?:^|[._])(?:pool(?:er)?|head|classifier|score|final\w*|ln_f|norm_f|post_\w+|fc_norm)(?:$|[._])"
+)
 _STAGE_CLASS_NAME = re.compile(r"Stage|Group|Level")
 
 
@@ -36,9 +39,9 @@ class BlockStackDepths:
         num_layers: L, the number of blocks (or stages with ``grouping="stage"``).
         block_names: depth -> a readable name (``"embeddings"``, a module path, ``"head"``).
         backbone: the path of the pretrained backbone whose blocks are numbered (see
-            :mod:`finetune_llrd.backbones`), or None when the model has none.
+            :mod:`finetune_llrd.depths.backbones`), or None when the model has none.
         new_modules: with a backbone, the modules outside it (neck, decode head, ...), all at the head depth.
-        towers: the towers numbered side by side (see :mod:`finetune_llrd.towers`); empty for a model
+        towers: the towers numbered side by side (see :mod:`finetune_llrd.depths.towers`); empty for a model
             numbered in series.
     """
 
@@ -157,7 +160,7 @@ def block_stack_depths(model: nn.Module, grouping: str, towers: Towers = "auto")
         model: any ``nn.Module``.
         grouping: ``"block"`` (one depth per block) or ``"stage"`` (one per stage of a staged backbone).
         towers: which parallel stacks are numbered side by side (see
-            :func:`finetune_llrd.towers.find_tower_roots`): ``"auto"``, ``"none"``, ``"encoder-decoder"`` or
+            :func:`finetune_llrd.depths.towers.find_tower_roots`): ``"auto"``, ``"none"``, ``"encoder-decoder"`` or
             ``{name: module path}``.
 
     Returns:
@@ -194,7 +197,11 @@ def block_stack_depths(model: nn.Module, grouping: str, towers: Towers = "auto")
     head_name = f"head (new: {', '.join(new_modules)})" if new_modules else "head"
     block_names = {0: "embeddings", **numbering.block_names, numbering.head_depth: head_name}
     return BlockStackDepths(
-        depths=depths, num_layers=numbering.num_layers, block_names=block_names, backbone=backbone, new_modules=new_modules
+        depths=depths,
+        num_layers=numbering.num_layers,
+        block_names=block_names,
+        backbone=backbone,
+        new_modules=new_modules,
     )
 
 
@@ -212,7 +219,7 @@ def _tower_depths(
     index: _ModelIndex, tower_roots: dict[str, str], grouping: str, announced: set[int]
 ) -> BlockStackDepths | None:
     """Depths of a model with towers: each tower numbered on its own, then spread over 1..L (L = the longest
-    tower) by :func:`finetune_llrd.towers.tower_block_depth`. Within a tower the usual placement holds
+    tower) by :func:`finetune_llrd.depths.towers.tower_block_depth`. Within a tower the usual placement holds
     (embeddings at 0, its final norm and pooler at the head); outside every tower, embeddings are at 0 and
     everything else (projections, projector, logit scale, LM head) at the head. None when fewer than two
     candidates hold a block stack."""
@@ -246,7 +253,11 @@ def _tower_depths(
     for name, (_, numbering) in numbered.items():
         for local in range(1, numbering.num_layers + 1):
             shown.setdefault(on_scale(local, numbering), []).append(f"{name} {local}/{numbering.num_layers}")
-    block_names = {0: "embeddings", **{depth: ", ".join(names) for depth, names in sorted(shown.items())}, head_depth: "head"}
+    block_names = {
+        0: "embeddings",
+        **{depth: ", ".join(names) for depth, names in sorted(shown.items())},
+        head_depth: "head",
+    }
     towers = tuple(Tower(name, tower_roots[name], numbering.num_layers) for name, (_, numbering) in numbered.items())
     return BlockStackDepths(depths=depths, num_layers=num_layers, block_names=block_names, towers=towers)
 
@@ -335,7 +346,9 @@ def _find_block_stacks(index: _ModelIndex) -> list[_BlockStack]:
         for path, module in modules.items()
         if path and _is_below(path, search_root) and _is_stack(module) and not _is_stem(path, search_root)
     ]
-    outermost = [path for path in all_stacks if not any(other != path and _is_below(path, other) for other in all_stacks)]
+    outermost = [
+        path for path in all_stacks if not any(other != path and _is_below(path, other) for other in all_stacks)
+    ]
     if not outermost:
         return []
     largest = max(index.size.get(path, 0) for path in outermost)
@@ -346,7 +359,9 @@ def _find_block_stacks(index: _ModelIndex) -> list[_BlockStack]:
         owner, num_elements = _parent_path(path), len(modules[path])
         stack = stacks.setdefault(
             (owner, num_elements),
-            _BlockStack(owner=owner, module_lists=[], num_elements=num_elements, first_position=index.first_position[path]),
+            _BlockStack(
+                owner=owner, module_lists=[], num_elements=num_elements, first_position=index.first_position[path]
+            ),
         )
         stack.module_lists.append(path)
         stack.first_position = min(stack.first_position, index.first_position[path])
@@ -419,7 +434,9 @@ def _list_blocks(stack: _BlockStack, index: _ModelIndex, announced: set[int]) ->
     nested: list[str | None] = []
     for element in range(stack.num_elements):
         found = [
-            _nested_stack(f"{path}.{element}", modules) for path in stack.module_lists if f"{path}.{element}" in modules
+            _nested_stack(f"{path}.{element}", modules)
+            for path in stack.module_lists
+            if f"{path}.{element}" in modules
         ]
         nested.append(next((path for path in found if path is not None), None))
 
@@ -502,7 +519,8 @@ def _tied_to_embedding(model: nn.Module, modules: dict[str, nn.Module]) -> set[s
     return {
         names[0]
         for names in aliases.values()
-        if len(names) > 1 and any(isinstance(modules.get(_parent_path(name)), (nn.Embedding, nn.EmbeddingBag)) for name in names)
+        if len(names) > 1
+        and any(isinstance(modules.get(_parent_path(name)), (nn.Embedding, nn.EmbeddingBag)) for name in names)
     }
 
 
