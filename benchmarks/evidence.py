@@ -841,10 +841,8 @@ def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
     """
     import optuna
     from transformers import DataCollatorWithPadding
-    from transformers.trainer_callback import PrinterCallback
 
-    from finetune_llrd import LLRDTrainer
-    from finetune_llrd.search import SearchArguments, default_search_space, run_search
+    from finetune_llrd.search import SearchArguments, search_rates
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = args.output_dir / "search" / f"{model}__{task}__trials{args.search_trials}__seed0.json"
@@ -857,23 +855,16 @@ def search_study(model: str, task: str, args: argparse.Namespace) -> Path:
     )
     splits, tokenizer = text_splits(setup, folder, model)
     base = RunSpec("search", model, task, "layerwise", args.adapt_lr, args.adapt_decay)
-    num_parameters = sum(p.numel() for p in load_model(base, folder, setup).parameters())
-    space = default_search_space(num_parameters)
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = LLRDTrainer(
-            model_init=lambda: load_model(base, folder, setup),
-            args=training_arguments(base, setup, setup.max_steps, output_dir, args.device),
+        outcome, space = search_rates(
+            lambda: load_model(base, folder, setup),
+            training_arguments(base, setup, setup.max_steps, output_dir, args.device),
+            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
+            "eval_score",
             train_dataset=splits["train"],
             eval_dataset=splits["select"],
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=score_function(setup.metric),
-        )
-        trainer.remove_callback(PrinterCallback)
-        outcome = run_search(
-            trainer,
-            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
-            space,
-            "eval_score",
         )
     result = {
         "model": model,

@@ -415,10 +415,8 @@ def run_search_trials(setup: TaskSetup, data: TaskData, tokenizer, args: argpars
     """
     import optuna
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
-    from transformers.trainer_callback import PrinterCallback
 
-    from finetune_llrd import LLRDTrainer
-    from finetune_llrd.search import SearchArguments, default_search_space, run_search
+    from finetune_llrd.search import SearchArguments, search_rates
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -426,22 +424,16 @@ def run_search_trials(setup: TaskSetup, data: TaskData, tokenizer, args: argpars
         return AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
 
     set_seed(0)
-    space = default_search_space(sum(parameter.numel() for parameter in model_init().parameters()))
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = LLRDTrainer(
-            model_init=model_init,
-            args=training_arguments(ArmConfig("layerwise", 2e-4, 0.8), setup, 0, args, output_dir),
+        outcome, space = search_rates(
+            model_init,
+            training_arguments(ArmConfig("layerwise", 2e-4, 0.8), setup, 0, args, output_dir),
+            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
+            "eval_accuracy",
             train_dataset=data.train,
             eval_dataset=data.select,
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=accuracy,
-        )
-        trainer.remove_callback(PrinterCallback)
-        outcome = run_search(
-            trainer,
-            SearchArguments(search_trials=args.search_trials, search_max_steps=setup.max_steps),
-            space,
-            "eval_accuracy",
         )
     return {
         "space": asdict(space),

@@ -40,15 +40,26 @@ import numpy as np
 import soundfile
 import torch
 from datasets import Dataset
+from recipe_utils import (
+    FolderDataArgumentsMixin,
+    LabelSet,
+    accuracy_metrics,
+    build_trainer,
+    check_labels,
+    keep_splits_to_run,
+    load_config,
+    load_model,
+    load_train_and_eval_splits,
+    model_card_kwargs,
+    prepare_run,
+    require_rows_and_columns,
+    take_samples,
+    train_evaluate_and_report,
+)
+from recipe_utils import ModelArguments as BaseModelArguments
 from scipy.signal import resample_poly
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from recipe_utils import (
-    FolderDataArgumentsMixin, LabelSet, accuracy_metrics, build_trainer, check_labels, keep_splits_to_run,
-    load_config, load_model, load_train_and_eval_splits, model_card_kwargs, prepare_run, require_rows_and_columns,
-    take_samples, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +164,9 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         folder_kind="audio folder",
     )
     if training_args.do_eval and "eval" not in splits:
-        raise ValueError("--do_eval needs evaluation clips: --validation_dir, --validation_file or a Hub evaluation split.")
+        raise ValueError(
+            "--do_eval needs evaluation clips: --validation_dir, --validation_file or a Hub evaluation split."
+        )
     return splits, sources
 
 
@@ -269,16 +282,14 @@ def freeze(model, model_args) -> None:
     else:
         raise ValueError(
             f"--freeze_base_model: {type(model).__name__} has no base model apart from its head to freeze. Use "
-            '--layer_mapping to place its parameters, or freeze them in code.'
+            "--layer_mapping to place its parameters, or freeze them in code."
         )
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     logger.info(f"--freeze_base_model: training {len(trainable)} tensors: {trainable}")
 
 
 def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(
-        ModelArguments, DataTrainingArguments, argv, logger
-    )
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     # The transforms read the audio and label columns, which the Trainer would otherwise drop as unknown to the
     # model's forward().
     training_args.remove_unused_columns = False
@@ -308,7 +319,9 @@ def main(argv=None):
         data_collator=AudioCollator(feature_extractor),
         compute_metrics=accuracy_metrics(),
     )
-    model_card = model_card_kwargs(model_args, data_args, tasks="audio-classification", tags=["audio-classification", "audio"])
+    model_card = model_card_kwargs(
+        model_args, data_args, tasks="audio-classification", tags=["audio-classification", "audio"]
+    )
     train_evaluate_and_report(trainer, splits, checkpoint=checkpoint, model_card=model_card)
 
 

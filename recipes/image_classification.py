@@ -36,15 +36,29 @@ import datasets
 import torch
 from datasets import Dataset, load_dataset
 from PIL import Image
+from recipe_utils import (
+    FolderDataArgumentsMixin,
+    LabelSet,
+    accuracy_metrics,
+    as_image_column,
+    build_trainer,
+    check_labels,
+    keep_splits_to_run,
+    load_config,
+    load_model,
+    load_train_and_eval_splits,
+    model_card_kwargs,
+    model_input_size,
+    prepare_run,
+    require_rows_and_columns,
+    resize_image_processor,
+    take_samples,
+    train_evaluate_and_report,
+)
+from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from recipe_utils import (
-    FolderDataArgumentsMixin, LabelSet, accuracy_metrics, as_image_column, build_trainer, check_labels,
-    keep_splits_to_run, load_config, load_model, load_train_and_eval_splits, model_card_kwargs, model_input_size,
-    prepare_run, require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -342,9 +356,7 @@ def collate(examples: list[dict], forward_options: dict[str, bool] | None = None
 
 
 def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(
-        ModelArguments, DataTrainingArguments, argv, logger
-    )
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     # The transforms read the image and label columns, which the Trainer would otherwise drop as unknown to the
     # model's forward().
     training_args.remove_unused_columns = False

@@ -46,16 +46,29 @@ from functools import partial
 
 import numpy as np
 from datasets import Dataset
+from recipe_utils import ModelArguments as BaseModelArguments
+from recipe_utils import (
+    PredictionDataArgumentsMixin,
+    TokenizationArgumentsMixin,
+    build_trainer,
+    check_data_files,
+    keep_splits_to_run,
+    load_config,
+    load_model,
+    load_splits,
+    model_card_kwargs,
+    pad_to_multiple_of,
+    prepare_run,
+    require_rows_and_columns,
+    take_samples,
+    tokenize_splits,
+    train_evaluate_and_report,
+)
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, DataCollatorWithPadding, default_data_collator
 from transformers.trainer_utils import speed_metrics
 
 from finetune_llrd import LLRDTrainer
-from recipe_utils import (
-    PredictionDataArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
-    load_config, load_splits, load_model, model_card_kwargs, pad_to_multiple_of, prepare_run,
-    require_rows_and_columns, take_samples, tokenize_splits, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
+
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +285,11 @@ def prepare_train_features(examples, *, tokenizer, data_args, max_seq_length: in
     for index, offsets in enumerate(all_offsets):
         input_ids = windows["input_ids"][index]
         no_answer_index = next(
-            (input_ids.index(token) for token in (tokenizer.cls_token_id, tokenizer.bos_token_id) if token in input_ids),
+            (
+                input_ids.index(token)
+                for token in (tokenizer.cls_token_id, tokenizer.bos_token_id)
+                if token in input_ids
+            ),
             0,
         )
         answers = examples[data_args.answer_column_name][example_of_window[index]]
@@ -505,7 +522,9 @@ class QuestionAnsweringTrainer(LLRDTrainer):
         batch_size = self.args.eval_batch_size * self.args.world_size
         metrics = {
             **output.metrics,
-            **speed_metrics(metric_key_prefix, start_time, output.num_samples, math.ceil(output.num_samples / batch_size)),
+            **speed_metrics(
+                metric_key_prefix, start_time, output.num_samples, math.ceil(output.num_samples / batch_size)
+            ),
         }
         args = self.data_args
         answers, null_score_differences = postprocess_qa_predictions(
@@ -529,7 +548,9 @@ class QuestionAnsweringTrainer(LLRDTrainer):
         if self.is_world_process_zero():
             write_json(os.path.join(self.args.output_dir, f"{metric_key_prefix}_predictions.json"), answers)
             if null_score_differences:
-                write_json(os.path.join(self.args.output_dir, f"{metric_key_prefix}_null_odds.json"), null_score_differences)
+                write_json(
+                    os.path.join(self.args.output_dir, f"{metric_key_prefix}_null_odds.json"), null_score_differences
+                )
         return metrics
 
 
@@ -550,9 +571,7 @@ def write_json(path: str, content: dict) -> None:
 
 
 def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(
-        ModelArguments, DataTrainingArguments, argv, logger
-    )
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     splits, sources = load_splits(data_args, model_args, training_args)
     columns = {
         data_args.question_column_name: "--question_column_name",
@@ -563,7 +582,9 @@ def main(argv=None):
     keep_splits_to_run(splits, training_args)
 
     source = sources.get("train", sources.get("eval", sources.get("test")))
-    config = load_config(model_args, QA_OUTPUTS, source, finetuning_task="question-answering", head_suffix="ForQuestionAnswering")
+    config = load_config(
+        model_args, QA_OUTPUTS, source, finetuning_task="question-answering", head_suffix="ForQuestionAnswering"
+    )
     tokenizer = load_fast_tokenizer(model_args)
     model = load_model(AutoModelForQuestionAnswering, model_args, config)
 
@@ -573,7 +594,13 @@ def main(argv=None):
         splits, sources, partial(prepare_eval_features, **options), data_args=data_args, training_args=training_args
     )
     train_split = {split: dataset for split, dataset in splits.items() if split == "train"}
-    tokenize_splits(train_split, sources, partial(prepare_train_features, **options), data_args=data_args, training_args=training_args)
+    tokenize_splits(
+        train_split,
+        sources,
+        partial(prepare_train_features, **options),
+        data_args=data_args,
+        training_args=training_args,
+    )
     splits.update(train_split)
     data_collator = (
         default_data_collator

@@ -54,6 +54,27 @@ import numpy as np
 import torch
 from datasets import Dataset
 from PIL import Image
+from recipe_utils import (
+    FolderDataArgumentsMixin,
+    as_image_column,
+    build_trainer,
+    keep_splits_to_run,
+    load_config,
+    load_data_file,
+    load_data_splits,
+    load_metric,
+    load_model,
+    logits_of,
+    model_card_kwargs,
+    model_input_size,
+    prepare_run,
+    require_rows_and_columns,
+    resize_image_processor,
+    take_samples,
+    train_evaluate_and_report,
+    treat_loss_as_batch_mean,
+)
+from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import (
     AutoBackbone,
     AutoConfig,
@@ -70,13 +91,6 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
 )
 
-from recipe_utils import (
-    FolderDataArgumentsMixin, as_image_column, build_trainer, keep_splits_to_run, load_config, load_data_file,
-    load_data_splits, load_metric, load_model, logits_of, model_card_kwargs, model_input_size, prepare_run,
-    require_rows_and_columns, resize_image_processor, take_samples, train_evaluate_and_report,
-    treat_loss_as_batch_mean,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -273,10 +287,13 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
 
         try:
             path = hf_hub_download(
-                data_args.dataset_name, "id2label.json", repo_type="dataset", token=model_args.token,
+                data_args.dataset_name,
+                "id2label.json",
+                repo_type="dataset",
+                token=model_args.token,
                 cache_dir=model_args.cache_dir,
             )
-        except Exception as error:  # noqa: BLE001 - a failed Hub fetch surfaces as many exception types
+        except Exception as error:
             raise ValueError(
                 f"Could not fetch id2label.json from the dataset {data_args.dataset_name} ({type(error).__name__}): "
                 "give --id2label_file."
@@ -446,6 +463,7 @@ def apply_transforms(
         transform = SegmentationTransform(
             image_processor, size, num_labels, data_args, num_channels, train=split == "train", source=sources[split]
         )
+
         def apply(batch, transform=transform):
             outputs = transform(batch[image_column], batch[label_column])
             return {"pixel_values": list(outputs["pixel_values"]), "labels": list(outputs["labels"])}

@@ -39,17 +39,36 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer
-from transformers import Seq2SeqTrainingArguments
+from recipe_utils import ModelArguments as BaseModelArguments
+from recipe_utils import (
+    PredictionDataArgumentsMixin,
+    RecipeArgumentsMixin,
+    TokenizationArgumentsMixin,
+    build_trainer,
+    check_data_files,
+    keep_splits_to_run,
+    load_metric,
+    load_model,
+    load_splits,
+    model_card_kwargs,
+    pad_to_multiple_of,
+    prepare_run,
+    require_rows_and_columns,
+    tokenize_splits,
+    train_evaluate_and_report,
+)
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
 
 from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
-from recipe_utils import (
-    PredictionDataArgumentsMixin, RecipeArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files,
-    keep_splits_to_run, load_splits, load_metric, load_model, model_card_kwargs, pad_to_multiple_of,
-    prepare_run, require_rows_and_columns, tokenize_splits, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
+
 
 logger = logging.getLogger(__name__)
 

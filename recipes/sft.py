@@ -30,16 +30,26 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from datasets import Dataset
+from recipe_utils import (
+    DataArgumentsMixin,
+    HubModelArguments,
+    RecipeArgumentsMixin,
+    build_trainer,
+    check_data_files,
+    keep_splits_to_run,
+    load_splits,
+    prepare_run,
+    require_rows_and_columns,
+    take_samples,
+    train_evaluate_and_report,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
 from finetune_llrd import layerwise_arguments, layerwise_trainer
 from finetune_llrd.search import SearchArguments
-from recipe_utils import (
-    DataArgumentsMixin, HubModelArguments, RecipeArgumentsMixin, build_trainer, check_data_files, keep_splits_to_run,
-    load_splits, prepare_run, require_rows_and_columns, take_samples, train_evaluate_and_report,
-)
+
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +95,9 @@ class ModelArguments(HubModelArguments):
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] | None = field(
         default=None,
-        metadata={"help": "Modules to adapt (q_proj v_proj ..., or all-linear); default: PEFT's for the architecture."},
+        metadata={
+            "help": "Modules to adapt (q_proj v_proj ..., or all-linear); default: PEFT's for the architecture."
+        },
     )
     lora_modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules trained in full beside the adapter (a new head, say)."}
@@ -149,7 +161,10 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
     """
     split = next(iter(splits))
     columns = splits[split].column_names
-    prompt_completion = {data_args.prompt_column: "--prompt_column", data_args.completion_column: "--completion_column"}
+    prompt_completion = {
+        data_args.prompt_column: "--prompt_column",
+        data_args.completion_column: "--completion_column",
+    }
     if data_args.messages_column in columns:
         data_format, needed = CHAT, {data_args.messages_column: "--messages_column"}
     elif all(column in columns for column in prompt_completion):
@@ -347,7 +362,9 @@ def trl_model_card_kwargs(data_args, training_args) -> dict:
     """The keyword arguments of SFTTrainer's ``create_model_card`` / ``push_to_hub`` (TRL's own card, to which
     the layer-wise section is added): the model's name (as ``push_to_hub`` names it), the Hub dataset, the tags."""
     hub_model_id = training_args.hub_model_id
-    name = hub_model_id.split("/")[-1] if hub_model_id else os.path.basename(os.path.normpath(training_args.output_dir))
+    name = (
+        hub_model_id.split("/")[-1] if hub_model_id else os.path.basename(os.path.normpath(training_args.output_dir))
+    )
     return {"model_name": name, "dataset_name": data_args.dataset_name, "tags": ["layer-wise-lr"]}
 
 

@@ -24,6 +24,29 @@ from functools import partial
 
 import numpy as np
 from datasets import Dataset
+from recipe_utils import (
+    LabelSet,
+    PredictionDataArgumentsMixin,
+    TokenizationArgumentsMixin,
+    build_trainer,
+    check_data_files,
+    check_labels,
+    keep_splits_to_run,
+    load_config,
+    load_data_file,
+    load_hub_splits,
+    load_metric,
+    load_model,
+    logits_of,
+    model_card_kwargs,
+    pad_to_multiple_of,
+    prepare_run,
+    require_rows_and_columns,
+    select_data_files,
+    tokenize_splits,
+    train_evaluate_and_report,
+)
+from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -32,13 +55,6 @@ from transformers import (
     default_data_collator,
 )
 
-from recipe_utils import (
-    LabelSet, PredictionDataArgumentsMixin, TokenizationArgumentsMixin, build_trainer, check_data_files,
-    check_labels, keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_metric, load_model,
-    logits_of, model_card_kwargs, pad_to_multiple_of, prepare_run, require_rows_and_columns, select_data_files,
-    tokenize_splits, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -313,9 +329,7 @@ def write_predictions(trainer, *, splits: dict[str, Dataset], sources: dict[str,
 
 
 def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(
-        ModelArguments, DataTrainingArguments, argv, logger
-    )
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     splits, sources = load_splits(data_args, model_args, training_args)
     text_columns = check_text_columns(data_args, splits, sources)
     labels, labels_origin = resolve_labels(data_args, splits, sources)

@@ -29,16 +29,33 @@ from functools import partial
 
 import numpy as np
 from datasets import ClassLabel, Dataset
+from recipe_utils import (
+    DATA_FILE_BUILDERS,
+    LabelSet,
+    PredictionDataArgumentsMixin,
+    TokenizationArgumentsMixin,
+    build_trainer,
+    data_file_builder,
+    keep_splits_to_run,
+    load_config,
+    load_data_file,
+    load_hub_splits,
+    load_model,
+    logits_of,
+    model_card_kwargs,
+    names_preview,
+    pad_to_multiple_of,
+    prepare_run,
+    require_rows,
+    require_rows_and_columns,
+    select_data_files,
+    tokenize_splits,
+    train_evaluate_and_report,
+)
+from recipe_utils import ModelArguments as BaseModelArguments
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 
-from recipe_utils import (
-    DATA_FILE_BUILDERS, LabelSet, PredictionDataArgumentsMixin, TokenizationArgumentsMixin, build_trainer,
-    data_file_builder, keep_splits_to_run, load_config, load_data_file, load_hub_splits, load_model, logits_of,
-    model_card_kwargs, names_preview, pad_to_multiple_of, prepare_run, require_rows, require_rows_and_columns,
-    select_data_files, tokenize_splits, train_evaluate_and_report,
-)
-from recipe_utils import ModelArguments as BaseModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -353,9 +370,7 @@ def write_predicted_tags(trainer, *, dataset: Dataset, source: str, tags: LabelS
 
 
 def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(
-        ModelArguments, DataTrainingArguments, argv, logger
-    )
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     splits, sources = load_splits(data_args, model_args, training_args)
     columns = {data_args.tokens_column: "--tokens_column", data_args.label_column: "--label_column"}
     require_rows_and_columns(splits, sources, columns)

@@ -10,8 +10,8 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
-
 from recipe_helpers import RECIPES_DIR
+
 
 CONFIG_DIR = os.path.join(RECIPES_DIR, "accelerate")
 EXPECTED = {

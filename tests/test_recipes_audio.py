@@ -5,19 +5,23 @@ import csv
 import os
 import shutil
 
+import audio_classification
 import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_classification import AudioCollator, random_window, read_audio_folder, read_clip, resample
+from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 from safetensors.torch import load_file
 from transformers import (
-    Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model, WhisperConfig, WhisperFeatureExtractor,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+    WhisperConfig,
+    WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
 )
 
-import audio_classification
-from audio_classification import AudioCollator, random_window, read_audio_folder, read_clip, resample
-from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 
 DRUMS = ["clap", "cymbal", "hihat", "kick", "percussion", "rim", "snare", "tom"]
 
@@ -131,7 +135,10 @@ def test_csv_of_relative_paths_trains_wav2vec2_on_padded_batches(run_audio, tiny
     assert (results["train_samples"], results["eval_samples"]) == (8, 8)
     assert read_json(output_dir, "config.json")["id2label"] == {"0": "kick", "1": "snare"}
     # --freeze_feature_encoder (the default) keeps wav2vec2's convolutions as loaded.
-    before, after = load_file(os.path.join(tiny_wav2vec2, "model.safetensors")), load_file(os.path.join(output_dir, "model.safetensors"))
+    before, after = (
+        load_file(os.path.join(tiny_wav2vec2, "model.safetensors")),
+        load_file(os.path.join(output_dir, "model.safetensors")),
+    )
     for name in [name for name in after if "feature_extractor" in name]:
         assert torch.equal(after[name], before[name.removeprefix("wav2vec2.")]), name
 
@@ -174,7 +181,10 @@ def test_random_window_is_a_slice_of_the_clip():
 
 
 def test_collator_batches_as_each_feature_extractor_expects():
-    examples = [{"waveform": np.zeros(1600, dtype=np.float32), "labels": 3}, {"waveform": np.ones(800, dtype=np.float32), "labels": 1}]
+    examples = [
+        {"waveform": np.zeros(1600, dtype=np.float32), "labels": 3},
+        {"waveform": np.ones(800, dtype=np.float32), "labels": 1},
+    ]
     whisper = AudioCollator(WhisperFeatureExtractor())(examples)
     assert set(whisper) == {"input_features", "labels"}
     assert whisper["input_features"].shape == (2, 80, 3000)  # 30 s, whatever the clip's length
@@ -187,7 +197,9 @@ def test_collator_batches_as_each_feature_extractor_expects():
 def test_audio_folder_lists_clips_by_class(tmp_path):
     dataset = read_audio_folder(shared_data("drums", "validation"), "audio", "label")
     assert len(dataset) == 177 and sorted(set(dataset["label"])) == DRUMS
-    assert all(path.endswith(".wav") and f"/{label}/" in path for path, label in zip(dataset["audio"], dataset["label"]))
+    assert all(
+        path.endswith(".wav") and f"/{label}/" in path for path, label in zip(dataset["audio"], dataset["label"])
+    )
     (tmp_path / "kick").mkdir()
     (tmp_path / "kick" / "notes.txt").write_text("not a clip", encoding="utf-8")
     with pytest.raises(ValueError, match=f"^{tmp_path} holds no clips in sub-folders"):

@@ -11,10 +11,10 @@ import pickletools
 import shutil
 
 import pytest
-import torch
-
 import recipe_utils
+import torch
 from recipe_helpers import RECIPES_DIR, REPO_ROOT
+
 
 FIXTURES = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "fixtures", "v0.1.0"))
 PACKAGE_MODULES = sorted(glob.glob(os.path.join(RECIPES_DIR, "recipe_utils", "*.py")))
@@ -80,7 +80,11 @@ def test_training_arguments_are_still_pickled_under_the_name_recipe_utils(tmp_pa
 
 def test_the_modules_log_under_the_recipe_utils_logger(caplog):
     loggers = [module.logger for module in vars(recipe_utils).values() if hasattr(module, "logger")]
-    assert {logger.name for logger in loggers} >= {"recipe_utils.setup", "recipe_utils.metrics", "recipe_utils.training"}
+    assert {logger.name for logger in loggers} >= {
+        "recipe_utils.setup",
+        "recipe_utils.metrics",
+        "recipe_utils.training",
+    }
     for logger in loggers:
         assert logger.name.startswith("recipe_utils.")
         with caplog.at_level(logging.WARNING, logger="recipe_utils"):

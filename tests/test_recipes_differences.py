@@ -13,9 +13,9 @@ import re
 import typing
 
 import pytest
-
 import recipe_utils
 from recipe_helpers import RECIPES_DIR
+
 
 CLASSIFICATION_RECIPES = ("text_classification", "image_classification", "token_classification")
 RECIPES = CLASSIFICATION_RECIPES + (
@@ -191,7 +191,7 @@ REWORDED_ARGUMENTS = {
 }
 # The shared model arguments each recipe takes: sft.py's --trust_remote_code is TRL's SFTConfig's, so it takes
 # the Hub fields alone.
-MODEL_BASES = {recipe: recipe_utils.ModelArguments for recipe in RECIPES} | {"sft": recipe_utils.HubModelArguments}
+MODEL_BASES = dict.fromkeys(RECIPES, recipe_utils.ModelArguments) | {"sft": recipe_utils.HubModelArguments}
 # The shared data arguments each recipe takes: the Hub dataset, files and subsets; the data to predict; folders of
 # examples; tokenization.
 DATA_MIXINS = {

@@ -4,11 +4,24 @@ import csv
 import logging
 import os
 
+import image_classification
 import numpy as np
 import pytest
 import torch
 from datasets import load_dataset
+from image_classification import (
+    EvalTransform,
+    TrainTransform,
+    image_size_forward_options,
+    model_input_size,
+    random_resized_crop_box,
+    resize_image_processor,
+    set_drop_path_rate,
+)
 from PIL import Image
+from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_vit, shared_data
+from recipe_utils import load_data_file, set_labels, take_samples
+from tiny_models import tiny_model
 from transformers import (
     AutoModelForImageClassification,
     BitImageProcessor,
@@ -21,19 +34,6 @@ from transformers import (
     ViTImageProcessor,
 )
 
-import image_classification
-from image_classification import (
-    EvalTransform,
-    TrainTransform,
-    image_size_forward_options,
-    model_input_size,
-    random_resized_crop_box,
-    resize_image_processor,
-    set_drop_path_rate,
-)
-from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_vit, shared_data
-from recipe_utils import load_data_file, set_labels, take_samples
-from tiny_models import tiny_model
 
 CIFAR10_TRAIN, CIFAR10_TEST = shared_data("cifar10", "train.parquet"), shared_data("cifar10", "test.parquet")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

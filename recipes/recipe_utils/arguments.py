@@ -89,9 +89,7 @@ class HubModelArguments:
     arguments begin with. :class:`ModelArguments` adds what the recipes built on `LLRDTrainingArguments` take;
     ``sft.py``, whose ``--trust_remote_code`` is TRL's `SFTConfig`'s, builds on this class directly."""
 
-    model_name_or_path: str = field(
-        metadata={"help": "A Hub model id or the path of a local model folder."}
-    )
+    model_name_or_path: str = field(metadata={"help": "A Hub model id or the path of a local model folder."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets from the Hub."})
     model_revision: str = field(
         default="main", metadata={"help": "The model version to use: a branch name, tag name or commit id."}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from datasets import Dataset, load_dataset
 
+
 if TYPE_CHECKING:  # arguments.py imports check_data_files from here
     from .arguments import DataArgumentsMixin, FolderDataArgumentsMixin, HubModelArguments, RecipeTrainingArguments
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import transformers
 
+
 logger = logging.getLogger(__name__)
 
 

@@ -20,6 +20,7 @@ from finetune_llrd.checkpoints import complete_checkpoints, parse_resume_argumen
 
 from .arguments import RecipeTrainingArguments
 
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("do_train", "do_eval", "do_predict")

@@ -4,7 +4,6 @@ their metrics, the model card and the per-depth learning rates, and the lr x dec
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,17 +11,10 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer
 
-from finetune_llrd import LLRDTrainer
-from finetune_llrd.param_groups import format_lr_table
-from finetune_llrd.search import (
-    best_command_line,
-    default_search_space,
-    load_search_space,
-    run_search,
-    write_search_results,
-)
+from finetune_llrd import LLRDTrainer, format_lr_table, search
 
 from .arguments import DataArgumentsMixin, ModelArguments, RecipeTrainingArguments
+
 
 logger = logging.getLogger(__name__)
 
@@ -124,51 +116,14 @@ def train_evaluate_and_report(
 
 
 def search_layerwise_rates(trainer: LLRDTrainer) -> dict[str, float]:
-    """Searches learning rate x layer decay (``--search_trials``) and sets the best on ``trainer.args``, so
-    that the normal run that follows trains the best configuration to the end.
-
-    Each trial starts from a copy of the model as loaded (same weights, same new head) and trains for
-    ``--search_max_steps`` steps with a copy of the arguments (no checkpoints) on the same data. Writes
-    ``search_results.json`` and ``search_heatmap.png`` into ``--output_dir`` and logs the command line that
-    trains the best configuration without searching. All ranks run it and end with the same values.
+    """Searches learning rate x layer decay (``--search_trials``) and sets the best on ``trainer.args``, so that
+    the normal run that follows trains the best configuration to the end (:func:`finetune_llrd.search.search_layerwise_rates`;
+    the command it logs for the best configuration is the recipe's own command line).
 
     Returns:
         The best trial's training arguments.
     """
-    import copy
-
-    args = trainer.args
-    metric = args.search_metric or (f"eval_{args.metric_for_best_model}".replace("eval_eval_", "eval_") if args.metric_for_best_model else "eval_loss")
-    if trainer.eval_dataset is None:
-        raise ValueError("--search_trials needs an evaluation split to score each trial: give --validation_file or a dataset with one.")
-    pristine = copy.deepcopy(trainer.model).cpu()
-    search_args = copy.deepcopy(args)
-    search_args.output_dir = os.path.join(args.output_dir, "search")
-    search_args.save_strategy = "no"
-    search_args.push_to_hub = False
-    searcher = LLRDTrainer(
-        model_init=lambda: copy.deepcopy(pristine),
-        args=search_args,
-        train_dataset=trainer.train_dataset,
-        eval_dataset=trainer.eval_dataset,
-        processing_class=trainer.processing_class,
-        data_collator=trainer.data_collator,
-        compute_metrics=trainer.compute_metrics,
-    )
-    num_parameters = sum(parameter.numel() for parameter in pristine.parameters())
-    space = load_search_space(args.search_space) if args.search_space else default_search_space(num_parameters, args.search_head_lr_multiple)
-    outcome = run_search(searcher, args, space, metric)
-    for key, value in outcome.best_params.items():
-        setattr(args, key, value)
-    command = best_command_line(getattr(args, "recipe_command", sys.argv), outcome.best_params)
-    if trainer.is_world_process_zero():
-        write_search_results(outcome, space, args.output_dir, command)
-        logger.warning(
-            f"Search: best {metric} {outcome.best_value:.4f} with {outcome.best_params} after {len(outcome.trials)} trials; "
-            f"training it to the end now. Without searching: {command}"
-        )
-    del searcher, pristine
-    return outcome.best_params
+    return search.search_layerwise_rates(trainer, getattr(trainer.args, "recipe_command", sys.argv))
 
 
 def print_layerwise_lr_table(trainer: Trainer) -> None:
