@@ -25,6 +25,7 @@ _PUBLIC_NAMES = {
     "LayerMapError": "depths",
     "layer_map": "depths",
     "LayerwiseRates": "groups",
+    "depth_learning_rate_logs": "groups",
     "depth_learning_rates": "groups",
     "format_lr_table": "groups",
     "lr_table": "groups",
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     from .depths import LayerMap, LayerMapError, layer_map
     from .groups import (
         LayerwiseRates,
+        depth_learning_rate_logs,
         depth_learning_rates,
         format_lr_table,
         lr_table,

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import IntervalStrategy
 
 from .adaptation import DepthRateRule, DepthStatistics, adaptation_rule
+from .groups.rate_table import depth_learning_rate_logs, depth_logs
 
 
 class DepthIndex:
@@ -146,7 +147,7 @@ class DepthStepMonitor(TrainerCallback):
             return
         groups = optimizer.param_groups
         self.applied_rates = [
-            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower")}
+            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower"), "rule": group.get("rule")}
             for group in groups
             if "layer" in group
         ]
@@ -205,44 +206,3 @@ def step_will_log(args, state) -> bool:
     return (args.logging_first_step and next_step == 1) or bool(
         state.logging_steps and next_step % state.logging_steps == 0
     )
-
-
-def depth_learning_rate_logs(groups: Sequence[dict[str, Any]], head_depth: int | None = None) -> dict[str, float]:
-    """The current rate of every depth, keyed ``lr/layer_00`` ... ``lr/layer_L`` and ``lr/head``.
-
-    Groups of a tower with a decay of its own (they carry ``tower``, see ``tower_layer_decay``) are logged
-    under ``lr/<tower>/layer_XX`` and ``lr/<tower>/head``, so that every tower's rates show.
-
-    Args:
-        groups: optimizer parameter groups carrying ``layer``; groups without it are skipped.
-        head_depth: L+1; by default the deepest depth present in any group.
-
-    Returns:
-        An empty dict when no group carries ``layer``.
-    """
-    rates: dict[str | None, dict[int, float]] = {}
-    for group in groups:
-        if "layer" in group:
-            rates.setdefault(group.get("tower"), {}).setdefault(int(group["layer"]), float(group["lr"]))
-    if not rates:
-        return {}
-    head = max(max(by_depth) for by_depth in rates.values()) if head_depth is None else head_depth
-    logs: dict[str, float] = {}
-    for tower, by_depth in rates.items():
-        prefix = "lr" if tower is None else f"lr/{tower}"
-        depths = sorted(by_depth)
-        logs.update(depth_logs(prefix, depths, [by_depth[d] for d in depths], head))
-    return logs
-
-
-def depth_logs(
-    prefix: str, depths: Sequence[int], values: Sequence[float], head_depth: int | None = None
-) -> dict[str, float]:
-    """``{prefix}/layer_XX`` for every depth and ``{prefix}/head`` for ``head_depth`` (by default the deepest),
-    zero-padded to the width of the deepest block."""
-    head = max(depths) if head_depth is None else head_depth
-    width = max(2, len(str(head - 1)))
-    return {
-        f"{prefix}/head" if depth == head else f"{prefix}/layer_{depth:0{width}d}": value
-        for depth, value in zip(depths, values)
-    }

@@ -6,11 +6,11 @@ Imports torch alone: nothing here loads transformers' Trainer, accelerate or dat
 * :mod:`.rates`: :class:`LayerwiseRates`, the rate settings as one value, and the rate of each depth;
 * :mod:`.weight_decay`: which parameters get no weight decay;
 * :mod:`.parameter_groups`: :func:`param_groups`, one group per depth and weight-decay class;
-* :mod:`.rate_table`: the per-depth table of a list of groups.
+* :mod:`.rate_table`: the per-depth table of a list of groups, and the current rate of every depth.
 """
 
 from .parameter_groups import check_parameters_are_not_flattened, param_groups, validate_layerwise_settings
-from .rate_table import format_lr_table, lr_table
+from .rate_table import depth_learning_rate_logs, format_lr_table, lr_table
 from .rates import LayerwiseRates, check_finite_non_negative, depth_learning_rates, parse_tower_layer_decay
 from .weight_decay import no_weight_decay_names
 
@@ -19,6 +19,7 @@ __all__ = [
     "LayerwiseRates",
     "check_finite_non_negative",
     "check_parameters_are_not_flattened",
+    "depth_learning_rate_logs",
     "depth_learning_rates",
     "format_lr_table",
     "lr_table",
