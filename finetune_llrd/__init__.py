@@ -25,8 +25,10 @@ _PUBLIC_NAMES = {
     "LayerMapError": "depths",
     "layer_map": "depths",
     "LayerwiseRates": "groups",
+    "ParamGroupRule": "groups",
     "depth_learning_rate_logs": "groups",
     "depth_learning_rates": "groups",
+    "loraplus_rules": "groups",
     "format_lr_table": "groups",
     "lr_table": "groups",
     "no_weight_decay_names": "groups",
@@ -79,9 +81,11 @@ if TYPE_CHECKING:
     from .depths import LayerMap, LayerMapError, layer_map
     from .groups import (
         LayerwiseRates,
+        ParamGroupRule,
         depth_learning_rate_logs,
         depth_learning_rates,
         format_lr_table,
+        loraplus_rules,
         lr_table,
         no_weight_decay_names,
         param_groups,

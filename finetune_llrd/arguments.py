@@ -22,7 +22,9 @@ from transformers.trainer_utils import SchedulerType
 from ._moved import moved_names
 from .adaptation import ADAPTATION_RULES
 from .depths import LAYER_GROUPINGS, parse_layer_mapping, parse_layer_towers, validate_layer_grouping
-from .groups import LayerwiseRates, parse_tower_layer_decay
+from .groups import LayerwiseRates, ParamGroupRule, loraplus_rules, parse_param_group_rules, parse_tower_layer_decay
+from .groups.loraplus import check_loraplus_settings
+from .groups.rules import as_rules
 from .integrations.deepspeed import refuse_deepspeed_optimizer_block
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
@@ -104,6 +106,31 @@ class LayerwiseArgumentsMixin:
             "(open_clip's per-tower decay); other towers and parameters outside the towers use layer_decay."
         },
     )
+    param_group_rules: str | None = field(
+        default=None,
+        metadata={
+            "help": "Rules per module on top of the depths, tried in order, the first match winning: a JSON array "
+            'such as \'[{"pattern": "multi_modal_projector", "lr_scale": 10}, {"pattern": "pos_embed", '
+            '"weight_decay": 0}, {"pattern": "vision_tower", "freeze": true}]\' or the path of a JSON or YAML file '
+            "holding one (a list of dicts in Python). Each rule: pattern (a regex searched in parameter names), "
+            "name (its log key lr/<name>/..., default the pattern), and lr_scale (x the depth's rate), lr (a peak "
+            "rate of its own), weight_decay, or freeze."
+        },
+    )
+    loraplus_lr_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA+: the LoRA B matrices (and other 1-D trainable parameters, as peft's "
+            "create_loraplus_optimizer) train at this many times their depth's rate; 16 is LoRA+'s suggestion. "
+            "With layer_decay 1.0 every rate equals peft's create_loraplus_optimizer."
+        },
+    )
+    loraplus_lr_embedding: float | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA+: the rate of LoRA embedding layers (peft's default 1e-6 when loraplus_lr_ratio is set)."
+        },
+    )
 
     gradual_unfreeze_steps: int = field(
         default=0,
@@ -164,6 +191,8 @@ class LayerwiseArgumentsMixin:
     def __post_init__(self):
         _ = self.layerwise_rates  # building the value checks the five rate settings
         validate_layer_grouping(self.layer_grouping)
+        self.param_group_rules = parse_param_group_rules(self.param_group_rules)
+        check_loraplus_settings(self.loraplus_lr_ratio, self.loraplus_lr_embedding)
         refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
@@ -223,7 +252,21 @@ class LayerwiseArgumentsMixin:
             or self.gradual_unfreeze_steps > 0
             or self.layer_lr_adaptation != "none"
             or self.log_layer_grad_norms
+            or self.param_group_rules is not None
+            or self.loraplus_lr_ratio is not None
         )
+
+    def rules_for(self, model: Any) -> tuple[ParamGroupRule, ...]:
+        """The parameter rules of a model: ``param_group_rules`` in their order, then the LoRA+ rules of the model
+        (``loraplus_lr_ratio``), so that a rule of the user's wins over LoRA+'s.
+
+        Args:
+            model: the module whose parameters the optimizer groups hold (LoRA+ looks for its LoRA embedding layers).
+        """
+        rules = as_rules(self.param_group_rules)
+        if self.loraplus_lr_ratio is not None:
+            rules += loraplus_rules(model, self.loraplus_lr_ratio, self.loraplus_lr_embedding)
+        return rules
 
 
 def lr_scheduler_type_field(args_cls: type) -> Any:

@@ -166,6 +166,7 @@ def compare_groups(saved: Sequence[dict[str, Any]], current: Sequence[dict[str, 
         old_rate = old.get("initial_lr", old.get("lr"))
         checks = [
             ("depth", old.get("layer"), new.get("layer")),
+            ("parameter rule", old.get("rule"), new.get("rule")),
             ("parameters", len(old["params"]), len(new["params"])),
             ("weight_decay", old.get("weight_decay"), new.get("weight_decay")),
         ]
@@ -211,6 +212,6 @@ def check_resume_matches(checkpoint: str, groups: Sequence[dict[str, Any]]) -> N
             f"Cannot resume from {checkpoint}: its optimizer was built with other layer-wise groups ({shown}). "
             "Resume with the settings the checkpoint was trained with (layer_decay, learning_rate, "
             "head_learning_rate, embedding_learning_rate, layer_decay_min_scale, layer_grouping, layer_mapping, "
-            "weight_decay: see its training_args.bin), or start a new run, loading only its weights with "
-            "--model_name_or_path."
+            "param_group_rules, loraplus_lr_ratio, weight_decay: see its training_args.bin), or start a new run, "
+            "loading only its weights with --model_name_or_path."
         )

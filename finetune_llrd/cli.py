@@ -19,6 +19,7 @@ from .groups import (
     format_lr_table,
     lr_table,
     param_groups,
+    parse_param_group_rules,
     parse_tower_layer_decay,
 )
 from .plotting import plot_lr_profile, plot_run
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", help="A local model folder or a Hub id.")
     _add_layerwise_flags(inspect)
     inspect.add_argument(
-        "--task", choices=TASKS, default="auto", help="Which head to put on the model (default: from the config)."
+        "--task",
+        choices=TASKS,
+        default="auto",
+        help="Which head to put on the model. Default: the class the config's architectures names (causal LM, "
+        "seq2seq LM, ...), or a new classification head for a bare base model.",
     )
     inspect.add_argument(
         "--num_labels",
@@ -149,6 +154,13 @@ def _add_layerwise_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='A decay of its own for some towers, as a JSON object {"vision": 0.75, "text": 0.85}.',
     )
+    parser.add_argument(
+        "--param_group_rules",
+        type=_param_group_rules_flag,
+        default=None,
+        help='Rules per module, as --param_group_rules of the training scripts: a JSON array such as \'[{"pattern": '
+        '"multi_modal_projector", "lr_scale": 10}]\' or the path of a JSON or YAML file.',
+    )
 
 
 def _layer_mapping_flag(value: str) -> dict[str, int]:
@@ -162,6 +174,13 @@ def _layer_mapping_flag(value: str) -> dict[str, int]:
 def _towers_flag(value: str) -> str | dict[str, str]:
     try:
         return parse_layer_towers(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _param_group_rules_flag(value: str) -> list[dict]:
+    try:
+        return parse_param_group_rules(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -183,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_finite_non_negative(args.weight_decay, "weight_decay")
         except ValueError as error:
             parser.error(str(error))
-        return _inspect(args, rates)
+        try:
+            return _inspect(args, rates)
+        except (OSError, ValueError) as error:
+            # A missing path, a folder without a config, a mapping or rule the model cannot take: one line, no traceback.
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            parser.exit(2, f"finetune-llrd inspect: {first_line}\n")
     if args.command == "plot":
         for path in plot_run(args.run_dir, args.out):
             print(path)
@@ -194,10 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
     model = load_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
     layers = layer_map(model, grouping=args.layer_grouping, mapping=args.layer_mapping, towers=args.layer_towers)
-    try:
-        groups = param_groups(model, rates=rates, weight_decay=args.weight_decay, layers=layers)
-    except ValueError as error:
-        raise SystemExit(f"finetune-llrd inspect: {error}") from error
+    groups = param_groups(
+        model, rates=rates, weight_decay=args.weight_decay, layers=layers, rules=args.param_group_rules
+    )
     rows = lr_table(groups, layers)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -235,25 +258,65 @@ def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None 
 
     Args:
         name_or_path: local folder or Hub id.
-        task: one of ``TASKS``; ``auto`` picks image classification for vision configs, else sequence
+        task: one of ``TASKS``; ``auto`` takes the class the config's ``architectures`` names (a causal LM, a
+            seq2seq LM, a token classifier, ...); for a bare base model (``BertModel``, a sentence-transformers
+            folder), a new classification head: image classification for vision configs, else sequence
             classification. CLIP-style models need ``zero-shot-image-classification`` (or ``base``) for both
-            towers, vision-language models ``image-text-to-text``.
+            towers.
         num_labels: labels of a classification head.
         from_config: build from the config alone, on the meta device.
 
     Returns:
         The model.
+
+    Raises:
+        FileNotFoundError: for a local path that does not exist, or a folder without ``config.json``.
+        OSError: for a folder without weights (unless ``from_config``), or a Hub id that cannot be fetched.
     """
     import torch
     import transformers
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
+    _check_model_path(name_or_path)
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    model_class = _head_class(config, task, transformers, MODEL_MAPPING_NAMES)
+    if from_config:
+        with torch.device("meta"):
+            return model_class.from_config(config) if model_class.__name__.startswith("Auto") else model_class(config)
+    try:
+        return model_class.from_pretrained(name_or_path, config=config)
+    except OSError as error:
+        if os.path.isdir(name_or_path):
+            raise OSError(
+                f"{name_or_path} holds a config but no model weights that transformers can read. Add --from_config "
+                "to inspect the structure from the config alone, or point at a folder with model.safetensors."
+            ) from error
+        raise
+
+
+def _check_model_path(name_or_path: str) -> None:
+    """Refuses a local path that does not exist or holds no config, before transformers tries it as a Hub id."""
+    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise FileNotFoundError(f"{name_or_path} holds no config.json: point at a model folder or a Hub id.")
+    elif looks_local or os.path.exists(name_or_path):
+        raise FileNotFoundError(f"{name_or_path}: no such model folder.")
+
+
+def _head_class(config, task: str, transformers, base_model_names: dict[str, str]):
+    """The model class ``load_model`` builds: the Auto class of ``task``, or with ``auto`` the class the config's
+    ``architectures`` names unless it is the bare base model."""
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    named = getattr(transformers, architecture, None) if architecture else None
+    if task == "auto" and named is not None and architecture != base_model_names.get(config.model_type):
+        return named
     if task == "auto":
         vision = hasattr(config, "num_channels") or hasattr(getattr(config, "vision_config", None), "num_channels")
         task = "image-classification" if vision else "sequence-classification"
-    auto_class = {
+    return {
         "sequence-classification": transformers.AutoModelForSequenceClassification,
         "image-classification": transformers.AutoModelForImageClassification,
         "token-classification": transformers.AutoModelForTokenClassification,
@@ -267,19 +330,6 @@ def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None 
         "universal-segmentation": transformers.AutoModelForUniversalSegmentation,
         "base": transformers.AutoModel,
     }[task]
-    if from_config:
-        with torch.device("meta"):
-            return auto_class.from_config(config)
-    try:
-        return auto_class.from_pretrained(name_or_path, config=config)
-    except OSError as error:
-        if os.path.isdir(name_or_path):
-            raise SystemExit(
-                f"{name_or_path} holds a config but no model weights that transformers can read ({error}). "
-                "Add --from-config to inspect the structure from the config alone, or point at a folder with "
-                "model.safetensors / pytorch_model.bin."
-            ) from error
-        raise
 
 
 if __name__ == "__main__":

@@ -58,10 +58,7 @@ def layerwise_model_card_section(trainer: Trainer) -> str:
 
     rows = trainer.layerwise_lr_table() if hasattr(trainer, "layerwise_lr_table") else []
     if not rows:
-        lines.append(
-            "The optimizer was the stock one: no head, embedding or per-depth rate was set and layer_decay was 1.0, "
-            "so every parameter had learning_rate."
-        )
+        lines.append(_optimizer_without_depths(trainer))
         return "\n".join(lines) + "\n"
 
     layers = getattr(trainer, "layers", None)
@@ -123,3 +120,20 @@ def add_layerwise_section(trainer: Trainer, model_card_path: str | os.PathLike |
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(card)
     return path
+
+
+def _optimizer_without_depths(trainer: Trainer) -> str:
+    """What trained when no group carries a depth: the optimizer given to the trainer, or the stock one."""
+    optimizer = getattr(trainer, "optimizer", None)
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # behind Accelerate's wrapper once training ran
+    if getattr(trainer, "optimizer_was_given", False) and optimizer is not None:
+        rates = sorted({group.get("initial_lr", group["lr"]) for group in optimizer.param_groups})
+        return (
+            f"The optimizer was given to the trainer (`optimizers=`): {type(optimizer).__name__} with "
+            f"{len(optimizer.param_groups)} parameter groups at the base rates {', '.join(f'{rate:.3e}' for rate in rates)}. "
+            "The layer-wise settings above were at their defaults and did not change it."
+        )
+    return (
+        "The optimizer was the stock one: no head, embedding or per-depth rate was set and layer_decay was 1.0, "
+        "so every parameter had learning_rate."
+    )

@@ -3,6 +3,7 @@ the mixin on the stock `Trainer`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import defaultdict
@@ -20,7 +21,7 @@ from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback
 from .checkpoints import TRAINER_STATE, check_resume_matches, resolve_resume_checkpoint
 from .depths import LayerMap, LayerMapping, layer_map, layer_map_of_wrapper
 from .diagnostics import DepthStepMonitor
-from .groups import format_lr_table, lr_table, param_groups
+from .groups import format_lr_table, frozen_by_rules, lr_table, param_groups
 from .integrations.bitsandbytes import keep_embeddings_in_32_bit
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
 from .integrations.trl import with_arguments_the_trainer_takes
@@ -34,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LLRDTrainer", "LayerwiseTrainerMixin"]
 
+# Fields of LayerwiseArgumentsMixin that do not shape the optimizer's groups.
+_NOT_GROUP_SETTINGS = (
+    "layer_lr_adaptation_interval",
+    "reinit_top_layers",
+    "stop_on_nonfinite_loss",
+    "save_on_preemption",
+)
+
 # Optimizer keyword arguments through which an optimizer brings its own parameter groups (GaLore, APOLLO,
 # LOMO, the layer-wise dummy optimizer): layer-wise groups cannot be applied to them.
 _OWN_GROUP_KWARGS = ("params", "model", "optimizer_dict")
@@ -41,32 +50,43 @@ _OWN_GROUP_KWARGS = ("params", "model", "optimizer_dict")
 
 class LayerwiseTrainerMixin:
     """Layer-wise learning rates for any ``transformers.Trainer`` subclass: put it first among the bases,
-    ``class MyTrainer(LayerwiseTrainerMixin, Seq2SeqTrainer)``, or let :func:`finetune_llrd.layerwise_trainer`
-    write that class. The trainer's optimizer then has one parameter group per depth and weight-decay class.
+        ``class MyTrainer(LayerwiseTrainerMixin, Seq2SeqTrainer)``, or let :func:`finetune_llrd.layerwise_trainer`
+        write that class. The trainer's optimizer then has one parameter group per depth and weight-decay class.
 
-    Everything else is the wrapped Trainer's: the optimizer class and its arguments (``--optim``), the
-    scheduler, ``model_init`` and ``hyperparameter_search``, the split of groups by DTensor device mesh.
-    With ``LLRDTrainingArguments`` at their defaults it builds exactly the stock optimizer.
+        Everything else is the wrapped Trainer's: the optimizer class and its arguments (``--optim``), the
+        scheduler, ``model_init`` and ``hyperparameter_search``, the split of groups by DTensor device mesh.
+        With ``LLRDTrainingArguments`` at their defaults it builds exactly the stock optimizer.
 
-    At every logging step it logs the rate of every depth (``lr/layer_00`` ... ``lr/head``), and with
-    ``log_layer_grad_norms`` every depth's gradient norm and update-to-weight ratio. It also runs gradual
-    unfreezing, the per-depth rate adaptations (``layer_lr_adaptation``), top-layer re-initialisation, the
-    slanted triangular schedule and the stop on a non-finite loss when the arguments ask for them.
+        At every logging step it logs the rate of every depth (``lr/layer_00`` ... ``lr/head``), and with
+        ``log_layer_grad_norms`` every depth's gradient norm and update-to-weight ratio. It also runs gradual
+        unfreezing, the per-depth rate adaptations (``layer_lr_adaptation``), top-layer re-initialisation, the
+        slanted triangular schedule and the stop on a non-finite loss when the arguments ask for them.
 
-    The methods it overrides take and forward whatever the wrapped Trainer's take (``*args, **kwargs``), so
-    the wrapped class's own overrides (TRL's ``log`` and ``training_step``, sentence-transformers'
-    ``get_optimizer_cls_and_kwargs``) still run.
+        The methods it overrides take and forward whatever the wrapped Trainer's take (``*args, **kwargs``), so
+        the wrapped class's own overrides (TRL's ``log`` and ``training_step``, sentence-transformers'
+        ``get_optimizer_cls_and_kwargs``) still run.
 
-    The trainer only wires: ``depth_monitor`` (:class:`~finetune_llrd.diagnostics.DepthStepMonitor`) owns the
-    per-depth statistics and adaptation of every step, ``nonfinite_loss_stop``
-    (:class:`~finetune_llrd.callbacks.NonFiniteLossCallback`) the stop on a NaN or inf loss, and
-    ``finetune_llrd._trainer_internals`` the one private attribute of the stock Trainer it has to set.
+        The trainer only wires: ``depth_monitor`` (:class:`~finetune_llrd.diagnostics.DepthStepMonitor`) owns the
+        per-depth statistics and adaptation of every step, ``nonfinite_loss_stop``
+        (:class:`~finetune_llrd.callbacks.NonFiniteLossCallback`) the stop on a NaN or inf loss, and
+        ``finetune_llrd._trainer_internals`` the one private attribute of the stock Trainer it has to set.
 
-    Args:
-        *args: the wrapped Trainer's positional arguments.
-        layer_mapping: your own depths, ``{regex: depth}`` or a callable ``name -> depth | None``; wins over
-            ``args.layer_mapping`` and over the automatic map.
-        **kwargs: the wrapped Trainer's keyword arguments.
+        Per-module rules (``param_group_rules``) and LoRA+ (``loraplus_lr_ratio``) act on top of the depths; a
+    ``freeze`` rule's parameters get ``requires_grad=False`` when the optimizer is built. What would drop the
+    layer-wise settings in silence is refused: an optimizer passed in ``optimizers=`` whose groups were not built by
+    :func:`~finetune_llrd.param_groups`, and a ``create_optimizer`` of the wrapped class's own (override
+    :meth:`build_param_groups` or ``get_optimizer_cls_and_kwargs`` instead). The logged ``learning_rate`` is
+    ``--learning_rate`` as scheduled, not the first group's rate.
+
+        Args:
+            *args: the wrapped Trainer's positional arguments.
+            layer_mapping: your own depths, ``{regex: depth}`` or a callable ``name -> depth | None``; wins over
+                ``args.layer_mapping`` and over the automatic map.
+            **kwargs: the wrapped Trainer's keyword arguments.
+
+        Attributes:
+            optimizer_was_given: whether the optimizer came from ``optimizers=`` rather than from the trainer (the model
+                card then describes that one).
     """
 
     def __init__(self, *args, layer_mapping: LayerMapping | None = None, **kwargs):
@@ -76,6 +96,8 @@ class LayerwiseTrainerMixin:
         self._resume_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
         self._check_features_fit_the_setup()
+        self._refuse_what_would_drop_the_layerwise_groups()
+        self.optimizer_was_given = self.optimizer is not None
         if self.model_init is None:
             self._reinit_top_layers(self.model)
         # Callbacks run in the order added: preemption first (the loss check at step end must see the save it
@@ -115,6 +137,61 @@ class LayerwiseTrainerMixin:
         if self._layerwise_args() is not None:
             check_deepspeed_config(self.accelerator.state.deepspeed_plugin.hf_ds_config.config)
         refuse_step_features_under_deepspeed(self.args)
+
+    def _refuse_what_would_drop_the_layerwise_groups(self) -> None:
+        """Refuses, when layer-wise settings are on, what would train without the layer-wise groups in silence: an
+        optimizer passed in ``optimizers=`` whose groups were not built by :func:`~finetune_llrd.param_groups`, and
+        a wrapped class with a ``create_optimizer`` of its own (which would replace the groups, or, with the usual
+        ``if self.optimizer is None`` guard, be skipped itself).
+
+        Raises:
+            ValueError: naming the settings that would be lost and what to do instead.
+        """
+        if self._layerwise_args() is None:
+            return
+        if self.optimizer is not None:
+            self._check_given_optimizer(self.optimizer)
+        mro = type(self).__mro__
+        # A class below the mixin runs after it (super().create_optimizer()): it would replace the layer-wise
+        # optimizer, or be skipped by it. A subclass above the mixin can compose with it through super(); whether it
+        # did is checked once the optimizer is built (create_scheduler).
+        wrapped = [cls for cls in mro[mro.index(LayerwiseTrainerMixin) + 1 :] if "create_optimizer" in vars(cls)]
+        if wrapped and wrapped[0] is not Trainer:
+            owner = wrapped[0]
+            raise ValueError(
+                f"{owner.__module__}.{owner.__qualname__} defines its own create_optimizer, and {self._lost_settings()} "
+                "are set: its optimizer would replace the layer-wise groups (or, with an `if self.optimizer is None:` "
+                "guard, be skipped for them), either way in silence. Keep the layer-wise optimizer and change it "
+                "through what it calls: override build_param_groups(model, layers) to change the groups, or "
+                "get_optimizer_cls_and_kwargs (or pass optimizer_cls_and_kwargs=) to change the optimizer class and "
+                "its arguments; or build the optimizer yourself over finetune_llrd.param_groups(...) and pass it as "
+                "optimizers=(optimizer, None)."
+            )
+
+    def _lost_settings(self) -> str:
+        """The layer-wise settings away from their defaults, as a message names them."""
+        args = self.args
+        names = [
+            f"{setting.name}={getattr(args, setting.name)!r}"
+            for setting in dataclasses.fields(LayerwiseArgumentsMixin)
+            if setting.name not in _NOT_GROUP_SETTINGS and getattr(args, setting.name) != setting.default
+        ]
+        if self.layer_mapping is not None:
+            names.append("layer_mapping (given to the trainer)")
+        return ", ".join(names) or "the layer-wise settings"
+
+    def _check_given_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuses an optimizer from outside whose groups carry no depth, when layer-wise settings are on."""
+        if any("layer" in group for group in optimizer.param_groups):
+            return
+        raise ValueError(
+            f"The optimizer passed in optimizers= ({type(optimizer).__name__}, {len(optimizer.param_groups)} "
+            f"parameter groups without a depth) would train with none of {self._lost_settings()}: they would be "
+            "dropped in silence. Build its groups with finetune_llrd.param_groups(model, rates=args.layerwise_rates, "
+            "weight_decay=args.weight_decay, rules=args.rules_for(model)) (they carry each group's depth), or leave "
+            "optimizers= out and let the trainer build the optimizer (--optim chooses its class), or set the "
+            "layer-wise settings back to their defaults."
+        )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
@@ -217,10 +294,28 @@ class LayerwiseTrainerMixin:
             rates=args.layerwise_rates,
             weight_decay=args.weight_decay,
             layers=self.compute_layer_map(model) if layers is None else layers,
+            rules=args.rules_for(model),
         )
+
+    def freeze_by_rules(self, model: nn.Module) -> list[str]:
+        """Sets ``requires_grad=False`` on the parameters of ``model`` that a ``freeze`` rule of
+        ``param_group_rules`` takes (as gradual unfreezing freezes a depth), before the groups are built.
+
+        Returns:
+            The names of the parameters frozen now.
+        """
+        names = frozen_by_rules(model, self.args.rules_for(model))
+        params = dict(model.named_parameters())
+        for name in names:
+            params[name].requires_grad_(False)
+        if names:
+            logger.info("Frozen by param_group_rules: %d parameters (%s, ...).", len(names), names[0])
+        return names
 
     def create_optimizer(self, *args, **kwargs) -> torch.optim.Optimizer:
         if self.optimizer is not None:
+            if self._layerwise_args() is not None:
+                self._check_given_optimizer(self.optimizer)  # one set after __init__, as trainer.optimizer = ...
             return super().create_optimizer(*args, **kwargs)
         if self._layerwise_args() is None:
             optimizer = super().create_optimizer(*args, **kwargs)
@@ -233,6 +328,7 @@ class LayerwiseTrainerMixin:
     def _create_layerwise_optimizer(self, *args, **kwargs) -> torch.optim.Optimizer:
         model = kwargs.get("model", args[0] if args else None)
         opt_model = self.model if model is None else model
+        self.freeze_by_rules(self.layerwise_module(opt_model))
         module, layers = self._optimized_layers(opt_model)
         groups = _split_by_device_mesh(self.build_param_groups(module, layers=layers))
 
@@ -276,6 +372,15 @@ class LayerwiseTrainerMixin:
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None, *args, **kwargs
     ):
+        if self._layerwise_args() is not None and not any(
+            "layer" in group for group in (optimizer or self.optimizer).param_groups
+        ):
+            owner = next(cls for cls in type(self).__mro__ if "create_optimizer" in vars(cls))
+            raise ValueError(
+                f"The optimizer that {owner.__qualname__}.create_optimizer returned has no layer-wise groups, so "
+                f"{self._lost_settings()} would be dropped in silence: call super().create_optimizer() and change the "
+                "optimizer it builds through build_param_groups or get_optimizer_cls_and_kwargs."
+            )
         if self.lr_scheduler is None and self.args.lr_scheduler_type == SLANTED_TRIANGULAR:
             self.lr_scheduler = get_slanted_triangular_schedule(
                 self.optimizer if optimizer is None else optimizer,
@@ -321,8 +426,24 @@ class LayerwiseTrainerMixin:
             # Like the stock "learning_rate": the rates of the optimizer step just taken, before the
             # scheduler moved them on.
             head_depth = self._layers.head_depth if self._layers is not None else None
-            logs.update(self.depth_monitor.logs(self.optimizer.param_groups, head_depth=head_depth))
+            depth_logs = self.depth_monitor.logs(self.optimizer.param_groups, head_depth=head_depth)
+            if depth_logs:
+                logs["learning_rate"] = self._scheduled_learning_rate(logs["learning_rate"])
+            logs.update(depth_logs)
         super().log(logs, *args, **kwargs)
+
+    def _scheduled_learning_rate(self, first_group_rate: float) -> float:
+        """``--learning_rate`` as the schedule has it now: the stock ``learning_rate`` log is the first group's rate
+        (the embeddings' under layer-wise decay); the schedule's factor on it applies to every group."""
+        groups = self.optimizer.param_groups
+        bases = [group.get("initial_lr", group["lr"]) for group in groups]
+        if bases[0] > 0:
+            return self.args.learning_rate * first_group_rate / bases[0]
+        scheduled = self.lr_scheduler.get_last_lr() if hasattr(self.lr_scheduler, "get_last_lr") else None
+        for index, base in enumerate(bases):
+            if base > 0 and scheduled is not None and len(scheduled) == len(groups):
+                return self.args.learning_rate * scheduled[index] / base
+        return first_group_rate
 
 
 class LLRDTrainer(LayerwiseTrainerMixin, Trainer):

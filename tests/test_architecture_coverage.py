@@ -80,6 +80,32 @@ def map_problems(model) -> list[str]:
     rates = sorted({(g["layer"], g["lr"]) for g in groups})
     if any(a[1] > b[1] for a, b in zip(rates, rates[1:])) or rates[-1][0] != layers.head_depth:
         problems.append("rates fall with depth")
+    problems.extend(rule_problems(model, layers))
+    return problems
+
+
+def rule_problems(model, layers) -> list[str]:
+    """With parameter rules on top (a multiple on the head, no weight decay on norms, the first parameter frozen),
+    every trainable parameter but the frozen one is in exactly one group, and the groups are minimal."""
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    rules = [
+        {"pattern": f"^{re.escape(names[0])}$", "name": "first", "freeze": True},
+        {"pattern": r"(?i)norm", "name": "norms", "weight_decay": 0.0},
+        {"pattern": r"weight$|bias$", "name": "weights", "lr_scale": 2.0},
+    ]
+    rules = [
+        rule
+        for rule in rules
+        if any(re.search(rule["pattern"], name) for name in names[1:]) or rule["name"] == "first"
+    ]
+    groups = param_groups(model, lr=1e-3, layer_decay=0.8, weight_decay=0.01, layers=layers, rules=rules)
+    grouped = [name for group in groups for name in group["param_names"]]
+    keys = [(g["layer"], g.get("tower"), g.get("rule"), g["weight_decay"]) for g in groups]
+    problems = []
+    if sorted(grouped) != sorted(names[1:]):
+        problems.append("with rules, a parameter is in no group or in two (or the frozen one in a group)")
+    if len(keys) != len(set(keys)) or not all(g["params"] for g in groups):
+        problems.append("with rules, the groups are not minimal")
     return problems
 
 

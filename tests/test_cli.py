@@ -178,10 +178,15 @@ def test_inspect_real_minilm(capsys):
     assert sum(row["num_params"] for row in rows) == 22_713_986  # 22.7M backbone + a 2-label head
 
 
-def test_inspect_folder_without_weights_says_what_to_do(tmp_path):
+def test_inspect_folder_without_weights_says_what_to_do(tmp_path, capsys):
     tiny_model("bert").config.save_pretrained(tmp_path)
-    with pytest.raises(SystemExit, match=r"holds a config but no model weights .* Add --from-config"):
+    with pytest.raises(SystemExit) as exited:
         main(["inspect", str(tmp_path)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"finetune-llrd inspect: {tmp_path} holds a config but no model weights that transformers can read. Add "
+        "--from_config to inspect the structure from the config alone, or point at a folder with model.safetensors."
+    )
 
 
 def test_inspect_shows_the_towers_of_a_dual_encoder(tmp_path, capsys):
@@ -240,5 +245,7 @@ def test_inspect_shows_the_backbone_boundary(tmp_path, capsys):
 
 def test_inspect_refuses_an_unknown_tower(tmp_path, capsys):
     tiny_model("bert").config.save_pretrained(tmp_path)
-    with pytest.raises(SystemExit, match="tower_layer_decay names 'vision', but it has no towers"):
+    with pytest.raises(SystemExit) as exited:
         main(["inspect", str(tmp_path), "--from_config", "--tower_layer_decay", '{"vision": 0.7}'])
+    assert exited.value.code == 2
+    assert "finetune-llrd inspect: tower_layer_decay names 'vision', but it has no towers" in capsys.readouterr().err

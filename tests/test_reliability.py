@@ -275,8 +275,17 @@ def test_groups_survive_fsdp_sharding(tmp_path, mode):
 # ---- DeepSpeed on CPU ----
 
 
+LAUNCHED_RULES = json.dumps(
+    [
+        {"pattern": r"^classifier\.", "name": "classifier", "lr_scale": 10},
+        {"pattern": r"LayerNorm", "name": "norms", "weight_decay": 0.05},
+    ]
+)
+
+
 @pytest.mark.parametrize("stage", [2, 3])
-def test_groups_reach_deepspeed_zero(tmp_path, stage):
+@pytest.mark.parametrize("rules", [False, True], ids=["depths", "rules"])
+def test_groups_reach_deepspeed_zero(tmp_path, stage, rules):
     pytest.importorskip("deepspeed")
     config = tmp_path / "ds.json"
     config.write_text(
@@ -291,6 +300,7 @@ def test_groups_reach_deepspeed_zero(tmp_path, stage):
     accelerate_launch(
         os.path.join(SCRIPTS, "launched_groups.py"),
         tmp_path,
+        *(["--param_group_rules", LAUNCHED_RULES] if rules else []),
         num_processes=1,
         launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(config)),
     )
@@ -307,6 +317,37 @@ def test_groups_reach_deepspeed_zero(tmp_path, stage):
         1e-3 / 2,
         1e-3,
     ]
+    if rules:
+        assert len(record["groups"]) == 15  # 10 of the depths + the LayerNorms of 4 depths + the classifier's 2 - 1
+        assert [group for group in record["groups"] if group[3] == "classifier"] == [
+            [4, 1e-2, 0.01, "classifier"],
+            [4, 1e-2, 0.0, "classifier"],
+        ]
+        assert [group[1:] for group in record["groups"] if group[3] == "norms"] == [
+            [1e-3 / 16, 0.05, "norms"],
+            [1e-3 / 8, 0.05, "norms"],
+            [1e-3 / 4, 0.05, "norms"],
+            [1e-3 / 2, 0.05, "norms"],
+        ]
+        assert first["lr/classifier/head"] == 1e-2 and first["lr/norms/layer_03"] == 1e-3 / 2
+
+
+def test_two_gloo_ranks_build_identical_groups_with_rules(tmp_path):
+    # use_cpu: on a machine without an accelerator the two ranks join over gloo.
+    accelerate_launch(
+        os.path.join(SCRIPTS, "launched_groups.py"),
+        tmp_path,
+        "--use_cpu",
+        "true",
+        "--param_group_rules",
+        LAUNCHED_RULES,
+    )
+    ranks = [json.loads((tmp_path / f"groups-{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1]
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert record["groups"] == record["expected"] and len(record["groups"]) == 15
+    assert {rule for *_, rule in record["groups"]} == {None, "classifier", "norms"}
 
 
 def test_rate_adaptation_is_refused_under_deepspeed(tmp_path):

@@ -117,9 +117,9 @@ def test_every_depth_rate_is_logged(tmp_path):
     for entry in logs:
         keys = sorted(k for k in entry if k.startswith("lr/"))
         assert keys == ["lr/head", "lr/layer_00", "lr/layer_01", "lr/layer_02", "lr/layer_03"]
-        # The stock "learning_rate" is group 0's rate of the step just taken: the embeddings'.
-        assert entry["lr/layer_00"] == entry["learning_rate"]
         schedule = 1 - (entry["step"] - 1) / 4
+        # The stock "learning_rate" would be group 0's (the embeddings'): it is --learning_rate as scheduled.
+        assert entry["learning_rate"] == pytest.approx(1e-3 * schedule, rel=1e-12)
         assert entry["lr/head"] == pytest.approx(1e-3 * schedule, rel=1e-12)
         for depth in range(4):
             assert entry[f"lr/layer_{depth:02d}"] == pytest.approx(1e-3 * 0.5 ** (4 - depth) * schedule, rel=1e-12)

@@ -10,13 +10,14 @@ of transformers' schedules) keeps the ratios between depths.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 from ..depths import LayerMap, LayerMapping, Towers, layer_map, validate_layer_grouping
 from .rates import LayerwiseRates, check_finite_non_negative
+from .rules import ParamGroupRule, as_rules, match_rules
 from .weight_decay import no_weight_decay_names
 
 
@@ -88,11 +89,13 @@ def param_groups(
     layers: LayerMap | None = None,
     rates: LayerwiseRates | None = None,
     towers: Towers = "auto",
+    rules: Sequence[ParamGroupRule | Mapping[str, Any]] | str | None = None,
 ) -> list[dict[str, Any]]:
     """Builds torch optimizer parameter groups with layer-wise learning rates.
 
-    Every trainable parameter lands in exactly one group; frozen parameters in none; a tied weight once.
-    Parameters with the same depth and weight decay share a group; there are no empty groups.
+    Every trainable parameter lands in exactly one group, unless a ``freeze`` rule takes it; frozen parameters
+    in none; a tied weight once. Parameters with the same depth, weight decay and rule share a group; there are
+    no empty groups.
 
     Args:
         model: the model to fine-tune.
@@ -110,14 +113,21 @@ def param_groups(
             decay of their own (their parameters then get groups of their own, carrying ``tower``).
         towers: which parallel stacks are numbered side by side (see :func:`finetune_llrd.layer_map`); unused
             with ``layers``.
+        rules: per-module rules on top of the depths (:class:`~finetune_llrd.groups.rules.ParamGroupRule` or
+            dicts such as ``{"pattern": "multi_modal_projector", "lr_scale": 10}``, a JSON array, or the path of a
+            JSON or YAML file): the first rule that matches a parameter scales or replaces its depth's rate,
+            replaces its weight decay, or freezes it (no group; see :func:`~finetune_llrd.groups.rules.frozen_by_rules`).
 
     Returns:
         Groups ordered by depth, each a dict with ``params``, ``lr``, ``weight_decay``, ``layer`` (the
-        depth) and ``param_names`` (and ``tower`` for a tower with a decay of its own).
+        depth) and ``param_names`` (and ``tower`` for a tower with a decay of its own, ``rule`` for the
+        parameters of a rule).
 
     Raises:
         ValueError: for an invalid setting, ``rates`` given together with one of the settings it holds, or a
-            ``tower_layer_decay`` naming a tower the model does not have.
+            ``tower_layer_decay`` naming a tower the model does not have; a
+            :class:`~finetune_llrd.groups.rules.ParamGroupRuleError` for a rule that is invalid or matches no
+            trainable parameter.
         TypeError: if neither ``rates`` nor ``lr`` and ``layer_decay`` are given.
     """
     if rates is None:
@@ -146,7 +156,9 @@ def param_groups(
     for depth_rates in tower_rates.values():
         _warn_if_not_increasing(depth_rates)
     exempt = no_weight_decay_names(model) if weight_decay > 0 else set()
-    return _group_by_depth_and_decay(model, layers, tower_rates, weight_decay, exempt)
+    rules = as_rules(rules)
+    rule_of = match_rules(model.named_parameters(), rules) if rules else {}
+    return _group_by_depth_rule_and_decay(model, layers, tower_rates, weight_decay, exempt, rule_of, rules)
 
 
 def _towers_with_own_decay(rates: LayerwiseRates, layers: LayerMap) -> tuple[str, ...]:
@@ -192,36 +204,50 @@ def _refuse_settings_beside_rates(
         )
 
 
-def _group_by_depth_and_decay(
+def _group_by_depth_rule_and_decay(
     model: nn.Module,
     layers: LayerMap,
     tower_rates: dict[str | None, Sequence[float]],
     weight_decay: float,
     exempt: set[str],
+    rule_of: Mapping[str, ParamGroupRule],
+    rules: Sequence[ParamGroupRule],
 ) -> list[dict[str, Any]]:
-    """One group per (depth, weight decay) pair, ordered by depth, the decayed group first.
+    """One group per (depth, tower, rule, weight decay), ordered by depth, then tower, then the parameters no rule
+    takes before each rule's in the rules' order, the decayed group first.
 
     ``tower_rates`` holds the rates of every depth under ``None`` (``layer_decay``) and, with a
     ``tower_layer_decay``, under each tower; the towers' parameters then get groups of their own, which carry
-    ``tower``.
+    ``tower``. A rule's parameters get groups of their own, which carry ``rule`` (its name).
     """
-    groups: dict[tuple[int, str, float], dict[str, Any]] = {}
+    rule_position = {id(rule): position for position, rule in enumerate(rules)}
+    groups: dict[tuple[int, str, int, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        rule = rule_of.get(name)
+        if rule is not None and rule.freeze:
+            continue
         depth = layers.depths[name]
-        decay = 0.0 if name in exempt else weight_decay
         tower = layers.tower_of(name) if len(tower_rates) > 1 else None
         tower = tower if tower in tower_rates else None
+        decay = 0.0 if name in exempt else weight_decay
+        rate = tower_rates[tower][depth]
+        if rule is not None:
+            rate = rule.rate(rate)
+            decay = decay if rule.weight_decay is None else rule.weight_decay
+        position = -1 if rule is None else rule_position[id(rule)]
         group = groups.setdefault(
-            (depth, tower or "", decay),
-            {"params": [], "lr": tower_rates[tower][depth], "weight_decay": decay, "layer": depth, "param_names": []},
+            (depth, tower or "", position, decay),
+            {"params": [], "lr": rate, "weight_decay": decay, "layer": depth, "param_names": []},
         )
         if tower is not None:
             group["tower"] = tower
+        if rule is not None:
+            group["rule"] = rule.name
         group["params"].append(param)
         group["param_names"].append(name)
-    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], key[1], -key[2]))]
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], key[1], key[2], -key[3]))]
 
 
 def _warn_if_not_increasing(rates: Sequence[float]) -> None:

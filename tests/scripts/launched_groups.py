@@ -2,7 +2,7 @@
 (DeepSpeed ZeRO, FSDP2, DDP, one device) and records the groups the engine's optimizer ended up with.
 
 Usage: launched_groups.py OUTPUT_DIR [--field value ...]  (any LLRDTrainingArguments field)
-Writes OUTPUT_DIR/result.json on the main process.
+Writes OUTPUT_DIR/result.json on the main process and OUTPUT_DIR/groups-<rank>.json on every rank.
 """
 
 import json
@@ -49,23 +49,29 @@ def main():
     (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(defaults + extra)
     model = tiny_model("bert")
     expected = [
-        [g["layer"], g["lr"], g["weight_decay"]]
-        for g in param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01)
+        [g["layer"], g["lr"], g["weight_decay"], g.get("rule")]
+        for g in param_groups(
+            model, rates=args.layerwise_rates, weight_decay=args.weight_decay, rules=args.rules_for(model)
+        )
     ]
     trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens())
     trainer.train()
     engine_optimizer = (
         trainer.optimizer.optimizer
     )  # behind Accelerate's wrapper: torch's, or DeepSpeed's ZeRO optimizer
+    groups = [
+        [g.get("layer"), g["initial_lr"], g["weight_decay"], g.get("rule")] for g in engine_optimizer.param_groups
+    ]
+    names = [g.get("param_names") for g in trainer.optimizer.param_groups]
+    with open(os.path.join(output_dir, f"groups-{args.process_index}.json"), "w") as handle:
+        json.dump({"groups": groups, "param_names": names}, handle)
     if args.process_index == 0:
         with open(os.path.join(output_dir, "result.json"), "w") as handle:
             json.dump(
                 {
                     "distributed_type": str(trainer.accelerator.distributed_type),
                     "optimizer": type(engine_optimizer).__name__,
-                    "groups": [
-                        [g.get("layer"), g["initial_lr"], g["weight_decay"]] for g in engine_optimizer.param_groups
-                    ],
+                    "groups": groups,
                     "expected": expected,
                     "logs": [e for e in trainer.state.log_history if "loss" in e],
                 },
