@@ -237,6 +237,21 @@ def test_lora_keeps_the_full_models_depths(run_sft, tmp_path, capsys):
     assert [row[4] for row in table] == [f"{1e-3 * 0.5**k:.3e}" for k in (3, 2, 1)]
 
 
+def test_loraplus_trains_the_b_matrices_at_the_ratio_times_their_depths_rate(run_sft, tmp_path, capsys):
+    output_dir = run_sft(
+        f"--train_file {CHITCHAT_TRAIN} --validation_file {CHITCHAT_DEV} --max_train_samples 8 --max_eval_samples 4 "
+        "--use_peft --lora_r 4 --lora_alpha 8 --lora_target_modules q_proj v_proj --loraplus_lr_ratio 16"
+    )
+    table = [line.split() for line in capsys.readouterr().out.splitlines() if line[:5].strip().isdigit()]
+    # Each block: its A matrices at the depth's rate, its B matrices at 16 times that.
+    assert [(row[0], row[-2]) for row in table] == [
+        (str(depth), f"{1e-3 * 0.5 ** (4 - depth) * scale:.3e}") for depth in (1, 2, 3) for scale in (1, 16)
+    ]
+    assert [row[2] for row in table[1::2]] == ["[loraplus_B]"] * 3
+    logs = [entry for entry in read_json(output_dir, "trainer_state.json")["log_history"] if "lr/layer_01" in entry]
+    assert logs[0]["lr/loraplus_B/layer_01"] == pytest.approx(16 * logs[0]["lr/layer_01"], rel=1e-12)
+
+
 @pytest.mark.slow
 def test_real_smollm2_on_eight_conversations(tmp_path):
     """The issue's check: 8 chitchat conversations, the real SmolLM2-135M-Instruct (dequantized from 4 bits)."""
