@@ -443,6 +443,8 @@ def test_sigterm_to_one_of_two_ranks_stops_both_at_one_step_and_resumes_exactly(
     _assert_same_logs(_loss_logs(output_dir), _loss_logs(two_ranks), rel=1e-5)
 
 
+# A second signal during the save is checked in-process by test_a_second_signal_during_the_save_changes_nothing.
+@pytest.mark.slow
 def test_sigterm_twice_exits_75_with_a_complete_checkpoint(tmp_path):
     output_dir = tmp_path / "run"
     process = _start(output_dir, ranks=1, PREEMPT_TEST_STEP_SECONDS="0.4", PREEMPT_TEST_STATE_WRITE_SECONDS="2")

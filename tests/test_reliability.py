@@ -284,7 +284,9 @@ LAUNCHED_RULES = json.dumps(
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-@pytest.mark.parametrize("rules", [False, True], ids=["depths", "rules"])
+@pytest.mark.parametrize(
+    "rules", [pytest.param(False, marks=pytest.mark.slow), True], ids=["depths", "rules"]
+)  # the rules case checks the depths' groups too
 def test_groups_reach_deepspeed_zero(tmp_path, stage, rules):
     pytest.importorskip("deepspeed")
     config = tmp_path / "ds.json"
@@ -350,6 +352,8 @@ def test_two_gloo_ranks_build_identical_groups_with_rules(tmp_path):
     assert {rule for *_, rule in record["groups"]} == {None, "classifier", "norms"}
 
 
+# The refusal itself is checked without an engine in tests/test_adaptation.py.
+@pytest.mark.slow
 def test_rate_adaptation_is_refused_under_deepspeed(tmp_path):
     pytest.importorskip("deepspeed")
     config = tmp_path / "ds.json"
@@ -385,16 +389,24 @@ def test_deepspeed_optimizer_block_is_refused(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="'optimizer' block"):
         LLRDTrainingArguments(output_dir=str(tmp_path), layer_decay=0.8, deepspeed=str(path), report_to=[])
-    if pytest.importorskip("deepspeed"):
-        result = accelerate_launch(
-            os.path.join(SCRIPTS, "launched_groups.py"),
-            tmp_path,
-            num_processes=1,
-            check=False,
-            launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(path)),
-        )
-        assert result.returncode != 0
-        assert "'optimizer' block: DeepSpeed would then build its own optimizer" in result.stderr
+
+
+@pytest.mark.slow
+def test_deepspeed_optimizer_block_is_refused_by_a_launched_run(tmp_path):
+    pytest.importorskip("deepspeed")
+    path = tmp_path / "ds.json"
+    path.write_text(
+        json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}})
+    )
+    result = accelerate_launch(
+        os.path.join(SCRIPTS, "launched_groups.py"),
+        tmp_path,
+        num_processes=1,
+        check=False,
+        launcher_args=("--use_deepspeed", "--deepspeed_config_file", str(path)),
+    )
+    assert result.returncode != 0
+    assert "'optimizer' block: DeepSpeed would then build its own optimizer" in result.stderr
 
 
 # ---- scale ----

@@ -71,6 +71,9 @@ def _command(model_dir, output_dir):
     ]
 
 
+# A minute of real training: the resume it checks is covered in the default run by tests/test_preemption.py (a
+# SIGKILL during the save, SIGTERM on two ranks, exact resumes) and test_adaptation.py (each adaptation resumed).
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     model_dir = save_tiny_text_model(str(tmp_path / "tiny-bert"), sst2_sentences(3000))
     env = dict(
