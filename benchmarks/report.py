@@ -295,7 +295,11 @@ def provenance(names: list[str], records: list[dict[str, Any]], quick: bool = Fa
         session = records[0]["session"]
         return [
             session_block(
-                study_command(names), session["git_revision"], session["started_utc"], session["wall_seconds"], session
+                study_command(names, quick),
+                session["git_revision"],
+                session["started_utc"],
+                session["wall_seconds"],
+                session,
             )
         ]
     hours = sum(record.get("wall_seconds") or 0 for record in records) / 3600
@@ -313,10 +317,7 @@ def configurations(study: Study, results: dict[str, dict[str, Any]], label) -> l
     ``settings``, ``runs`` (by seed), ``report`` (by seed) and ``select`` (by seed)."""
     configs = []
     for key, config in summarize(study, results)["configs"].items():
-        point = Point(
-            config["point"]["learning_rate"], tuple((k, v) for k, v in config["point"].items() if k != "learning_rate")
-        )
-        run = Run(config["arm"], point, 0)
+        run = Run(config["arm"], Point.from_dict(config["point"]), 0)
         configs.append(
             config
             | {
@@ -394,15 +395,16 @@ def evidence_view(study: Study, results: dict[str, dict[str, Any]]) -> dict[str,
         "seeds": seeds,
     }
     records = list(results.values())
+    first = next(record for record in records if record.get("status") == "ok")
     return {
         "configs": configs,
         "arms": arms,
         "heatmap": heatmap,
         "seeds": sorted({record["seed"] for record in records}),
         "records": records,
-        "setup": records[0]["arguments"]["setup"],
-        "steps": records[0]["arguments"]["steps"],
-        "num_blocks": records[0]["num_blocks"],
+        "setup": first["arguments"]["setup"],
+        "steps": first["arguments"]["steps"],
+        "num_blocks": first["num_blocks"],
     }
 
 

@@ -41,6 +41,13 @@ class Point:
         """``{"learning_rate": ..., **settings}``."""
         return {"learning_rate": self.learning_rate, **dict(self.settings)}
 
+    @classmethod
+    def from_dict(cls, point: dict[str, Any]) -> Point:
+        """The point :meth:`as_dict` wrote."""
+        return cls(
+            point["learning_rate"], tuple((name, value) for name, value in point.items() if name != "learning_rate")
+        )
+
 
 def number(value: Any) -> str:
     """A setting as a run id writes it: ``0.8``, ``3e-05``, ``stage``."""

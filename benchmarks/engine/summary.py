@@ -149,9 +149,7 @@ def row(study: Study, results: dict[str, dict[str, Any]], arm: str, point: Point
 
 def runs_of(study: Study, results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
     """A configuration's successful records, by seed."""
-    point = Point(
-        config["point"]["learning_rate"], tuple((k, v) for k, v in config["point"].items() if k != "learning_rate")
-    )
+    point = Point.from_dict(config["point"])
     return [results[run_id(config["arm"], point, seed)] for seed in sorted(config["by_seed"])]
 
 
