@@ -3,9 +3,11 @@ the chosen point only.
 
 The rule is written once (:func:`chosen_point`); what varies by study is stated in its declaration: the metric it
 chooses on (``choose_on``: the reported split, or a selection split) and the seeds it averages over
-(``choice_seeds``). The best mean wins; on a tie, the lower rate (``max``/``min`` of ``(mean, -rate)``, the first
-point of the grid among equal ones). A failed run counts as the worst score: a point with a failed run among the
-seeds averaged is never chosen.
+(``choice_seeds``). The best mean wins; a tie goes by ``(mean, -rate)``, then to the first point of the grid: to
+the lower rate when greater is better (evidence.py's rule; quality.py took the first point of its grid, which differs
+only on a tie between (4e-4, decay 0.8) and (2e-4, decay 0.9)), to the higher rate when lower is better (``min`` of
+the same key, recipe_study.py's rule for the SFT study's loss). No committed figure has a tie.
+A failed run counts as the worst score: a point with a failed run among the seeds averaged is never chosen.
 """
 
 from __future__ import annotations
