@@ -6,7 +6,8 @@ chooses on (``choose_on``: the reported split, or a selection split) and the see
 (``choice_seeds``). The best mean wins; a tie goes by ``(mean, -rate)``, then to the first point of the grid: to
 the lower rate when greater is better (evidence.py's rule; quality.py took the first point of its grid, which differs
 only on a tie between (4e-4, decay 0.8) and (2e-4, decay 0.9)), to the higher rate when lower is better (``min`` of
-the same key, recipe_study.py's rule for the SFT study's loss). No committed figure has a tie.
+the same key, recipe_study.py's rule for the SFT study's loss). Two committed choices are ties, both resolved to the
+lowest rate as evidence.py resolved them: ``cola_e5``'s uniform and decay 0.9 arms (selection MCC 0.0 at every rate).
 A failed run counts as the worst score: a point with a failed run among the seeds averaged is never chosen.
 """
 
