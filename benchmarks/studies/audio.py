@@ -13,32 +13,35 @@ a new head alone, 1e-3 and 3e-3; uniform and decay, best at the lower end of the
 stayed at the constant answer, 0.169) and its runs were discarded.
 """
 
-from recipe_study import RecipeStudy
+from engine import Study
+from engine.recipe import Recipe
 
 
-STUDY = RecipeStudy(
+STUDY = Study(
     name="audio",
-    recipe="audio_classification.py",
-    model="whisper-tiny-en",
-    common_args=[
-        "--train_dir",
-        "{data}/drums/train",
-        "--validation_dir",
-        "{data}/drums/validation",
-        "--num_train_epochs",
-        "1",
-        "--per_device_train_batch_size",
-        "8",
-        "--per_device_eval_batch_size",
-        "16",
-        "--warmup_steps",
-        "0.1",
-        "--weight_decay",
-        "0.01",
-        "--logging_steps",
-        "5",
-        "--bf16",
-    ],
+    executor=Recipe(
+        "audio_classification.py",
+        model="whisper-tiny-en",
+        common_args=[
+            "--train_dir",
+            "{data}/drums/train",
+            "--validation_dir",
+            "{data}/drums/validation",
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "8",
+            "--per_device_eval_batch_size",
+            "16",
+            "--warmup_steps",
+            "0.1",
+            "--weight_decay",
+            "0.01",
+            "--logging_steps",
+            "5",
+            "--bf16",
+        ],
+    ),
     arms={
         "uniform": [],
         "decay0.75": ["--layer_decay", "0.75"],

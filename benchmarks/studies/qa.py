@@ -16,40 +16,43 @@ seed 0), also runs on seeds 1 and 2, as a row of its own. 15 runs. It is a short
 measures which rates learn fastest, not SQuAD's converged F1.
 """
 
-from recipe_study import RecipeStudy
+from engine import Study
+from engine.recipe import Recipe
 
 
-STUDY = RecipeStudy(
+STUDY = Study(
     name="qa",
-    recipe="question_answering.py",
-    model="e5-small",
-    common_args=[
-        "--train_file",
-        "{data}/squad/train.jsonl.gz",
-        "--validation_file",
-        "{data}/squad/validation.jsonl.gz",
-        "--max_seq_length",
-        "128",
-        "--doc_stride",
-        "32",
-        "--max_train_samples",
-        "1200",
-        "--max_eval_samples",
-        "400",
-        "--per_device_train_batch_size",
-        "16",
-        "--per_device_eval_batch_size",
-        "64",
-        "--max_steps",
-        "150",
-        "--warmup_steps",
-        "0.1",
-        "--weight_decay",
-        "0.01",
-        "--logging_steps",
-        "25",
-        "--bf16",
-    ],
+    executor=Recipe(
+        "question_answering.py",
+        model="e5-small",
+        common_args=[
+            "--train_file",
+            "{data}/squad/train.jsonl.gz",
+            "--validation_file",
+            "{data}/squad/validation.jsonl.gz",
+            "--max_seq_length",
+            "128",
+            "--doc_stride",
+            "32",
+            "--max_train_samples",
+            "1200",
+            "--max_eval_samples",
+            "400",
+            "--per_device_train_batch_size",
+            "16",
+            "--per_device_eval_batch_size",
+            "64",
+            "--max_steps",
+            "150",
+            "--warmup_steps",
+            "0.1",
+            "--weight_decay",
+            "0.01",
+            "--logging_steps",
+            "25",
+            "--bf16",
+        ],
+    ),
     arms={
         "uniform": [],
         "decay0.8": ["--layer_decay", "0.8"],

@@ -16,39 +16,42 @@ and pinned by tests/test_recipes_segmentation.py), kept explicit so that the stu
 decay whatever the depth search does.
 """
 
-from recipe_study import RecipeStudy
+from engine import Study
+from engine.recipe import Recipe
 
 
-STUDY = RecipeStudy(
+STUDY = Study(
     name="segmentation",
-    recipe="semantic_segmentation.py",
-    model="dinov2-small-imgfocus",
-    common_args=[
-        "--train_file",
-        "{data}/brainseg/train.parquet",
-        "--validation_file",
-        "{data}/brainseg/validation.parquet",
-        "--id2label_file",
-        "{data}/brainseg/id2label.json",
-        "--image_size",
-        "56",
-        "--decode_head_hidden_size",
-        "128",
-        "--per_device_train_batch_size",
-        "16",
-        "--per_device_eval_batch_size",
-        "32",
-        "--max_steps",
-        "120",
-        "--warmup_steps",
-        "0.1",
-        "--weight_decay",
-        "0.05",
-        "--logging_steps",
-        "50",
-        "--layer_mapping",
-        '{{"^(?!backbone\\\\.)": 13}}',  # braces doubled: common_args go through str.format
-    ],
+    executor=Recipe(
+        "semantic_segmentation.py",
+        model="dinov2-small-imgfocus",
+        common_args=[
+            "--train_file",
+            "{data}/brainseg/train.parquet",
+            "--validation_file",
+            "{data}/brainseg/validation.parquet",
+            "--id2label_file",
+            "{data}/brainseg/id2label.json",
+            "--image_size",
+            "56",
+            "--decode_head_hidden_size",
+            "128",
+            "--per_device_train_batch_size",
+            "16",
+            "--per_device_eval_batch_size",
+            "32",
+            "--max_steps",
+            "120",
+            "--warmup_steps",
+            "0.1",
+            "--weight_decay",
+            "0.05",
+            "--logging_steps",
+            "50",
+            "--layer_mapping",
+            '{{"^(?!backbone\\\\.)": 13}}',  # braces doubled: common_args go through str.format
+        ],
+    ),
     arms={
         "uniform": [],
         "decay0.75": ["--layer_decay", "0.75"],

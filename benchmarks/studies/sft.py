@@ -18,39 +18,42 @@ block at 0.042 and the tied embeddings / LM head at 0.038 of ``--learning_rate``
 LoRA's usual rates are 10 times full fine-tuning's.
 """
 
-from recipe_study import RecipeStudy
+from engine import Study
+from engine.recipe import Recipe
 
 
-STUDY = RecipeStudy(
+STUDY = Study(
     name="sft",
-    recipe="sft.py",
-    model="smollm2-135m-instruct",
-    common_args=[
-        "--train_file",
-        "{data}/chitchat/train.jsonl.gz",
-        "--validation_file",
-        "{data}/chitchat/validation.jsonl",
-        "--max_train_samples",
-        "80",
-        "--max_eval_samples",
-        "100",
-        "--max_length",
-        "128",
-        "--assistant_only_loss",
-        "true",
-        "--per_device_train_batch_size",
-        "4",
-        "--per_device_eval_batch_size",
-        "16",
-        "--max_steps",
-        "20",
-        "--warmup_steps",
-        "0.1",
-        "--gradient_checkpointing",
-        "false",
-        "--logging_steps",
-        "5",
-    ],
+    executor=Recipe(
+        "sft.py",
+        model="smollm2-135m-instruct",
+        common_args=[
+            "--train_file",
+            "{data}/chitchat/train.jsonl.gz",
+            "--validation_file",
+            "{data}/chitchat/validation.jsonl",
+            "--max_train_samples",
+            "80",
+            "--max_eval_samples",
+            "100",
+            "--max_length",
+            "128",
+            "--assistant_only_loss",
+            "true",
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "16",
+            "--max_steps",
+            "20",
+            "--warmup_steps",
+            "0.1",
+            "--gradient_checkpointing",
+            "false",
+            "--logging_steps",
+            "5",
+        ],
+    ),
     arms={
         "uniform": [],
         "decay0.95": ["--layer_decay", "0.95"],
