@@ -158,6 +158,29 @@ def test_the_command_output_in_the_docs_is_what_the_commands_print(tmp_path):
     assert os.path.isfile(os.path.join(DOCS, "assets", docs_assets.PLOT_FILE))
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "finetune_llrd",
+        "finetune_llrd.depths",
+        "finetune_llrd.groups",
+        "finetune_llrd.search",
+        "finetune_llrd.integrations.sentence_transformers",
+    ],
+)
+def test_the_api_reference_has_every_public_name(module):
+    """Each name of a public module's ``__all__`` has an entry (``::: path.name``) in docs/api/, or its whole
+    module has one."""
+    entries = set()
+    for page in glob.glob(os.path.join(DOCS, "api", "*.md")):
+        with open(page, encoding="utf-8") as handle:
+            entries |= set(re.findall(r"^::: ([\w.]+)$", handle.read(), flags=re.M))
+    if module in entries:
+        return
+    documented = {entry.rsplit(".", 1)[-1] for entry in entries}
+    assert sorted(set(importlib.import_module(module).__all__) - documented) == []
+
+
 # ---- the examples ----
 
 
