@@ -2,8 +2,8 @@
 
 A Llama-3-70B-shaped ``LlamaForCausalLM`` (hidden 8192, 80 layers, intermediate 28672, 64 heads, 8 KV
 heads, vocab 128256; 70.6B parameters) is built under ``torch.device("meta")``: no weight is allocated.
-``layer_map`` alone and ``param_groups`` (which maps the layers, finds the no-decay parameters and buckets
-every parameter) are timed, median of several calls; the Python heap peak (tracemalloc) and the growth of
+``layer_map`` alone, ``param_groups`` (which maps the layers, finds the no-decay parameters and buckets
+every parameter) and ``param_groups`` with ten parameter rules (``TEN_RULES``) are timed, median of several calls; the Python heap peak (tracemalloc) and the growth of
 the resident set during one ``param_groups`` call are recorded, and every grouped parameter is checked to
 be on the meta device.
 
@@ -106,6 +106,21 @@ def memory_of_one_call(function) -> tuple[Any, dict[str, int]]:
     }
 
 
+# Ten rules of the kinds people write for a decoder: a rate of its own, multiples, weight decay by pattern.
+TEN_RULES = [
+    {"pattern": r"^lm_head\.", "name": "lm_head", "lr_scale": 2.0},
+    {"pattern": r"embed_tokens", "name": "embeddings", "lr": 1e-6},
+    {"pattern": r"layers\.7\d\.mlp\.", "name": "top_mlp", "lr_scale": 1.5},
+    {"pattern": r"self_attn\.q_proj", "name": "q", "lr_scale": 0.9},
+    {"pattern": r"self_attn\.k_proj", "name": "k", "lr_scale": 0.9},
+    {"pattern": r"self_attn\.v_proj", "name": "v", "weight_decay": 0.05},
+    {"pattern": r"self_attn\.o_proj", "name": "o", "lr_scale": 1.1},
+    {"pattern": r"input_layernorm", "name": "input_norm", "lr_scale": 0.5},
+    {"pattern": r"post_attention_layernorm", "name": "attention_norm", "lr_scale": 0.5},
+    {"pattern": r"^model\.norm\.", "name": "final_norm", "weight_decay": 0.0},
+]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Builds the model on meta, times and measures the grouping, writes the JSON and prints the table.
 
@@ -124,9 +139,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def build_groups():
         return param_groups(model, lr=1e-5, layer_decay=args.layer_decay, weight_decay=args.weight_decay)
 
+    def build_groups_with_rules():
+        return param_groups(
+            model, lr=1e-5, layer_decay=args.layer_decay, weight_decay=args.weight_decay, rules=TEN_RULES
+        )
+
     layer_map_seconds = median_seconds(lambda: layer_map(model), repeats)
     param_groups_seconds = median_seconds(build_groups, repeats)
+    rules_seconds = median_seconds(build_groups_with_rules, repeats)
     groups, memory = memory_of_one_call(build_groups)
+    groups_with_rules = build_groups_with_rules()
 
     grouped = [param for group in groups for param in group["params"]]
     all_on_meta = all(param.is_meta for param in grouped) and all(param.is_meta for param in model.parameters())
@@ -143,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "build_seconds": build_seconds,
         "layer_map_seconds": layer_map_seconds,
         "param_groups_seconds": param_groups_seconds,
+        "rules": TEN_RULES,
+        "param_groups_with_rules_seconds": rules_seconds,
+        "num_groups_with_rules": len(groups_with_rules),
         "memory": memory,
         "all_parameters_on_meta": all_on_meta,
     }

@@ -116,7 +116,13 @@ def throughput_section(result: dict[str, Any]) -> list[str]:
         "| arm | optimizer groups | median samples/s | step ms: q1 | median | q3 | optimizer creation ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for arm, name in (("stock", "stock `Trainer`"), ("llrd", f"`LLRDTrainer`, layer_decay {result['layer_decay']}")):
+    rules = result.get("param_group_rules")
+    llrd_name = f"`LLRDTrainer`, layer_decay {result['layer_decay']}" + (
+        f", {len(rules)} parameter rules ({', '.join(rule.get('name', rule['pattern']) for rule in rules)})"
+        if rules
+        else ""
+    )
+    for arm, name in (("stock", "stock `Trainer`"), ("llrd", llrd_name)):
         entry = result["arms"][arm]
         step = entry["step_ms"]
         lines.append(
@@ -204,6 +210,14 @@ def grouping_section(result: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|",
         f"| `layer_map(model)` | {layer_time['median']:.3f} | {layer_time['min']:.3f} | {layer_time['max']:.3f} | {layer_time['n']} |",
         f"| `param_groups(model, ...)` (maps the layers too) | **{group_time['median']:.3f}** | {group_time['min']:.3f} | {group_time['max']:.3f} | {group_time['n']} |",
+        *(
+            [
+                f"| `param_groups(model, ..., rules=...)` with {len(result['rules'])} rules ({result['num_groups_with_rules']} groups) | "
+                f"**{rules_time['median']:.3f}** | {rules_time['min']:.3f} | {rules_time['max']:.3f} | {rules_time['n']} |"
+            ]
+            if (rules_time := result.get("param_groups_with_rules_seconds"))
+            else []
+        ),
         "",
         f"- {result['num_groups']} groups holding all {result['num_grouped_tensors']} tensors; every parameter still on `meta`: {result['all_parameters_on_meta']}.",
         f"- One `param_groups` call: Python heap peak (tracemalloc) {memory['tracemalloc_peak_bytes'] / 2**20:.2f} MiB, resident-set growth "
@@ -821,6 +835,7 @@ def main(argv: list[str] | None = None) -> str:
     results_dir = args.results_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
     sections = [
         ("throughput", "Throughput overhead"),
+        ("throughput_rules", "Throughput overhead with parameter rules"),
         ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU"),
         ("optimizer_step", "Optimizer step cost"),
         ("optimizer_step_cuda", "Optimizer step cost on GPU"),

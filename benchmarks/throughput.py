@@ -8,7 +8,8 @@ warm-up, and the figure the ratio of the arms' medians, with the spread of the p
 creation (the grouping) are also timed on their own, interleaved.
 
 Run ``python benchmarks/throughput.py --threads 1`` (real MiniLM on CPU), ``--device cuda --model
-bert-base --bf16`` on a GPU, or ``--quick`` for a miniature. ``--trainer seq2seq`` trains a BERT2BERT
+bert-base --bf16`` on a GPU, or ``--quick`` for a miniature. ``--param-group-rules '[...]'`` adds parameter rules to
+the layer-wise arm (written to ``throughput_rules.json``). ``--trainer seq2seq`` trains a BERT2BERT
 encoder-decoder warm-started from the real MiniLM on both sides (Rothe et al. 2020; cross-attention new) on
 real XSum documents and summaries, with ``Seq2SeqTrainingArguments`` and its layer-wise composition.
 """
@@ -16,6 +17,7 @@ real XSum documents and summaries, with ``Seq2SeqTrainingArguments`` and its lay
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -111,6 +113,7 @@ def make_trainer(arm: str, args: argparse.Namespace, dataset, tokenizer, output_
         *trainer_classes(args.trainer),
         common,
         args.layer_decay,
+        args.param_group_rules,
         model=model,
         train_dataset=dataset,
         data_collator=collator,
@@ -213,12 +216,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "logging_steps": args.logging_steps,
         "layer_decay": args.layer_decay,
+        "param_group_rules": json.loads(args.param_group_rules) if args.param_group_rules else None,
         "arms": arms,
         "ratio": ratio,
         "optimizer_creation": time_optimizer_creation(trainers, args.creations),
         "log_call": time_log_calls(trainers, args.log_calls),
     }
-    if args.trainer == "seq2seq":
+    if args.param_group_rules:
+        name = f"throughput_rules{'' if (args.model, args.device) == ('minilm', 'cpu') else f'_{args.model}_{args.device}'}"
+    elif args.trainer == "seq2seq":
         name = "throughput_seq2seq" if args.device == "cpu" else f"throughput_seq2seq_{args.device}"
     else:
         name = (

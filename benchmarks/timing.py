@@ -77,10 +77,17 @@ QUIET_RUN = dict(save_strategy="no", report_to=[], disable_tqdm=True, seed=0, da
 
 
 def arm_trainer(
-    arm: str, trainer_class: type, arguments_class: type, common: dict[str, Any], layer_decay: float, **kwargs
+    arm: str,
+    trainer_class: type,
+    arguments_class: type,
+    common: dict[str, Any],
+    layer_decay: float,
+    param_group_rules: str | None = None,
+    **kwargs,
 ):
-    """The stock trainer (arm ``stock``) or its layer-wise composition with ``layer_decay`` (arm ``llrd``), with
-    otherwise identical arguments (``common``) and ``kwargs`` (model, data), progress printing off."""
+    """The stock trainer (arm ``stock``) or its layer-wise composition with ``layer_decay`` and
+    ``param_group_rules`` (arm ``llrd``), with otherwise identical arguments (``common``) and ``kwargs`` (model,
+    data), progress printing off."""
     from transformers.trainer_callback import PrinterCallback
 
     from finetune_llrd import layerwise_arguments, layerwise_trainer
@@ -88,7 +95,9 @@ def arm_trainer(
     if arm == "stock":
         trainer = trainer_class(args=arguments_class(**common), **kwargs)
     else:
-        arguments = layerwise_arguments(arguments_class)(**common, layer_decay=layer_decay)
+        arguments = layerwise_arguments(arguments_class)(
+            **common, layer_decay=layer_decay, param_group_rules=param_group_rules
+        )
         trainer = layerwise_trainer(trainer_class)(args=arguments, **kwargs)
     trainer.remove_callback(PrinterCallback)
     return trainer
@@ -117,6 +126,12 @@ def add_lockstep_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="Log every this many steps (1: the worst case for per-depth logging).",
+    )
+    parser.add_argument(
+        "--param-group-rules",
+        default=None,
+        help="The LLRD arm's --param_group_rules (a JSON array), on top of its decay: each rule's parameters get "
+        "groups of their own and log keys of their own.",
     )
 
 
