@@ -27,7 +27,10 @@ def _build(**fields):
         ({"layer_decay_min_scale": -0.1}, r"layer_decay_min_scale must be in \[0, 1\]"),
         ({"layer_decay_min_scale": 2.0}, r"layer_decay_min_scale must be in \[0, 1\]"),
         ({"layer_grouping": "layer"}, r"layer_grouping must be one of \['block', 'stage'\]"),
-        ({"layer_mapping": "not-a-file.json"}, r"layer_mapping must be a JSON object .* or the path of a JSON file"),
+        (
+            {"layer_mapping": "not-a-file.json"},
+            r"layer_mapping must be a JSON object .* or the path of a JSON or YAML file",
+        ),
         ({"layer_mapping": "{not json"}, r"layer_mapping is not valid JSON"),
         ({"layer_mapping": '{"(": 1}'}, r"layer_mapping key '\(' is not a valid regex"),
         ({"layer_mapping": '{"x": -1}'}, r"layer_mapping depth for 'x' must be an integer >= 0"),

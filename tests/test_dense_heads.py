@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from tiny_models import TOWER_LLAMA, TOWER_VISION
 
 from finetune_llrd import LayerwiseRates, layer_map, param_groups
 from finetune_llrd.depths import layer_map_of_wrapper, tower_block_depth
@@ -493,21 +494,9 @@ def test_a_detection_transformer_gets_its_own_depth_by_mapping():
 # Towers: CLIP-style dual encoders, BLIP-2, vision-language models; encoder-decoders in series unless asked
 # --------------------------------------------------------------------------------------------------
 
-_V = dict(
-    image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37
-)
+_V = TOWER_VISION
 _T = dict(vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37)
-_LLAMA = dict(
-    model_type="llama",
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    pad_token_id=0,
-)
+_LLAMA = TOWER_LLAMA
 _SEQ2SEQ = dict(
     vocab_size=99,
     d_model=32,

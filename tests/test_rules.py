@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 import transformers
-from tiny_models import tiny_model
+from tiny_models import TOWER_LLAMA, TOWER_VISION, tiny_model
 from transformers import HfArgumentParser
 
 from finetune_llrd import LLRDTrainingArguments, ParamGroupRule, layer_map, loraplus_rules, param_groups
@@ -180,21 +180,6 @@ def test_loraplus_on_a_model_without_lora_is_refused():
 
 # ---- a LLaVA-style model: a projector rule beside the towers ----
 
-_VISION = dict(
-    image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37
-)
-_LLAMA = dict(
-    model_type="llama",
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    pad_token_id=0,
-)
-
 
 def _llava_depth(name):
     """Depths of the tiny LLaVA (tests/test_dense_heads.py pins them): the 4 vision blocks at 1..4, the 2 language
@@ -213,7 +198,9 @@ def _llava_depth(name):
 def test_llava_projector_rule_beside_the_towers():
     torch.manual_seed(0)
     config = transformers.LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", **_VISION), text_config=_LLAMA, image_token_index=5
+        vision_config=dict(model_type="clip_vision_model", **TOWER_VISION),
+        text_config=TOWER_LLAMA,
+        image_token_index=5,
     )
     model = transformers.LlavaForConditionalGeneration(config)
     rules = [

@@ -112,6 +112,22 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     ),
 }
 
+# The towers of the tiny multi-modal models (LLaVA, Idefics3, BLIP-2, ...): a 4-block vision tower and a 2-block Llama.
+TOWER_VISION = dict(
+    image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37
+)
+TOWER_LLAMA = dict(
+    model_type="llama",
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    pad_token_id=0,
+)
+
 # The number of blocks L each tiny model must have.
 EXPECTED_NUM_LAYERS = dict.fromkeys(ARCHITECTURES, 3)
 EXPECTED_NUM_LAYERS.update({"albert": 1, "t5": 5, "bart": 5, "swin": 3, "convnext": 3, "resnet": 3})

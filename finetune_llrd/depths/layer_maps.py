@@ -15,14 +15,13 @@ Three rules produce a map, tried in this order:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from .._setting_files import read_setting
 from .block_stacks import block_stack_depths
 from .modules import clean_parameter_name
 from .timm_matcher import timm_group_depths
@@ -171,7 +170,7 @@ def layer_map(
 
 
 def parse_layer_mapping(value: str | dict) -> dict[str, int]:
-    """Reads ``--layer_mapping``: a dict, a JSON object, or the path of a JSON file holding one.
+    """Reads ``--layer_mapping``: a dict, a JSON object, or the path of a JSON or YAML file holding one.
 
     Args:
         value: the field's value.
@@ -183,19 +182,7 @@ def parse_layer_mapping(value: str | dict) -> dict[str, int]:
         ValueError: if it is not a JSON object of regex -> non-negative int.
     """
     if isinstance(value, str):
-        text = value
-        if not value.lstrip().startswith("{"):
-            if not os.path.isfile(value):
-                raise ValueError(
-                    f"layer_mapping must be a JSON object such as '{{\"^stem\\\\.\": 0}}' or the path of a JSON file; "
-                    f"{value!r} is neither."
-                )
-            with open(value, encoding="utf-8") as handle:
-                text = handle.read()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"layer_mapping is not valid JSON: {error}.") from error
+        value = read_setting(value, "layer_mapping", "a JSON object such as '{\"^stem\\\\.\": 0}'")
     if not isinstance(value, dict):
         raise ValueError(f"layer_mapping must be a JSON object {{regex: depth}}, got {type(value).__name__}.")
     _compile_mapping(value)

@@ -15,15 +15,15 @@ regex ``param_groups`` and LLaMA-Factory's per-tower rates express, here compose
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from .._setting_files import read_setting
 
 
 RULE_KEYS = ("pattern", "name", "lr_scale", "lr", "weight_decay", "freeze")
@@ -156,7 +156,7 @@ def parse_param_group_rules(value: Any) -> list[dict[str, Any]] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = _load_rules_text(value)
+        value = read_setting(value, "param_group_rules", "a JSON array of rules", ParamGroupRuleError)
     if isinstance(value, Mapping) and "param_group_rules" in value:
         value = value["param_group_rules"]
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
@@ -196,33 +196,6 @@ def build_rule(rule: ParamGroupRule | Mapping[str, Any], position: int = 0) -> P
             f"param_group_rules[{position}] has no pattern (a regex on parameter names): {dict(rule)}."
         )
     return ParamGroupRule(**rule)
-
-
-def _load_rules_text(text: str) -> Any:
-    stripped = text.lstrip()
-    if stripped.startswith(("[", "{")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ParamGroupRuleError(f"param_group_rules is not valid JSON: {error}.") from error
-    if not os.path.isfile(text):
-        raise ParamGroupRuleError(
-            f"param_group_rules must be a JSON array of rules or the path of a JSON or YAML file holding one; "
-            f"{text!r} is neither."
-        )
-    with open(text, encoding="utf-8") as handle:
-        content = handle.read()
-    if text.endswith((".yaml", ".yml")):
-        import yaml
-
-        try:
-            return yaml.safe_load(content)
-        except yaml.YAMLError as error:
-            raise ParamGroupRuleError(f"param_group_rules: {text} is not valid YAML: {error}.") from error
-    try:
-        return json.loads(content)
-    except json.JSONDecodeError as error:
-        raise ParamGroupRuleError(f"param_group_rules: {text} is not valid JSON: {error}.") from error
 
 
 def as_rules(rules: Sequence[ParamGroupRule | Mapping[str, Any]] | str | None) -> tuple[ParamGroupRule, ...]:

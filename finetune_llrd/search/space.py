@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .._setting_files import read_setting_file
 
 
 SEARCH_DIRECTIONS = ("maximize", "minimize")
@@ -189,20 +190,7 @@ def head_learning_rate(learning_rate: float, layer_decay: float, multiple: float
 
 def load_search_space(path: str | Path) -> SearchSpace:
     """Reads a search space from a JSON or YAML file (by extension; ``.yaml``/``.yml`` need PyYAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"search_space: no file at {str(path)!r}.")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text)
-    else:
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"search_space: {path} is not valid JSON ({error}).") from error
-    return SearchSpace.from_dict(values)
+    return SearchSpace.from_dict(read_setting_file(str(path), "search_space"))
 
 
 def default_search_space(num_parameters: int, head_lr_multiple: bool = False) -> SearchSpace:
