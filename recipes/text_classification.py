@@ -25,12 +25,15 @@ from functools import partial
 import numpy as np
 from datasets import Dataset
 from recipe_utils import (
+    DataCheck,
     LabelSet,
     PredictionDataArgumentsMixin,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
     check_labels,
+    check_labels_present,
+    check_texts,
     keep_splits_to_run,
     load_config,
     load_data_file,
@@ -229,6 +232,16 @@ def check_text_columns(data_args, splits: dict[str, Dataset], sources: dict[str,
     return text_column, text_pair_column
 
 
+def check_text_rows(data_args, splits: dict[str, Dataset], sources: dict[str, str], columns) -> None:
+    """Refuses rows without a text (or a second text of a pair), and labelled rows without a label or with a
+    label of another type than the rest, naming each file, row and column (an empty CSV cell would otherwise be
+    a class '' of its own)."""
+    text_column, text_pair_column = columns
+    with DataCheck(splits, sources) as check:
+        check_texts(check, {text_column: "text", text_pair_column: "second text of the pair"})
+        check_labels_present(check, data_args.label_column, "--label_column")
+
+
 def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[LabelSet | None, str]:
     """The classes (None for regression) and where they come from, after checking that every labelled split
     holds only known labels. Without a GLUE task, the training split (else the evaluation split) defines them."""
@@ -332,6 +345,7 @@ def main(argv=None):
     model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     splits, sources = load_splits(data_args, model_args, training_args)
     text_columns = check_text_columns(data_args, splits, sources)
+    check_text_rows(data_args, splits, sources, text_columns)
     labels, labels_origin = resolve_labels(data_args, splits, sources)
     keep_splits_to_run(splits, training_args)
 

@@ -3,12 +3,17 @@ needs, the checks that they hold rows and the columns the recipe reads, and thei
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import json
+import lzma
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
 from datasets import Dataset, load_dataset
 
 
@@ -96,7 +101,10 @@ def load_data_file(path: str, column_names: Sequence[str] | None = None, cache_d
     try:
         dataset = load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **options)
     except datasets.exceptions.DatasetGenerationError as error:
-        raise ValueError(f"Could not read {path} as {builder.upper()}: {error.__cause__ or error}") from error
+        cause = error.__cause__ or error
+        raise ValueError(
+            f"Could not read {path} as {builder.upper()}: {locate_read_error(path, builder, cause)}"
+        ) from error
     except ValueError as error:
         # A file with a header and no rows gives a split `datasets` cannot select ("corresponds to no data").
         if "corresponds to no data" in str(error):
@@ -104,6 +112,42 @@ def load_data_file(path: str, column_names: Sequence[str] | None = None, cache_d
         raise
     require_rows(dataset, path)
     return dataset
+
+
+def locate_read_error(path: str, builder: str, error: BaseException) -> str:
+    """The reader's error, with the file's line where the reader does not give it: the first line that is not
+    JSON in a JSON lines file (pyarrow counts its rows from 0, and blank lines are not rows), the line of a JSON
+    file's syntax error, the first line that is not UTF-8 text."""
+    suffix = os.path.splitext(path)[1].lower()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
+    if suffix == ".zst":
+        return str(error)
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return str(error)
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as decoding:
+            return f"line {number} is not UTF-8 text ({decoding.reason} at byte {decoding.start + 1} of the line)"
+    if builder != "json":
+        return str(error)
+    text = raw.decode("utf-8")
+    if text.lstrip().startswith("["):  # one JSON array
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as parsing:
+            return f"line {parsing.lineno} is not valid JSON ({parsing.msg} at character {parsing.colno})"
+        return str(error)
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as parsing:
+            return f"line {number} is not a JSON object ({parsing.msg} at character {parsing.colno})"
+    return str(error)
 
 
 def require_rows(dataset: Dataset, source: str) -> None:
@@ -303,7 +347,15 @@ def keep_splits_to_run(splits: dict[str, Dataset], training_args: RecipeTraining
 
 
 def take_samples(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
-    """A seeded random subset of ``max_samples`` rows (all rows if None or larger): files are often sorted by label."""
-    if max_samples is None or max_samples >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(max_samples))
+    """A seeded random subset of ``max_samples`` rows (all rows if None or larger): files are often sorted by label.
+    The rows are :func:`sample_positions`' (those of ``dataset.shuffle(seed=seed).select(range(max_samples))``)."""
+    positions = sample_positions(len(dataset), max_samples, seed)
+    return dataset if positions is None else dataset.select(positions)
+
+
+def sample_positions(num_rows: int, max_samples: int | None, seed: int) -> list[int] | None:
+    """The positions of :func:`take_samples`' rows, in its order (None for every row): the first ``max_samples``
+    of the permutation ``Dataset.shuffle(seed=seed)`` draws, so that a check reads the rows a run will use."""
+    if max_samples is None or max_samples >= num_rows:
+        return None
+    return np.random.default_rng(seed).permutation(num_rows)[:max_samples].tolist()
