@@ -42,6 +42,7 @@ from datasets import Dataset
 from recipe_utils import (
     FolderDataArgumentsMixin,
     LabelSet,
+    Refusal,
     accuracy_metrics,
     build_trainer,
     check_media,
@@ -149,7 +150,7 @@ def read_audio_folder(folder: str, audio_column: str, label_column: str) -> Data
                 rows[audio_column].append(os.path.join(class_folder, name))
                 rows[label_column].append(label)
     if not rows[audio_column]:
-        raise ValueError(
+        raise Refusal(
             f"{folder} holds no clips in sub-folders: put each class's clips ({', '.join(AUDIO_SUFFIXES[:5])}, ...) "
             "in a sub-folder named after the class."
         )
@@ -167,7 +168,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         folder_kind="audio folder",
     )
     if training_args.do_eval and "eval" not in splits:
-        raise ValueError(
+        raise Refusal(
             "--do_eval needs evaluation clips: --validation_dir, --validation_file or a Hub evaluation split."
         )
     return splits, sources
@@ -188,7 +189,7 @@ def check_audio_column(data_args, splits: dict[str, Dataset], sources: dict[str,
             splits[split] = dataset.cast_column(column, datasets.Audio(decode=False))
             continue
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds {feature}, not audio or clip paths. Set "
                 f"--audio_column_name to the column of clips; the columns are {dataset.column_names}."
             )

@@ -39,6 +39,7 @@ from PIL import Image
 from recipe_utils import (
     FolderDataArgumentsMixin,
     LabelSet,
+    Refusal,
     accuracy_metrics,
     as_image_column,
     build_trainer,
@@ -180,7 +181,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     )
     if training_args.do_eval and "eval" not in splits:
         if data_args.train_val_split is None:
-            raise ValueError(
+            raise Refusal(
                 "--do_eval needs evaluation images: --validation_dir, --validation_file, a Hub evaluation split, or "
                 "--train_val_split to split some off the training data."
             )
@@ -196,7 +197,7 @@ def resolve_image_column(data_args, dataset: Dataset, source: str) -> str:
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.Image):
             return name
-    raise ValueError(
+    raise Refusal(
         f"{source} has no column of images; its columns are {dataset.column_names}. Set --image_column to the column "
         "that holds the images or their paths."
     )
@@ -208,9 +209,7 @@ def resolve_label_column(data_args, dataset: Dataset, source: str) -> str:
     for name in LABEL_COLUMN_GUESSES:
         if name in dataset.column_names:
             return name
-    raise ValueError(
-        f"Which column holds the labels of {source}? Set --label_column to one of {dataset.column_names}."
-    )
+    raise Refusal(f"Which column holds the labels of {source}? Set --label_column to one of {dataset.column_names}.")
 
 
 def random_resized_crop_box(

@@ -49,6 +49,7 @@ from datasets import Dataset
 from recipe_utils import (
     DataCheck,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
@@ -177,7 +178,7 @@ def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]
             splits[split] = dataset.add_column("id", [str(index) for index in range(len(dataset))])
         feature = splits[split].features.get(column)
         if feature is not None and (not isinstance(feature, dict) or not {"text", "answer_start"} <= set(feature)):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds {feature}, not SQuAD's answers "
                 "{'text': [...], 'answer_start': [...]}. Set --answer_column_name to the column of answers; the "
                 f"columns are {dataset.column_names}."
@@ -197,7 +198,7 @@ def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]
             sum(len(answers["text"]) == 0 for answers in dataset[column]) if column in dataset.column_names else 0
         )
         if unanswered and not data_args.version_2_with_negative:
-            raise ValueError(
+            raise Refusal(
                 f"{unanswered} of the {len(dataset)} questions of {sources[split]} have no answer (SQuAD v2): pass "
                 "--version_2_with_negative to train and score 'no answer'."
             )
@@ -208,8 +209,10 @@ def answer_problems(answers, context) -> list[str]:
     whose ``answer_start`` is not where its text stands in ``context`` (an offset off by a few characters would
     train on the wrong span; one past the end would make the question unanswered)."""
     texts, starts = (answers.get("text"), answers.get("answer_start")) if isinstance(answers, dict) else (None, None)
-    if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
-        return [f"holds {short(answers)}, not as many answer texts as answer_start offsets"]
+    if not isinstance(texts, list) or not isinstance(starts, list):
+        return [f"holds {short(answers)}, not SQuAD's answers {{'text': [...], 'answer_start': [...]}}"]
+    if len(texts) != len(starts):
+        return [f"holds {len(texts)} answer texts but {len(starts)} answer_start offsets"]
     if not isinstance(context, str):
         return []
     problems = []

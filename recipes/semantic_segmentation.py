@@ -56,6 +56,7 @@ from datasets import Dataset
 from PIL import Image
 from recipe_utils import (
     FolderDataArgumentsMixin,
+    Refusal,
     as_image_column,
     build_trainer,
     check_media,
@@ -238,12 +239,12 @@ def image_mask_folder(folder: str) -> Dataset:
     for sub_folder in ("images", "masks"):
         path = os.path.join(folder, sub_folder)
         if not os.path.isdir(path):
-            raise ValueError(f"{folder} has no {sub_folder}/ folder: it needs images/ and masks/, one mask per image.")
+            raise Refusal(f"{folder} has no {sub_folder}/ folder: it needs images/ and masks/, one mask per image.")
         files = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
         stems[sub_folder] = {os.path.splitext(name)[0]: os.path.join(path, name) for name in files}
     unpaired = sorted(set(stems["images"]) ^ set(stems["masks"]))
     if unpaired:
-        raise ValueError(
+        raise Refusal(
             f"{folder}: {len(unpaired)} images/ and masks/ files have no partner with the same name, e.g. "
             f"{unpaired[:5]}."
         )
@@ -270,7 +271,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     splits = {}
     for split, needed in required.items():
         if needed and sources[split] is None:
-            raise ValueError(f"{stages[split]} needs {arguments[split]}.")
+            raise Refusal(f"{stages[split]} needs {arguments[split]}.")
         if needed:
             splits[split] = read(sources[split])
     return splits, {split: sources[split] for split in splits}
@@ -299,12 +300,12 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
                 cache_dir=model_args.cache_dir,
             )
         except Exception as error:
-            raise ValueError(
+            raise Refusal(
                 f"Could not fetch id2label.json from the dataset {data_args.dataset_name} ({type(error).__name__}): "
                 "give --id2label_file."
             ) from error
     if path is None:
-        raise ValueError(
+        raise Refusal(
             'Which classes do the masks hold? Give --id2label_file, a JSON file {"0": "background", "1": ...}, or put '
             "id2label.json beside the training data."
         )
@@ -313,9 +314,9 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
     try:
         id2label = {int(key): str(value) for key, value in raw.items()}
     except (AttributeError, ValueError) as error:
-        raise ValueError(f'{path} must map class ids to names, as {{"0": "background", "1": ...}}.') from error
+        raise Refusal(f'{path} must map class ids to names, as {{"0": "background", "1": ...}}.') from error
     if sorted(id2label) != list(range(len(id2label))):
-        raise ValueError(f"{path}: the class ids must be 0, 1, ..., N - 1; they are {sorted(id2label)}.")
+        raise Refusal(f"{path}: the class ids must be 0, 1, ..., N - 1; they are {sorted(id2label)}.")
     return id2label, path
 
 

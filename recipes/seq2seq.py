@@ -43,6 +43,7 @@ from recipe_utils import (
     DataCheck,
     PredictionDataArgumentsMixin,
     RecipeArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
@@ -212,7 +213,7 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
             wanted = ((data_args.source_lang, "--source_lang"), (data_args.target_lang, "--target_lang"))
             for language, argument in wanted:
                 if language not in languages:
-                    raise ValueError(
+                    raise Refusal(
                         f"The translations of {sources[split]} have no language {language!r}; they hold "
                         f"{sorted(languages)}. Set {argument} to one of them."
                     )
@@ -221,7 +222,7 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
     summary_column = data_args.summary_column or next((c for c in SUMMARY_COLUMN_GUESSES if c in columns), None)
     for column, argument in ((text_column, "--text_column"), (summary_column, "--summary_column")):
         if column is None:
-            raise ValueError(f"Which column holds the {argument[2:-7]}s? Set {argument} to one of {columns}.")
+            raise Refusal(f"Which column holds the {argument[2:-7]}s? Set {argument} to one of {columns}.")
     require_rows_and_columns(splits, sources, {text_column: "--text_column"}, {summary_column: "--summary_column"})
     return text_column, summary_column
 

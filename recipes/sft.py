@@ -36,6 +36,7 @@ from recipe_utils import (
     DataCheck,
     HubModelArguments,
     RecipeArgumentsMixin,
+    Refusal,
     build_trainer,
     check_data_files,
     is_missing,
@@ -177,7 +178,7 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
     elif training_args.dataset_text_field in columns:
         data_format, needed = TEXT, {training_args.dataset_text_field: "--dataset_text_field"}
     else:
-        raise ValueError(
+        raise Refusal(
             f"{sources[split]} has none of the columns the recipe reads: conversations in "
             f"{data_args.messages_column!r} (--messages_column), prompts and completions in "
             f"{data_args.prompt_column!r} and {data_args.completion_column!r} (--prompt_column, --completion_column), "
@@ -185,7 +186,7 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
         )
     require_rows_and_columns(splits, sources, needed)
     if training_args.assistant_only_loss and data_format != CHAT:
-        raise ValueError(
+        raise Refusal(
             f"--assistant_only_loss needs conversations (a {data_args.messages_column!r} column); {sources[split]} "
             f"holds {data_format} data. Prompt-completion data is trained on its completions by default "
             "(--completion_only_loss)."

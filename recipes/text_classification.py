@@ -28,6 +28,7 @@ from recipe_utils import (
     DataCheck,
     LabelSet,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
@@ -215,7 +216,7 @@ def resolve_text_columns(data_args, column_names: list[str]) -> tuple[str, str |
         default_pair = None
     text_column = data_args.text_column or default_text
     if text_column is None:
-        raise ValueError(f"Which column holds the text? Set --text_column to one of {column_names}.")
+        raise Refusal(f"Which column holds the text? Set --text_column to one of {column_names}.")
     return text_column, data_args.text_pair_column or default_pair
 
 
@@ -253,7 +254,7 @@ def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str
     else:
         reference = next((split for split in ("train", "eval") if split in splits), None)
         if reference is None:
-            raise ValueError("The labels of custom data come from --train_file or --validation_file: give one.")
+            raise Refusal("The labels of custom data come from --train_file or --validation_file: give one.")
         origin = sources[reference]
         is_regression = getattr(splits[reference].features[column], "dtype", None) in ("float16", "float32", "float64")
         labels = None if is_regression else LabelSet.from_column(splits[reference], column)
@@ -264,7 +265,7 @@ def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str
     for split, dataset in splits.items():
         dtype = getattr(dataset.features[column], "dtype", "")
         if not split.startswith("test") and not dtype.startswith(("float", "int")):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} must hold numbers for regression, but holds "
                 f"{dataset.features[column]}. Choose the label column with --label_column."
             )

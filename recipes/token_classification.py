@@ -34,6 +34,7 @@ from recipe_utils import (
     DataCheck,
     LabelSet,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     data_file_builder,
@@ -170,7 +171,7 @@ def read_conll_file(path: str, column_names: list[str]) -> Dataset:
             if fields[0] == "-DOCSTART-":
                 continue
             if len(fields) != len(column_names):
-                raise ValueError(
+                raise Refusal(
                     f"{path}, line {line_number}: {len(fields)} columns, but --conll_columns names "
                     f"{len(column_names)} ({' '.join(column_names)})."
                 )
@@ -195,7 +196,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
             revision=data_args.dataset_revision,
         )
     if data_args.train_file is None:
-        raise ValueError("The tags come from the training data: give --train_file.")
+        raise Refusal("The tags come from the training data: give --train_file.")
     files = select_data_files(data_args, required, wanted)
     splits = {
         split: read_conll_file(path, data_args.conll_columns)
@@ -239,14 +240,14 @@ def resolve_tags(data_args, splits: dict[str, Dataset], sources: dict[str, str])
         names = sorted({tag for sentence in splits["train"][column] for tag in sentence})
         tags = LabelSet.from_names(names)
     else:
-        raise ValueError(
+        raise Refusal(
             f"Column {column!r} of {sources['train']} must hold lists of tag names (B-PER, I-PER, O, ...) or of "
             f"ClassLabel ids, but holds {feature}: seqeval scores entities by their tag names."
         )
     for split, dataset in splits.items():
         unknown = sorted({tag for sentence in dataset[column] for tag in sentence} - set(tags.ids), key=str)
         if unknown:
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds tags {unknown[:10]} that are not among the "
                 f"{len(tags.names)} tags {names_preview(tags.names)} of {sources['train']}."
             )

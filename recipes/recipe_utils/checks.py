@@ -152,7 +152,9 @@ class DataCheck:
             )
             raise DataError(refused, advice)
         for split in dict.fromkeys(split for split, _, _ in self.findings):
-            findings = [finding for name, finding, _ in self.findings if name == split]
+            findings = sorted(
+                (finding for name, finding, _ in self.findings if name == split), key=lambda f: f.row or 0
+            )
             rows = {finding.row for finding in findings}
             dataset = self.splits[split]
             kept = [position for position in range(len(dataset)) if position + 1 not in rows]

@@ -16,6 +16,8 @@ import datasets
 import numpy as np
 from datasets import Dataset, load_dataset
 
+from .checks import Refusal
+
 
 if TYPE_CHECKING:  # arguments.py imports check_data_files from here
     from .arguments import DataArgumentsMixin, FolderDataArgumentsMixin, HubModelArguments, RecipeTrainingArguments
@@ -37,7 +39,7 @@ def data_file_builder(path: str) -> str:
         name = name.removesuffix(suffix)
     extension = os.path.splitext(name)[1]
     if extension not in DATA_FILE_BUILDERS:
-        raise ValueError(
+        raise Refusal(
             f"{path}: unsupported file type {extension!r}. Use one of {', '.join(DATA_FILE_BUILDERS)} "
             "(optionally compressed with .gz, .bz2, .xz or .zst)."
         )
@@ -66,10 +68,10 @@ def check_data_files(files: dict[str, str | None], column_names: Sequence[str] |
         if path is None:
             continue
         if not os.path.isfile(path):
-            raise ValueError(f"--{argument} {path}: no such file.")
+            raise Refusal(f"--{argument} {path}: no such file.")
         builder = data_file_builder(path)
         if column_names and builder != "csv":
-            raise ValueError(
+            raise Refusal(
                 f"--column_names names the columns of headerless CSV / TSV files; --{argument} {path} is not one."
             )
 
@@ -97,18 +99,18 @@ def load_data_file(path: str, column_names: Sequence[str] | None = None, cache_d
         if column_names:
             options["column_names"] = list(column_names)
     if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty.")
+        raise Refusal(f"{path} is empty.")
     try:
         dataset = load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **options)
     except datasets.exceptions.DatasetGenerationError as error:
         cause = error.__cause__ or error
-        raise ValueError(
+        raise Refusal(
             f"Could not read {path} as {builder.upper()}: {locate_read_error(path, builder, cause)}"
         ) from error
     except ValueError as error:
         # A file with a header and no rows gives a split `datasets` cannot select ("corresponds to no data").
         if "corresponds to no data" in str(error):
-            raise ValueError(f"{path} holds no rows.") from error
+            raise Refusal(f"{path} holds no rows.") from error
         raise
     require_rows(dataset, path)
     return dataset
@@ -153,7 +155,7 @@ def locate_read_error(path: str, builder: str, error: BaseException) -> str:
 def require_rows(dataset: Dataset, source: str) -> None:
     """Raises a ValueError naming ``source`` if ``dataset`` is empty."""
     if len(dataset) == 0:
-        raise ValueError(f"{source} holds no rows.")
+        raise Refusal(f"{source} holds no rows.")
 
 
 def require_columns(dataset: Dataset, columns: Iterable[str | None], source: str, arguments: dict[str, str]) -> None:
@@ -169,7 +171,7 @@ def require_columns(dataset: Dataset, columns: Iterable[str | None], source: str
         if column is not None and column not in dataset.column_names:
             argument = arguments.get(column)
             hint = f" Set {argument} to one of them." if argument else ""
-            raise ValueError(f"{source} has no column {column!r}; its columns are {dataset.column_names}.{hint}")
+            raise Refusal(f"{source} has no column {column!r}; its columns are {dataset.column_names}.{hint}")
 
 
 def load_hub_splits(
@@ -203,7 +205,7 @@ def load_hub_splits(
         if hub_split in raw:
             splits[split], sources[split] = raw[hub_split], f"split {hub_split!r} of {name}"
         elif split not in optional:
-            raise ValueError(
+            raise Refusal(
                 f"{name} has no split {hub_split!r}; its splits are {list(raw)}. Choose one with {argument}."
             )
     return splits, sources
@@ -284,9 +286,7 @@ def load_train_and_eval_splits(
         splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
         sources = dict(files)
     if "train" not in splits:
-        raise ValueError(
-            "The classes come from the training data: give --train_dir, --train_file or a Hub train split."
-        )
+        raise Refusal("The classes come from the training data: give --train_dir, --train_file or a Hub train split.")
     return splits, sources
 
 
@@ -308,7 +308,7 @@ def select_data_files(
     files = {}
     for split, path in data_args.data_files().items():
         if required[split] and path is None:
-            raise ValueError(f"{stages[split]} needs {arguments[split]}.")
+            raise Refusal(f"{stages[split]} needs {arguments[split]}.")
         if wanted[split] and path is not None:
             files[split] = path
     return files

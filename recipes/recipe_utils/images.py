@@ -6,6 +6,8 @@ from __future__ import annotations
 import datasets
 from datasets import Dataset
 
+from .checks import Refusal
+
 
 def as_image_column(dataset: Dataset, column: str, source: str, flag: str = "--image_column") -> Dataset:
     """``dataset`` with ``column`` decoded as images (a column of image paths is cast to images); ``flag`` is
@@ -18,7 +20,7 @@ def as_image_column(dataset: Dataset, column: str, source: str, flag: str = "--i
     feature = dataset.features[column]
     if not isinstance(feature, datasets.Image):
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {source} holds {feature}, not images or image paths. Set {flag} to "
                 f"the column of images; the columns are {dataset.column_names}."
             )

@@ -11,7 +11,7 @@ import datasets
 from datasets import Dataset
 from transformers import PretrainedConfig
 
-from .checks import DataCheck, check_labels_present
+from .checks import DataCheck, Refusal, check_labels_present
 
 
 # Label names shown in full in an error message; longer lists show their first few and their count.
@@ -74,7 +74,7 @@ def check_labels(
             continue
         unknown = sorted(set(dataset.unique(column)) - set(labels.ids), key=str)
         if unknown:
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds labels {unknown[:10]} that are not among the "
                 f"{len(labels.names)} labels {names_preview(labels.names)} of {origin}. Fix the data, or choose the "
                 f"label column with {label_flag}."
@@ -128,7 +128,7 @@ def set_labels(
     num_labels = 1 if names is None else len(names)
     pretrained_head = any(name.endswith(head_suffix) for name in config.architectures or [])
     if pretrained_head and config.num_labels != num_labels and not ignore_mismatched_sizes:
-        raise ValueError(
+        raise Refusal(
             f"{model_name_or_path} is a {config.architectures[0]} whose head predicts {config.num_labels} labels "
             f"{names_preview(list(config.id2label.values()))}, but {labels_source} has {num_labels}"
             f"{'' if names is None else ' ' + names_preview(names)}. Pass --ignore_mismatched_sizes to train a new "

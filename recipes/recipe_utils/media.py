@@ -48,9 +48,14 @@ class MediaProblem(Exception):
 def media_path(value: Any) -> str | None:
     """The file an image or clip entry names (a path, or a ``{"bytes", "path"}`` dict without its bytes), if any:
     an entry that holds its bytes (parquet, the Hub) is its row, its path only a name."""
-    if isinstance(value, dict):
-        return None if value.get("bytes") else value.get("path") or None
-    return value if isinstance(value, str) else None
+    path = (
+        None
+        if isinstance(value, dict) and value.get("bytes")
+        else value.get("path")
+        if isinstance(value, dict)
+        else value
+    )
+    return path if isinstance(path, str) and path.strip() else None
 
 
 def media_file(value: Any) -> str | io.BytesIO:
@@ -67,7 +72,7 @@ def media_file(value: Any) -> str | io.BytesIO:
             raise MediaProblem("is empty (0 bytes)")
         path = value.get("path")
     if not isinstance(path, str) or not path.strip():
-        raise MediaProblem(f"names no file ({value!r})")
+        raise MediaProblem(f"names no file ({path!r})")
     if not os.path.isfile(path):
         raise MediaProblem("no such file")
     if os.path.getsize(path) == 0:
@@ -220,7 +225,9 @@ def decode_media(
                     decoded.append(read(value))
                 except Exception as error:
                     problem = str(error) if isinstance(error, MediaProblem) else f"{type(error).__name__}: {error}"
-                    finding = Finding(source, row, column, f"cannot be decoded: {problem}", media_path(value))
+                    if not problem.startswith("cannot be decoded"):
+                        problem = f"cannot be decoded: {problem}"
+                    finding = Finding(source, row, column, problem, media_path(value))
                     raise DataError([finding]) from error
             batch[column] = decoded
         try:

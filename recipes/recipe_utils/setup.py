@@ -19,7 +19,7 @@ from transformers import HfArgumentParser, set_seed
 from finetune_llrd.checkpoints import complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
 
 from .arguments import RecipeTrainingArguments
-from .checks import check_checkpoint_origin, check_output_dir, exit_on_refusal
+from .checks import Refusal, check_checkpoint_origin, check_output_dir, exit_on_refusal
 
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | N
         return None
     if not complete_checkpoints(output_dir):
         if os.listdir(output_dir):
-            raise ValueError(
+            raise Refusal(
                 f"Output directory {output_dir} already exists and is not empty, and it holds no complete checkpoint "
                 "to resume from. Pass --overwrite_output_dir to write into it, or choose another --output_dir."
             )
