@@ -47,6 +47,7 @@ from recipe_utils import (
     build_trainer,
     check_media,
     classification_labels,
+    column_values,
     decode_media,
     keep_splits_to_run,
     load_config,
@@ -194,7 +195,10 @@ def check_audio_column(data_args, splits: dict[str, Dataset], sources: dict[str,
                 f"--audio_column_name to the column of clips; the columns are {dataset.column_names}."
             )
         folder = os.path.dirname(os.path.abspath(sources[split])) if os.path.isfile(sources[split]) else ""
-        paths = [os.path.join(folder, path) if isinstance(path, str) and path else path for path in dataset[column]]
+        paths = [
+            os.path.join(folder, path) if isinstance(path, str) and path else path
+            for path in column_values(dataset, column)
+        ]
         splits[split] = dataset.remove_columns(column).add_column(column, paths)
 
 

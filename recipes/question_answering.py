@@ -55,6 +55,7 @@ from recipe_utils import (
     check_data_files,
     check_texts,
     check_unique,
+    column_values,
     is_missing,
     keep_splits_to_run,
     load_config,
@@ -190,12 +191,16 @@ def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]
         check_unique(check, "id", scored, "the answers are keyed by id, so one of the two questions would go unscored")
         for split, dataset in splits.items():
             if column in dataset.column_names:
-                for row, (answers, context) in enumerate(zip(dataset[column], dataset[context_column]), start=1):
+                for row, (answers, context) in enumerate(
+                    zip(column_values(dataset, column), column_values(dataset, context_column)), start=1
+                ):
                     for problem in answer_problems(answers, context):
                         check.add(split, row, column, problem)
     for split, dataset in splits.items():
         unanswered = (
-            sum(len(answers["text"]) == 0 for answers in dataset[column]) if column in dataset.column_names else 0
+            sum(len(answers["text"]) == 0 for answers in column_values(dataset, column))
+            if column in dataset.column_names
+            else 0
         )
         if unanswered and not data_args.version_2_with_negative:
             raise Refusal(

@@ -48,6 +48,7 @@ from recipe_utils import (
     build_trainer,
     check_data_files,
     check_texts,
+    column_values,
     is_missing,
     keep_splits_to_run,
     load_metric,
@@ -240,7 +241,7 @@ def check_pairs(data_args, splits: dict[str, Dataset], sources: dict[str, str], 
                 check_texts(check, texts, splits=[split], droppable=droppable)
                 continue
             languages = {data_args.source_lang: "source text", data_args.target_lang: "target translation"}
-            for row, pair in enumerate(dataset[TRANSLATION_COLUMN], start=1):
+            for row, pair in enumerate(column_values(dataset, TRANSLATION_COLUMN), start=1):
                 for language, what in languages.items():
                     text = pair.get(language) if isinstance(pair, dict) else None
                     if is_missing(text) or not isinstance(text, str):

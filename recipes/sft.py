@@ -39,6 +39,7 @@ from recipe_utils import (
     Refusal,
     build_trainer,
     check_data_files,
+    column_values,
     is_missing,
     keep_splits_to_run,
     load_splits,
@@ -375,31 +376,29 @@ def check_sft_rows(
     """Refuses, naming the file, the row and the column: conversations that are not lists of ``{role, content}``
     turns, a role the chat template does not know (:func:`known_roles`), a turn without text, a conversation the
     template fails on or, with ``--assistant_only_loss``, one without an assistant turn (TRL would drop it in
-    silence); prompts, completions and texts that are missing or empty."""
+    silence); prompts, completions and texts that are missing or empty. Every row is read; the template renders
+    the conversations the run uses (``--max_*_samples``)."""
     columns = {
         CHAT: {data_args.messages_column: "conversation"},
         PROMPT_COMPLETION: {data_args.prompt_column: "prompt", data_args.completion_column: "completion"},
         TEXT: {training_args.dataset_text_field: "text"},
     }[data_format]
     roles = known_roles(tokenizer) if data_format != TEXT else set()
+    needs_assistant = training_args.assistant_only_loss and data_format == CHAT
     with DataCheck(splits, sources) as check:
         for split, dataset in splits.items():
-            used = set(
-                sample_positions(len(dataset), data_args.max_samples(split), training_args.seed) or range(len(dataset))
-            )
+            positions = sample_positions(len(dataset), data_args.max_samples(split), training_args.seed)
+            rendered = set(range(len(dataset)) if positions is None else positions)  # the conversations that train
             for column, what in columns.items():
-                for row, value in enumerate(dataset[column], start=1):
-                    if isinstance(value, list) or data_format == CHAT:
-                        needs_assistant = training_args.assistant_only_loss and data_format == CHAT
+                for row, value in enumerate(column_values(dataset, column), start=1):
+                    if isinstance(value, list) or data_format == CHAT:  # turns (a prompt may be turns too)
                         problems = turn_problems(value, roles, needs_assistant)
-                        if not problems and row - 1 in used and data_format == CHAT:
+                        if not problems and data_format == CHAT and row - 1 in rendered:
                             problems = template_problems(tokenizer, value)
+                    elif is_missing(value) or not isinstance(value, str):
+                        problems = [f"the {what} is {short(value)}"]
                     else:
-                        problems = (
-                            [f"the {what} is {short(value)}"]
-                            if is_missing(value) or not isinstance(value, str)
-                            else []
-                        )
+                        problems = []
                     for problem in problems:
                         check.add(split, row, column, problem)
 

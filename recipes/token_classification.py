@@ -37,6 +37,7 @@ from recipe_utils import (
     Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
+    column_values,
     data_file_builder,
     is_missing,
     keep_splits_to_run,
@@ -214,7 +215,9 @@ def check_sentences(data_args, splits: dict[str, Dataset], sources: dict[str, st
     units = {split: "sentence" for split, source in sources.items() if is_conll_file(source)}
     with DataCheck(splits, sources, units=units) as check:
         for split, dataset in splits.items():
-            for row, (words, tags) in enumerate(zip(dataset[words_column], dataset[tags_column]), start=1):
+            for row, (words, tags) in enumerate(
+                zip(column_values(dataset, words_column), column_values(dataset, tags_column)), start=1
+            ):
                 if not isinstance(words, list) or not words:
                     check.add(split, row, words_column, f"holds {short(words)}, not a list of words")
                 elif not isinstance(tags, list):
@@ -223,9 +226,10 @@ def check_sentences(data_args, splits: dict[str, Dataset], sources: dict[str, st
                     problem = f"{len(tags)} tags for the {len(words)} words of {words_column!r}"
                     check.add(split, row, tags_column, problem)
                 else:
-                    for column, items, what in ((words_column, words, "word"), (tags_column, tags, "tag")):
+                    kinds = ((words_column, words, "word", (str,)), (tags_column, tags, "tag", (str, int)))
+                    for column, items, what, types in kinds:
                         for index, item in enumerate(items, start=1):
-                            if is_missing(item) or isinstance(item, (list, dict)):
+                            if is_missing(item) or not isinstance(item, types):
                                 check.add(split, row, column, f"{what} {index} of {len(items)} is {short(item)}")
 
 
@@ -245,7 +249,9 @@ def resolve_tags(data_args, splits: dict[str, Dataset], sources: dict[str, str])
             f"ClassLabel ids, but holds {feature}: seqeval scores entities by their tag names."
         )
     for split, dataset in splits.items():
-        unknown = sorted({tag for sentence in dataset[column] for tag in sentence} - set(tags.ids), key=str)
+        unknown = sorted(
+            {tag for sentence in column_values(dataset, column) for tag in sentence} - set(tags.ids), key=str
+        )
         if unknown:
             raise Refusal(
                 f"Column {column!r} of {sources[split]} holds tags {unknown[:10]} that are not among the "

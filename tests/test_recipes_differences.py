@@ -88,6 +88,23 @@ MAIN_CALLS = {
     ],
 }  # fmt: skip
 
+# The steps of each main() that check the data row by row before a model loads (issue #32): the recipe's own for
+# its format, and recipe_utils' where recipes share a format (classification labels, images and clips). The output
+# folder is checked by prepare_run, before anything is read.
+DATA_CHECKS = {
+    "text_classification": ["check_text_rows", "resolve_labels"],
+    "image_classification": ["classification_labels", "check_media"],
+    "token_classification": ["check_sentences", "resolve_tags"],
+    "question_answering": ["check_answers"],
+    "audio_classification": ["check_audio_column", "classification_labels", "check_media"],
+    "semantic_segmentation": ["check_media"],
+    "sft": ["check_sft_rows"],
+    "seq2seq": ["check_pairs"],
+}
+SHARED_DATA_CHECKS = {"classification_labels", "check_media"}
+# The calls that load a model (or its config), which every data check comes before.
+MODEL_LOADS = {"load_config", "load_model", "load_seq2seq_model", "load_causal_lm", "build_model"}
+
 # What each recipe defines itself: its task's data, processing, metric and predictions.
 OWN_DEFINITIONS = {
     "text_classification": {
@@ -266,6 +283,17 @@ def test_main_takes_the_shared_steps_and_its_own_between_them(recipe):
     for name in steps:
         owner = recipe_utils if name != "load_splits" else module
         assert getattr(module, name) is getattr(owner, name), name
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_checks_its_data_before_it_loads_a_model(recipe):
+    calls = _called_names(_main(recipe))
+    first_load = min(calls.index(name) for name in MODEL_LOADS if name in calls)
+    assert all(step in calls[:first_load] for step in DATA_CHECKS[recipe]), calls[:first_load]
+    module = importlib.import_module(recipe)
+    for step in DATA_CHECKS[recipe]:
+        owner = recipe_utils if step in SHARED_DATA_CHECKS else module
+        assert getattr(module, step) is getattr(owner, step), step
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -175,7 +175,10 @@ def check_media(
         subset = undecoded(dataset, columns).select_columns(list(columns))
         if positions is not None:
             subset = subset.select(positions)
-        for index, (row, example) in enumerate(zip(rows, subset)):
+        examples = (
+            dict(zip(batch, values)) for batch in subset.iter(batch_size=256) for values in zip(*batch.values())
+        )
+        for index, (row, example) in enumerate(zip(rows, examples)):
             decode = decode_all or index == 0
             opened = {}
             for column, kind in columns.items():
