@@ -11,7 +11,8 @@ header (or the first line of a headerless file), the first object of a JSON line
 examples), the first row of a parquet file or of a Hub split; a CoNLL file's rows are its sentences.
 
 :func:`check_output_dir` refuses, before anything is read, an ``--output_dir`` that is a file or cannot be written
-into, and a checkpoint in it (the one a run would resume from) written by another recipe or for another model.
+into; :func:`check_checkpoint_origin`, the checkpoint a run would resume from when another recipe wrote it or it
+holds another model type. ``prepare_run`` calls both.
 """
 
 from __future__ import annotations
