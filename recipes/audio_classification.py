@@ -29,7 +29,6 @@ per-depth learning rates.
 """
 
 import inspect
-import io
 import logging
 import math
 import os
@@ -43,14 +42,20 @@ from datasets import Dataset
 from recipe_utils import (
     FolderDataArgumentsMixin,
     LabelSet,
+    Refusal,
     accuracy_metrics,
     build_trainer,
-    check_labels,
+    check_media,
+    classification_labels,
+    column_values,
+    decode_media,
     keep_splits_to_run,
     load_config,
     load_model,
     load_train_and_eval_splits,
+    media_file,
     model_card_kwargs,
+    number_rows,
     prepare_run,
     require_rows_and_columns,
     take_samples,
@@ -146,7 +151,7 @@ def read_audio_folder(folder: str, audio_column: str, label_column: str) -> Data
                 rows[audio_column].append(os.path.join(class_folder, name))
                 rows[label_column].append(label)
     if not rows[audio_column]:
-        raise ValueError(
+        raise Refusal(
             f"{folder} holds no clips in sub-folders: put each class's clips ({', '.join(AUDIO_SUFFIXES[:5])}, ...) "
             "in a sub-folder named after the class."
         )
@@ -164,7 +169,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         folder_kind="audio folder",
     )
     if training_args.do_eval and "eval" not in splits:
-        raise ValueError(
+        raise Refusal(
             "--do_eval needs evaluation clips: --validation_dir, --validation_file or a Hub evaluation split."
         )
     return splits, sources
@@ -173,10 +178,10 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
 def check_audio_column(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:
     """Makes every split's audio column one of clips soundfile can read: a Hub ``Audio`` column is left undecoded
     (its bytes or path are read here), and relative paths of a file are made relative to the file's folder.
+    Whether each clip exists and can be read is :func:`check_media`'s to say, naming the rows.
 
     Raises:
-        ValueError: naming the column and the split's source if it holds neither audio nor paths, or naming the
-            first clips that do not exist.
+        ValueError: naming the column and the split's source if it holds neither audio nor paths.
     """
     column = data_args.audio_column_name
     for split, dataset in splits.items():
@@ -185,15 +190,15 @@ def check_audio_column(data_args, splits: dict[str, Dataset], sources: dict[str,
             splits[split] = dataset.cast_column(column, datasets.Audio(decode=False))
             continue
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds {feature}, not audio or clip paths. Set "
                 f"--audio_column_name to the column of clips; the columns are {dataset.column_names}."
             )
         folder = os.path.dirname(os.path.abspath(sources[split])) if os.path.isfile(sources[split]) else ""
-        paths = [os.path.join(folder, path) for path in dataset[column]]
-        missing = [path for path in paths if not os.path.isfile(path)]
-        if missing:
-            raise ValueError(f"{len(missing)} clips of {sources[split]} do not exist: {missing[:3]}.")
+        paths = [
+            os.path.join(folder, path) if isinstance(path, str) and path else path
+            for path in column_values(dataset, column)
+        ]
         splits[split] = dataset.remove_columns(column).add_column(column, paths)
 
 
@@ -209,9 +214,7 @@ def resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
 def read_clip(clip: str | dict, sampling_rate: int) -> np.ndarray:
     """A clip (a path, or a Hub audio entry with its ``bytes`` or ``path``) decoded with soundfile, mixed down to
     mono and resampled to ``sampling_rate``."""
-    if isinstance(clip, dict):
-        clip = io.BytesIO(clip["bytes"]) if clip.get("bytes") else clip["path"]
-    waveform, rate = soundfile.read(clip, dtype="float32", always_2d=True)
+    waveform, rate = soundfile.read(media_file(clip), dtype="float32", always_2d=True)
     return resample(waveform.mean(axis=1), rate, sampling_rate)
 
 
@@ -224,21 +227,23 @@ def random_window(waveform: np.ndarray, max_samples: int) -> np.ndarray:
     return waveform[offset : offset + max_samples]
 
 
-def apply_transforms(splits, sampling_rate: int, labels: LabelSet, data_args, training_args) -> None:
+def apply_transforms(splits, sources, sampling_rate: int, labels: LabelSet, data_args, training_args) -> None:
     """Replaces every split by its random subset of ``--max_*_samples`` clips, decoded and resampled as batches
-    are drawn, training clips cut to a random window of ``--max_length_seconds``."""
+    are drawn (a clip that fails stops the run naming its row), training clips cut to a random window of
+    ``--max_length_seconds``."""
     audio_column, label_column = data_args.audio_column_name, data_args.label_column_name
     max_samples = round(data_args.max_length_seconds * sampling_rate)
+    readers = {audio_column: lambda clip: read_clip(clip, sampling_rate)}
     for split, dataset in splits.items():
 
         def apply(batch, crop=split == "train"):
-            waveforms = [read_clip(clip, sampling_rate) for clip in batch[audio_column]]
             return {
-                "waveform": [random_window(waveform, max_samples) if crop else waveform for waveform in waveforms],
+                "waveform": [random_window(clip, max_samples) if crop else clip for clip in batch[audio_column]],
                 "labels": [labels.ids[value] for value in batch[label_column]],
             }
 
-        splits[split] = take_samples(dataset, data_args.max_samples(split), training_args.seed).with_transform(apply)
+        dataset = take_samples(number_rows(dataset), data_args.max_samples(split), training_args.seed)
+        splits[split] = dataset.with_transform(decode_media(apply, source=sources[split], readers=readers))
 
 
 class AudioCollator:
@@ -297,9 +302,9 @@ def main(argv=None):
     columns = {data_args.audio_column_name: "--audio_column_name", data_args.label_column_name: "--label_column_name"}
     require_rows_and_columns(splits, sources, columns)
     check_audio_column(data_args, splits, sources)
-    labels = LabelSet.from_column(splits["train"], data_args.label_column_name)
-    check_labels(splits, sources, data_args.label_column_name, labels, sources["train"], "--label_column_name")
+    labels = classification_labels(splits, sources, data_args.label_column_name, "--label_column_name")
     keep_splits_to_run(splits, training_args)
+    check_media(splits, sources, {data_args.audio_column_name: "audio"}, data_args=data_args, seed=training_args.seed)
 
     config = load_config(
         model_args, labels.names, sources["train"], finetuning_task="audio-classification", head_suffix=HEAD_SUFFIXES
@@ -309,7 +314,7 @@ def main(argv=None):
     feature_extractor = AutoFeatureExtractor.from_pretrained(
         model_args.feature_extractor_name or model_args.model_name_or_path, **model_args.hub_options()
     )
-    apply_transforms(splits, feature_extractor.sampling_rate, labels, data_args, training_args)
+    apply_transforms(splits, sources, feature_extractor.sampling_rate, labels, data_args, training_args)
 
     trainer = build_trainer(
         model,

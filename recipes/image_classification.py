@@ -39,21 +39,27 @@ from PIL import Image
 from recipe_utils import (
     FolderDataArgumentsMixin,
     LabelSet,
+    Refusal,
     accuracy_metrics,
     as_image_column,
     build_trainer,
-    check_labels,
+    check_media,
+    classification_labels,
+    decode_media,
     keep_splits_to_run,
     load_config,
     load_model,
     load_train_and_eval_splits,
     model_card_kwargs,
     model_input_size,
+    number_rows,
     prepare_run,
+    read_image,
     require_rows_and_columns,
     resize_image_processor,
     take_samples,
     train_evaluate_and_report,
+    undecoded,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
@@ -144,14 +150,23 @@ class DataTrainingArguments(FolderDataArgumentsMixin):
 
 
 def read_image_folders(folders: dict[str, str], cache_dir: str | None) -> dict[str, Dataset]:
-    """Split -> its folder of images with one sub-folder per class, read in one load so that every split gets
-    the same classes (the sub-folder names)."""
+    """Split -> its folder of images with one sub-folder per class, its labels the sub-folder names. (The
+    imagefolder builder gives every split the classes of all the folders: a class found only in the validation
+    folder is then refused, as for files, rather than added to the model.)"""
     raw = load_dataset(
         "imagefolder",
         data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
         cache_dir=cache_dir,
     )
-    return {split: raw[split] for split in folders}
+    splits = {}
+    for split in folders:
+        names = raw[split].features["label"].names
+        splits[split] = raw[split].map(
+            lambda batch, names=names: {"label": [names[index] for index in batch["label"]]},
+            batched=True,
+            features=datasets.Features({**raw[split].features, "label": datasets.Value("string")}),
+        )
+    return splits
 
 
 def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset], dict[str, str]]:
@@ -166,7 +181,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     )
     if training_args.do_eval and "eval" not in splits:
         if data_args.train_val_split is None:
-            raise ValueError(
+            raise Refusal(
                 "--do_eval needs evaluation images: --validation_dir, --validation_file, a Hub evaluation split, or "
                 "--train_val_split to split some off the training data."
             )
@@ -182,7 +197,7 @@ def resolve_image_column(data_args, dataset: Dataset, source: str) -> str:
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.Image):
             return name
-    raise ValueError(
+    raise Refusal(
         f"{source} has no column of images; its columns are {dataset.column_names}. Set --image_column to the column "
         "that holds the images or their paths."
     )
@@ -194,9 +209,7 @@ def resolve_label_column(data_args, dataset: Dataset, source: str) -> str:
     for name in LABEL_COLUMN_GUESSES:
         if name in dataset.column_names:
             return name
-    raise ValueError(
-        f"Which column holds the labels of {source}? Set --label_column to one of {dataset.column_names}."
-    )
+    raise Refusal(f"Which column holds the labels of {source}? Set --label_column to one of {dataset.column_names}.")
 
 
 def random_resized_crop_box(
@@ -329,9 +342,12 @@ def image_size_forward_options(model, image_size: int) -> dict[str, bool]:
     return options
 
 
-def apply_transforms(splits, image_processor, columns: tuple[str, str], labels: LabelSet, data_args, training_args):
-    """Replaces every split by its random subset of ``--max_*_samples`` images, transformed on the fly as
-    batches are drawn: augmented for training (:class:`TrainTransform`), processed for evaluation."""
+def apply_transforms(
+    splits, sources, image_processor, columns: tuple[str, str], labels: LabelSet, data_args, training_args
+):
+    """Replaces every split by its random subset of ``--max_*_samples`` images, decoded (a file that fails
+    stops the run naming its row) and transformed on the fly as batches are drawn: augmented for training
+    (:class:`TrainTransform`), processed for evaluation."""
     image_column, label_column = columns
     transforms = {"train": TrainTransform(image_processor), "eval": EvalTransform(image_processor)}
     for split, dataset in splits.items():
@@ -343,7 +359,12 @@ def apply_transforms(splits, image_processor, columns: tuple[str, str], labels: 
                 "labels": [labels.ids[value] for value in batch[label_column]],
             }
 
-        splits[split] = take_samples(dataset, data_args.max_samples(split), training_args.seed).with_transform(apply)
+        dataset = take_samples(
+            number_rows(undecoded(dataset, [image_column])), data_args.max_samples(split), training_args.seed
+        )
+        splits[split] = dataset.with_transform(
+            decode_media(apply, source=sources[split], readers={image_column: read_image})
+        )
 
 
 def collate(examples: list[dict], forward_options: dict[str, bool] | None = None) -> dict[str, torch.Tensor]:
@@ -362,9 +383,9 @@ def main(argv=None):
     training_args.remove_unused_columns = False
     splits, sources = load_splits(data_args, model_args, training_args)
     image_column, label_column = check_image_columns(data_args, splits, sources)
-    labels = LabelSet.from_column(splits["train"], label_column)
-    check_labels(splits, sources, label_column, labels, sources["train"])
+    labels = classification_labels(splits, sources, label_column)
     keep_splits_to_run(splits, training_args)
+    check_media(splits, sources, {image_column: "image"}, data_args=data_args, seed=training_args.seed)
 
     task, head_suffix = "image-classification", "ForImageClassification"
     config = load_config(model_args, labels.names, sources["train"], finetuning_task=task, head_suffix=head_suffix)
@@ -377,7 +398,7 @@ def main(argv=None):
     if model_args.image_size is not None:
         resize_image_processor(image_processor, model_args.image_size)
         forward_options = image_size_forward_options(model, model_args.image_size)
-    apply_transforms(splits, image_processor, (image_column, label_column), labels, data_args, training_args)
+    apply_transforms(splits, sources, image_processor, (image_column, label_column), labels, data_args, training_args)
 
     trainer = build_trainer(
         model,

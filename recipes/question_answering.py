@@ -46,12 +46,17 @@ from functools import partial
 
 import numpy as np
 from datasets import Dataset
-from recipe_utils import ModelArguments as BaseModelArguments
 from recipe_utils import (
+    DataCheck,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
+    check_texts,
+    check_unique,
+    column_values,
+    is_missing,
     keep_splits_to_run,
     load_config,
     load_model,
@@ -60,10 +65,12 @@ from recipe_utils import (
     pad_to_multiple_of,
     prepare_run,
     require_rows_and_columns,
+    short,
     take_samples,
     tokenize_splits,
     train_evaluate_and_report,
 )
+from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, DataCollatorWithPadding, default_data_collator
 from transformers.trainer_utils import speed_metrics
 
@@ -156,32 +163,80 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
 
 
 def check_answers(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:
-    """Checks that every split's answers are SQuAD's ``{"text": [...], "answer_start": [...]}``, and that questions
-    without an answer come only with --version_2_with_negative; a test split may have no answers at all. A split
-    without an ``id`` column gets the row numbers as ids (the predictions are keyed by them).
+    """Checks that every split's answers are SQuAD's ``{"text": [...], "answer_start": [...]}``, that every row has
+    a question and a context, that every answer is the text its ``answer_start`` points at in its context, that
+    the questions to score have distinct ids, and that questions without an answer come only with
+    --version_2_with_negative; a test split may have no answers at all. A split without an ``id`` column gets the
+    row numbers as ids (the predictions are keyed by them).
 
     Raises:
         ValueError: naming the split's source and the column.
+        DataError: naming the file, the row and the column of every row that does not fit.
     """
     column = data_args.answer_column_name
     for split, dataset in splits.items():
         if "id" not in dataset.column_names:
-            splits[split] = dataset = dataset.add_column("id", [str(index) for index in range(len(dataset))])
-        if split.startswith("test") and column not in dataset.column_names:
-            continue
-        feature = dataset.features[column]
-        if not isinstance(feature, dict) or not {"text", "answer_start"} <= set(feature):
-            raise ValueError(
+            splits[split] = dataset.add_column("id", [str(index) for index in range(len(dataset))])
+        feature = splits[split].features.get(column)
+        if feature is not None and (not isinstance(feature, dict) or not {"text", "answer_start"} <= set(feature)):
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds {feature}, not SQuAD's answers "
                 "{'text': [...], 'answer_start': [...]}. Set --answer_column_name to the column of answers; the "
                 f"columns are {dataset.column_names}."
             )
-        unanswered = sum(len(answers["text"]) == 0 for answers in dataset[column])
+    context_column = data_args.context_column_name
+    with DataCheck(splits, sources) as check:
+        check_texts(check, {data_args.question_column_name: "question", context_column: "context"})
+        scored = [split for split in splits if split != "train"]
+        check_unique(check, "id", scored, "the answers are keyed by id, so one of the two questions would go unscored")
+        for split, dataset in splits.items():
+            if column in dataset.column_names:
+                for row, (answers, context) in enumerate(
+                    zip(column_values(dataset, column), column_values(dataset, context_column)), start=1
+                ):
+                    for problem in answer_problems(answers, context):
+                        check.add(split, row, column, problem)
+    for split, dataset in splits.items():
+        unanswered = (
+            sum(len(answers["text"]) == 0 for answers in column_values(dataset, column))
+            if column in dataset.column_names
+            else 0
+        )
         if unanswered and not data_args.version_2_with_negative:
-            raise ValueError(
+            raise Refusal(
                 f"{unanswered} of the {len(dataset)} questions of {sources[split]} have no answer (SQuAD v2): pass "
                 "--version_2_with_negative to train and score 'no answer'."
             )
+
+
+def answer_problems(answers, context) -> list[str]:
+    """What is wrong with a row's answers: not SQuAD's two lists of one length, an answer that is not text, or
+    whose ``answer_start`` is not where its text stands in ``context`` (an offset off by a few characters would
+    train on the wrong span; one past the end would make the question unanswered)."""
+    texts, starts = (answers.get("text"), answers.get("answer_start")) if isinstance(answers, dict) else (None, None)
+    if not isinstance(texts, list) or not isinstance(starts, list):
+        return [f"holds {short(answers)}, not SQuAD's answers {{'text': [...], 'answer_start': [...]}}"]
+    if len(texts) != len(starts):
+        return [f"holds {len(texts)} answer texts but {len(starts)} answer_start offsets"]
+    if not isinstance(context, str):
+        return []
+    problems = []
+    for number, (text, start) in enumerate(zip(texts, starts), start=1):
+        answer = f"answer {number} {short(text, 40)}"
+        if is_missing(text) or not isinstance(text, str):
+            problems.append(f"answer {number} is {short(text)}, not text")
+        elif not isinstance(start, int) or start < 0:
+            problems.append(f"{answer} starts at {short(start)}, not at a character of the context")
+        elif start + len(text) > len(context):
+            problems.append(
+                f"{answer} starts at character {start}, past the end of its {len(context)}-character context"
+            )
+        elif context[start : start + len(text)] != text:
+            found = context.find(text)
+            where = f"it stands at character {found}" if found >= 0 else "the context does not hold it"
+            reads = short(context[start : start + len(text)], 40)
+            problems.append(f"{answer} is not at answer_start {start}, where the context reads {reads} ({where})")
+    return problems
 
 
 def load_fast_tokenizer(model_args):

@@ -56,8 +56,11 @@ from datasets import Dataset
 from PIL import Image
 from recipe_utils import (
     FolderDataArgumentsMixin,
+    Refusal,
     as_image_column,
     build_trainer,
+    check_media,
+    decode_media,
     keep_splits_to_run,
     load_config,
     load_data_file,
@@ -67,12 +70,15 @@ from recipe_utils import (
     logits_of,
     model_card_kwargs,
     model_input_size,
+    number_rows,
     prepare_run,
+    read_image,
     require_rows_and_columns,
     resize_image_processor,
     take_samples,
     train_evaluate_and_report,
     treat_loss_as_batch_mean,
+    undecoded,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import (
@@ -233,12 +239,12 @@ def image_mask_folder(folder: str) -> Dataset:
     for sub_folder in ("images", "masks"):
         path = os.path.join(folder, sub_folder)
         if not os.path.isdir(path):
-            raise ValueError(f"{folder} has no {sub_folder}/ folder: it needs images/ and masks/, one mask per image.")
+            raise Refusal(f"{folder} has no {sub_folder}/ folder: it needs images/ and masks/, one mask per image.")
         files = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
         stems[sub_folder] = {os.path.splitext(name)[0]: os.path.join(path, name) for name in files}
     unpaired = sorted(set(stems["images"]) ^ set(stems["masks"]))
     if unpaired:
-        raise ValueError(
+        raise Refusal(
             f"{folder}: {len(unpaired)} images/ and masks/ files have no partner with the same name, e.g. "
             f"{unpaired[:5]}."
         )
@@ -265,7 +271,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     splits = {}
     for split, needed in required.items():
         if needed and sources[split] is None:
-            raise ValueError(f"{stages[split]} needs {arguments[split]}.")
+            raise Refusal(f"{stages[split]} needs {arguments[split]}.")
         if needed:
             splits[split] = read(sources[split])
     return splits, {split: sources[split] for split in splits}
@@ -294,12 +300,12 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
                 cache_dir=model_args.cache_dir,
             )
         except Exception as error:
-            raise ValueError(
+            raise Refusal(
                 f"Could not fetch id2label.json from the dataset {data_args.dataset_name} ({type(error).__name__}): "
                 "give --id2label_file."
             ) from error
     if path is None:
-        raise ValueError(
+        raise Refusal(
             'Which classes do the masks hold? Give --id2label_file, a JSON file {"0": "background", "1": ...}, or put '
             "id2label.json beside the training data."
         )
@@ -308,9 +314,9 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
     try:
         id2label = {int(key): str(value) for key, value in raw.items()}
     except (AttributeError, ValueError) as error:
-        raise ValueError(f'{path} must map class ids to names, as {{"0": "background", "1": ...}}.') from error
+        raise Refusal(f'{path} must map class ids to names, as {{"0": "background", "1": ...}}.') from error
     if sorted(id2label) != list(range(len(id2label))):
-        raise ValueError(f"{path}: the class ids must be 0, 1, ..., N - 1; they are {sorted(id2label)}.")
+        raise Refusal(f"{path}: the class ids must be 0, 1, ..., N - 1; they are {sorted(id2label)}.")
     return id2label, path
 
 
@@ -324,18 +330,40 @@ def check_image_and_mask_columns(data_args, splits: dict[str, Dataset], sources:
         splits[split] = dataset
 
 
-def mask_to_array(mask: Image.Image, source: str) -> np.ndarray:
-    """The class ids of a mask image (grayscale, 16-bit or palette) as an int64 array.
+def checked_mask(image_size, mask: Image.Image, num_labels: int, data_args, decode: bool = True) -> np.ndarray | None:
+    """The class ids of an image's mask (reduced with ``--reduce_labels``), after checking its mode and size and,
+    with ``decode``, its class ids (:func:`check_class_ids`); None without ``decode``.
 
     Raises:
-        ValueError: for a colour mask, whose pixels are not class ids.
+        ValueError: for a colour mask (its pixels are not class ids), or one of another size than its image.
     """
     if mask.mode not in ("L", "P", "I", "I;16", "1"):
         raise ValueError(
-            f"A mask of {source} is an image of mode {mask.mode}; masks hold one class id per pixel (8- or 16-bit "
-            "grayscale, or palette PNG). Check --label_column_name."
+            f"the mask is an image of mode {mask.mode}; masks hold one class id per pixel (8- or 16-bit grayscale, "
+            "or palette PNG). Check --label_column_name"
         )
-    return np.asarray(mask, dtype=np.int64)
+    if tuple(image_size) != mask.size:
+        raise ValueError(
+            f"the image is {image_size[0]}x{image_size[1]} but its mask is {mask.size[0]}x{mask.size[1]}: each mask "
+            "must label every pixel of its image"
+        )
+    if not decode:
+        return None
+    ids = np.asarray(mask, dtype=np.int64)
+    if data_args.reduce_labels:
+        ids = reduce_labels(ids, data_args.ignore_index)
+    check_class_ids(ids, num_labels, data_args.ignore_index)
+    return ids
+
+
+def check_pair(media: dict, decoded: bool, *, data_args, num_labels: int) -> list[tuple[str, str]]:
+    """:func:`check_media`'s check of one image and its mask (:func:`checked_mask`): (column, problem) pairs."""
+    image = media[data_args.image_column_name]
+    try:
+        checked_mask(image.size, media[data_args.label_column_name], num_labels, data_args, decoded)
+    except ValueError as error:
+        return [(data_args.label_column_name, str(error))]
+    return []
 
 
 def reduce_labels(mask: np.ndarray, ignore_index: int) -> np.ndarray:
@@ -346,15 +374,15 @@ def reduce_labels(mask: np.ndarray, ignore_index: int) -> np.ndarray:
     return reduced
 
 
-def check_class_ids(mask: np.ndarray, num_labels: int, ignore_index: int, source: str) -> None:
-    """Raises a ValueError naming ``source`` if ``mask`` holds an id that is neither a class nor ``ignore_index``."""
+def check_class_ids(mask: np.ndarray, num_labels: int, ignore_index: int) -> None:
+    """Raises a ValueError if ``mask`` holds an id that is neither a class nor ``ignore_index``."""
     values = np.unique(mask)
     unknown = values[(values != ignore_index) & ((values < 0) | (values >= num_labels))]
     if unknown.size:
         raise ValueError(
-            f"A mask of {source} holds class ids {unknown[:10].tolist()}, but there are {num_labels} classes (ids 0 to "
+            f"the mask holds class ids {unknown[:10].tolist()}, but there are {num_labels} classes (ids 0 to "
             f"{num_labels - 1}) and --ignore_index is {ignore_index}. Check --id2label_file, --reduce_labels and "
-            "--label_column_name."
+            "--label_column_name"
         )
 
 
@@ -405,30 +433,20 @@ class SegmentationTransform:
     (:func:`random_scale_crop_flip`) or resized for evaluation (:func:`resize_pair`), then rescaled and
     normalized by the image processor (its resize and crop switched off)."""
 
-    def __init__(
-        self, image_processor, size: int, num_labels: int, data_args, num_channels: int, train: bool, source: str
-    ):
-        self.image_processor = image_processor
-        self.size, self.num_labels, self.train, self.source = size, num_labels, train, source
+    def __init__(self, image_processor, size: int, num_labels: int, data_args, num_channels: int, train: bool):
+        self.image_processor, self.data_args = image_processor, data_args
+        self.size, self.num_labels, self.train = size, num_labels, train
         self.image_mode = "RGB" if num_channels == 3 else "L"
-        self.ignore_index, self.reduce_labels = data_args.ignore_index, data_args.reduce_labels
-        self.scale_range = (data_args.min_scale, data_args.max_scale)
+        self.scale_range, self.ignore_index = (data_args.min_scale, data_args.max_scale), data_args.ignore_index
         self.processor_options = {"do_resize": False, "return_tensors": "pt"}
         for option in ("do_center_crop", "do_reduce_labels", "do_pad"):  # the transform does them
             if hasattr(image_processor, option):
                 self.processor_options[option] = False
 
     def pair(self, image: Image.Image, mask: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """One image and its mask, checked, converted and augmented or resized (not yet normalized)."""
-        mask = mask_to_array(mask, self.source)
-        if image.size != (mask.shape[1], mask.shape[0]):
-            raise ValueError(
-                f"An image of {self.source} is {image.size[0]}x{image.size[1]} but its mask is "
-                f"{mask.shape[1]}x{mask.shape[0]}: each mask must label every pixel of its image."
-            )
-        if self.reduce_labels:
-            mask = reduce_labels(mask, self.ignore_index)
-        check_class_ids(mask, self.num_labels, self.ignore_index, self.source)
+        """One image and its mask, checked (:func:`checked_mask`), converted and augmented or resized (not yet
+        normalized)."""
+        mask = checked_mask(image.size, mask, self.num_labels, self.data_args)
         image = image.convert(self.image_mode)
         if self.train:
             return random_scale_crop_flip(image, mask, self.size, self.scale_range, self.ignore_index)
@@ -442,33 +460,24 @@ class SegmentationTransform:
         return {"pixel_values": pixel_values, "labels": torch.from_numpy(np.stack([mask for _, mask in pairs]))}
 
 
-def check_first_masks(data_args, splits: dict[str, Dataset], sources: dict[str, str], num_labels: int) -> None:
-    """Checks the first image and mask of every split as the transforms will (mask mode, size, class ids), so
-    that a wrong column, --id2label_file or --reduce_labels fails before the model loads."""
-    for split, dataset in splits.items():
-        first = dataset[0]
-        transform = SegmentationTransform(
-            None, 1, num_labels, data_args, num_channels=3, train=False, source=sources[split]
-        )
-        transform.pair(first[data_args.image_column_name], first[data_args.label_column_name])
-
-
 def apply_transforms(
     splits, image_processor, size: int, num_labels: int, num_channels: int, data_args, training_args, sources
 ):
-    """Replaces every split by its random subset of ``--max_*_samples`` pairs, transformed on the fly as batches
-    are drawn (:class:`SegmentationTransform`)."""
-    image_column, label_column = data_args.image_column_name, data_args.label_column_name
+    """Replaces every split by its random subset of ``--max_*_samples`` pairs, decoded (a file that fails stops the
+    run naming its row) and transformed on the fly as batches are drawn (:class:`SegmentationTransform`)."""
+    columns = (data_args.image_column_name, data_args.label_column_name)
     for split, dataset in splits.items():
-        transform = SegmentationTransform(
-            image_processor, size, num_labels, data_args, num_channels, train=split == "train", source=sources[split]
-        )
+        transform = SegmentationTransform(image_processor, size, num_labels, data_args, num_channels, split == "train")
 
         def apply(batch, transform=transform):
-            outputs = transform(batch[image_column], batch[label_column])
+            outputs = transform(batch[columns[0]], batch[columns[1]])
             return {"pixel_values": list(outputs["pixel_values"]), "labels": list(outputs["labels"])}
 
-        splits[split] = take_samples(dataset, data_args.max_samples(split), training_args.seed).with_transform(apply)
+        dataset = take_samples(
+            number_rows(undecoded(dataset, columns)), data_args.max_samples(split), training_args.seed
+        )
+        readers = dict.fromkeys(columns, read_image)
+        splits[split] = dataset.with_transform(decode_media(apply, source=sources[split], readers=readers))
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -692,8 +701,10 @@ def main(argv=None):
     splits, sources = load_splits(data_args, model_args, training_args)
     check_image_and_mask_columns(data_args, splits, sources)
     id2label, labels_source = load_id2label(data_args, model_args)
-    check_first_masks(data_args, splits, sources, len(id2label))
     keep_splits_to_run(splits, training_args)
+    media = dict.fromkeys((data_args.image_column_name, data_args.label_column_name), "image")
+    pairs = partial(check_pair, data_args=data_args, num_labels=len(id2label))
+    check_media(splits, sources, media, data_args=data_args, seed=training_args.seed, check_example=pairs)
 
     image_processor = AutoImageProcessor.from_pretrained(
         model_args.image_processor_name or model_args.model_name_or_path, **model_args.hub_options()

@@ -39,13 +39,17 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from recipe_utils import ModelArguments as BaseModelArguments
 from recipe_utils import (
+    DataCheck,
     PredictionDataArgumentsMixin,
     RecipeArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
+    check_texts,
+    column_values,
+    is_missing,
     keep_splits_to_run,
     load_metric,
     load_model,
@@ -54,9 +58,11 @@ from recipe_utils import (
     pad_to_multiple_of,
     prepare_run,
     require_rows_and_columns,
+    short,
     tokenize_splits,
     train_evaluate_and_report,
 )
+from recipe_utils import ModelArguments as BaseModelArguments
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
@@ -160,6 +166,14 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
     ignore_pad_token_for_loss: bool = field(
         default=True, metadata={"help": "With --pad_to_max_length, leave the padded target positions out of the loss."}
     )
+    drop_invalid_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out the training and evaluation rows whose source or target text is empty or missing, "
+            "with a warning that counts them, as run_summarization does in silence. By default the run stops on "
+            "them, naming each row."
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_name is not None and any(self.data_files().values()):
@@ -200,7 +214,7 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
             wanted = ((data_args.source_lang, "--source_lang"), (data_args.target_lang, "--target_lang"))
             for language, argument in wanted:
                 if language not in languages:
-                    raise ValueError(
+                    raise Refusal(
                         f"The translations of {sources[split]} have no language {language!r}; they hold "
                         f"{sorted(languages)}. Set {argument} to one of them."
                     )
@@ -209,9 +223,30 @@ def resolve_columns(data_args, splits: dict[str, Dataset], sources: dict[str, st
     summary_column = data_args.summary_column or next((c for c in SUMMARY_COLUMN_GUESSES if c in columns), None)
     for column, argument in ((text_column, "--text_column"), (summary_column, "--summary_column")):
         if column is None:
-            raise ValueError(f"Which column holds the {argument[2:-7]}s? Set {argument} to one of {columns}.")
+            raise Refusal(f"Which column holds the {argument[2:-7]}s? Set {argument} to one of {columns}.")
     require_rows_and_columns(splits, sources, {text_column: "--text_column"}, {summary_column: "--summary_column"})
     return text_column, summary_column
+
+
+def check_pairs(data_args, splits: dict[str, Dataset], sources: dict[str, str], columns: tuple[str, str]) -> None:
+    """Refuses (or with ``--drop_invalid_rows`` drops, in the splits that train or score) the rows whose source or
+    target text is empty or missing, naming the file, the row and the column: an empty target trains the model to
+    stop at once. The rows to predict keep their places, so they are refused, not dropped."""
+    drop = {"drop_flag": "--drop_invalid_rows", "drop": data_args.drop_invalid_rows}
+    with DataCheck(splits, sources, **drop) as check:
+        for split, dataset in splits.items():
+            droppable = not split.startswith("test")
+            if not data_args.is_translation:
+                texts = {columns[0]: "source text", columns[1]: "target summary"}
+                check_texts(check, texts, splits=[split], droppable=droppable)
+                continue
+            languages = {data_args.source_lang: "source text", data_args.target_lang: "target translation"}
+            for row, pair in enumerate(column_values(dataset, TRANSLATION_COLUMN), start=1):
+                for language, what in languages.items():
+                    text = pair.get(language) if isinstance(pair, dict) else None
+                    if is_missing(text) or not isinstance(text, str):
+                        problem = f"the {what} ({language!r}) is {short(text)}"
+                        check.add(split, row, TRANSLATION_COLUMN, problem, droppable=droppable)
 
 
 def load_seq2seq_model(model_args):
@@ -388,6 +423,7 @@ def main(argv=None):
     )
     splits, sources = load_splits(data_args, model_args, training_args)
     columns = resolve_columns(data_args, splits, sources)
+    check_pairs(data_args, splits, sources, columns)
     keep_splits_to_run(splits, training_args)
 
     tokenizer, model = load_seq2seq_model(model_args)

@@ -26,20 +26,27 @@ layer-wise settings to ``--output_dir``, and prints the final metrics and the pe
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import partial
 
 from datasets import Dataset
 from recipe_utils import (
     DataArgumentsMixin,
+    DataCheck,
     HubModelArguments,
     RecipeArgumentsMixin,
+    Refusal,
     build_trainer,
     check_data_files,
+    column_values,
+    is_missing,
     keep_splits_to_run,
     load_splits,
     prepare_run,
     require_rows_and_columns,
+    sample_positions,
+    short,
     take_samples,
     train_evaluate_and_report,
 )
@@ -172,7 +179,7 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
     elif training_args.dataset_text_field in columns:
         data_format, needed = TEXT, {training_args.dataset_text_field: "--dataset_text_field"}
     else:
-        raise ValueError(
+        raise Refusal(
             f"{sources[split]} has none of the columns the recipe reads: conversations in "
             f"{data_args.messages_column!r} (--messages_column), prompts and completions in "
             f"{data_args.prompt_column!r} and {data_args.completion_column!r} (--prompt_column, --completion_column), "
@@ -180,7 +187,7 @@ def resolve_data_format(data_args, training_args, splits: dict[str, Dataset], so
         )
     require_rows_and_columns(splits, sources, needed)
     if training_args.assistant_only_loss and data_format != CHAT:
-        raise ValueError(
+        raise Refusal(
             f"--assistant_only_loss needs conversations (a {data_args.messages_column!r} column); {sources[split]} "
             f"holds {data_format} data. Prompt-completion data is trained on its completions by default "
             "(--completion_only_loss)."
@@ -334,28 +341,107 @@ def sft_trainer_class(model_args, splits: dict[str, Dataset]):
     return build
 
 
-def count_evaluated_examples(trainer, splits: dict[str, Dataset]) -> None:
-    """Replaces the evaluation split by the trainer's tokenized one, so that ``eval_samples`` counts what is
-    evaluated: SFTTrainer leaves out examples without a token to score within ``--max_length`` (a first user
-    turn longer than that, with ``--assistant_only_loss``), and packing joins examples.
+def count_prepared_examples(trainer, splits: dict[str, Dataset]) -> None:
+    """Replaces the training and evaluation splits by the trainer's tokenized ones, so that ``train_samples`` and
+    ``eval_samples`` count what trains and what is evaluated: SFTTrainer leaves out, in silence, examples without
+    a token to score within ``--max_length`` (a first user turn longer than that, with ``--assistant_only_loss``),
+    and packing joins examples. Says how many were left out, and that a larger ``--max_length`` keeps them.
 
     Raises:
-        ValueError: if no evaluation example is left.
+        ValueError: if no example is left of a split.
     """
-    if "eval" not in splits:
-        return
-    given, prepared = len(splits["eval"]), trainer.eval_dataset
-    if len(prepared) == 0:
-        raise ValueError(
-            f"None of the {given} evaluation examples has a token to score within --max_length "
-            f"{trainer.args.max_length}: raise --max_length."
-        )
-    if len(prepared) < given and not trainer.args.packing:
-        logger.warning(
-            f"{given - len(prepared)} of {given} evaluation examples have no token to score within --max_length "
-            f"{trainer.args.max_length} and are left out of the evaluation."
-        )
-    splits["eval"] = prepared
+    for split, prepared, stage in (
+        ("train", trainer.train_dataset, "training"),
+        ("eval", trainer.eval_dataset, "evaluation"),
+    ):
+        if split not in splits:
+            continue
+        given = len(splits[split])
+        if len(prepared) == 0:
+            raise ValueError(
+                f"None of the {given} {stage} examples has a token to score within --max_length "
+                f"{trainer.args.max_length}: raise --max_length."
+            )
+        if len(prepared) < given and not trainer.args.packing:
+            logger.warning(
+                f"{given - len(prepared)} of {given} {stage} examples have no token to score within --max_length "
+                f"{trainer.args.max_length} and are left out of the {stage}: raise --max_length to keep them."
+            )
+        splits[split] = prepared
+
+
+def check_sft_rows(
+    data_args, training_args, splits: dict[str, Dataset], sources: dict[str, str], data_format, tokenizer
+):
+    """Refuses, naming the file, the row and the column: conversations that are not lists of ``{role, content}``
+    turns, a role the chat template does not know (:func:`known_roles`), a turn without text, a conversation the
+    template fails on or, with ``--assistant_only_loss``, one without an assistant turn (TRL would drop it in
+    silence); prompts, completions and texts that are missing or empty. Every row is read; the template renders
+    the conversations the run uses (``--max_*_samples``)."""
+    columns = {
+        CHAT: {data_args.messages_column: "conversation"},
+        PROMPT_COMPLETION: {data_args.prompt_column: "prompt", data_args.completion_column: "completion"},
+        TEXT: {training_args.dataset_text_field: "text"},
+    }[data_format]
+    roles = known_roles(tokenizer) if data_format != TEXT else set()
+    needs_assistant = training_args.assistant_only_loss and data_format == CHAT
+    with DataCheck(splits, sources) as check:
+        for split, dataset in splits.items():
+            positions = sample_positions(len(dataset), data_args.max_samples(split), training_args.seed)
+            rendered = set(range(len(dataset)) if positions is None else positions)  # the conversations that train
+            for column, what in columns.items():
+                for row, value in enumerate(column_values(dataset, column), start=1):
+                    if isinstance(value, list) or data_format == CHAT:  # turns (a prompt may be turns too)
+                        problems = turn_problems(value, roles, needs_assistant)
+                        if not problems and data_format == CHAT and row - 1 in rendered:
+                            problems = template_problems(tokenizer, value)
+                    elif is_missing(value) or not isinstance(value, str):
+                        problems = [f"the {what} is {short(value)}"]
+                    else:
+                        problems = []
+                    for problem in problems:
+                        check.add(split, row, column, problem)
+
+
+def known_roles(tokenizer) -> set[str]:
+    """The roles a conversation may hold: system, user, assistant and tool, and any role the chat template
+    names (``message['role'] == 'ipython'``)."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    return {"system", "user", "assistant", "tool"} | set(
+        re.findall(r"role['\"]?\]?\s*[!=]=\s*['\"]([\w-]+)['\"]", template)
+    )
+
+
+def turn_problems(messages, roles: set[str], needs_assistant: bool) -> list[str]:
+    """What is wrong with a conversation: not a list of ``{role, content}`` turns, an unknown role, a turn without
+    text, or (``needs_assistant``) no assistant turn to train on."""
+    if not isinstance(messages, list) or not messages:
+        return [f"holds {short(messages)}, not a list of {{role, content}} turns"]
+    problems = []
+    for number, message in enumerate(messages, start=1):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in roles:
+            problems.append(
+                f"turn {number} has the role {short(role)}; the chat template knows {', '.join(sorted(roles))}"
+            )
+        elif is_missing(content) or not isinstance(content, (str, list)):
+            problems.append(f"turn {number} ({role}) has no text: {short(content)}")
+    if needs_assistant and not problems and not any(message.get("role") == "assistant" for message in messages):
+        problems.append("has no assistant turn to train on with --assistant_only_loss (TRL would drop it in silence)")
+    return problems
+
+
+def template_problems(tokenizer, messages: list[dict]) -> list[str]:
+    """The error the chat template raises on a conversation, if any (Gemma's refuses a system turn, many refuse
+    turns that do not alternate)."""
+    if tokenizer.chat_template is None:
+        return []
+    try:
+        tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception as error:  # noqa: BLE001 - a template raises what its author chose
+        return [f"the chat template fails on it ({type(error).__name__}: {error})"]
+    return []
 
 
 def trl_model_card_kwargs(data_args, training_args) -> dict:
@@ -382,10 +468,11 @@ def main(argv=None):
     )
     splits, sources = load_splits(data_args, model_args, training_args)
     data_format = resolve_data_format(data_args, training_args, splits, sources)
+    tokenizer = load_tokenizer(model_args, training_args)
+    check_sft_rows(data_args, training_args, splits, sources, data_format, tokenizer)
     keep_splits_to_run(splits, training_args)
     select_sft_columns(data_args, training_args, splits, data_format)
 
-    tokenizer = load_tokenizer(model_args, training_args)
     model = load_causal_lm(model_args, training_args)
     mask_assistant_turns(splits, tokenizer, training_args)
 
@@ -398,7 +485,7 @@ def main(argv=None):
         compute_metrics=None,
         trainer_class=sft_trainer_class(model_args, splits),
     )
-    count_evaluated_examples(trainer, splits)
+    count_prepared_examples(trainer, splits)
     model_card = trl_model_card_kwargs(data_args, training_args)
     train_evaluate_and_report(
         trainer, splits, checkpoint=checkpoint, model_card=model_card, add_eval_metrics=add_perplexity

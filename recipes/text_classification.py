@@ -25,12 +25,16 @@ from functools import partial
 import numpy as np
 from datasets import Dataset
 from recipe_utils import (
+    DataCheck,
     LabelSet,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
     check_data_files,
     check_labels,
+    check_labels_present,
+    check_texts,
     keep_splits_to_run,
     load_config,
     load_data_file,
@@ -212,7 +216,7 @@ def resolve_text_columns(data_args, column_names: list[str]) -> tuple[str, str |
         default_pair = None
     text_column = data_args.text_column or default_text
     if text_column is None:
-        raise ValueError(f"Which column holds the text? Set --text_column to one of {column_names}.")
+        raise Refusal(f"Which column holds the text? Set --text_column to one of {column_names}.")
     return text_column, data_args.text_pair_column or default_pair
 
 
@@ -229,6 +233,16 @@ def check_text_columns(data_args, splits: dict[str, Dataset], sources: dict[str,
     return text_column, text_pair_column
 
 
+def check_text_rows(data_args, splits: dict[str, Dataset], sources: dict[str, str], columns) -> None:
+    """Refuses rows without a text (or a second text of a pair), and labelled rows without a label or with a
+    label of another type than the rest, naming each file, row and column (an empty CSV cell would otherwise be
+    a class '' of its own)."""
+    text_column, text_pair_column = columns
+    with DataCheck(splits, sources) as check:
+        check_texts(check, {text_column: "text", text_pair_column: "second text of the pair"})
+        check_labels_present(check, data_args.label_column, "--label_column")
+
+
 def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> tuple[LabelSet | None, str]:
     """The classes (None for regression) and where they come from, after checking that every labelled split
     holds only known labels. Without a GLUE task, the training split (else the evaluation split) defines them."""
@@ -240,7 +254,7 @@ def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str
     else:
         reference = next((split for split in ("train", "eval") if split in splits), None)
         if reference is None:
-            raise ValueError("The labels of custom data come from --train_file or --validation_file: give one.")
+            raise Refusal("The labels of custom data come from --train_file or --validation_file: give one.")
         origin = sources[reference]
         is_regression = getattr(splits[reference].features[column], "dtype", None) in ("float16", "float32", "float64")
         labels = None if is_regression else LabelSet.from_column(splits[reference], column)
@@ -251,7 +265,7 @@ def resolve_labels(data_args, splits: dict[str, Dataset], sources: dict[str, str
     for split, dataset in splits.items():
         dtype = getattr(dataset.features[column], "dtype", "")
         if not split.startswith("test") and not dtype.startswith(("float", "int")):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} must hold numbers for regression, but holds "
                 f"{dataset.features[column]}. Choose the label column with --label_column."
             )
@@ -332,6 +346,7 @@ def main(argv=None):
     model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
     splits, sources = load_splits(data_args, model_args, training_args)
     text_columns = check_text_columns(data_args, splits, sources)
+    check_text_rows(data_args, splits, sources, text_columns)
     labels, labels_origin = resolve_labels(data_args, splits, sources)
     keep_splits_to_run(splits, training_args)
 

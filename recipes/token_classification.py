@@ -31,11 +31,15 @@ import numpy as np
 from datasets import ClassLabel, Dataset
 from recipe_utils import (
     DATA_FILE_BUILDERS,
+    DataCheck,
     LabelSet,
     PredictionDataArgumentsMixin,
+    Refusal,
     TokenizationArgumentsMixin,
     build_trainer,
+    column_values,
     data_file_builder,
+    is_missing,
     keep_splits_to_run,
     load_config,
     load_data_file,
@@ -49,6 +53,7 @@ from recipe_utils import (
     require_rows,
     require_rows_and_columns,
     select_data_files,
+    short,
     tokenize_splits,
     train_evaluate_and_report,
 )
@@ -167,7 +172,7 @@ def read_conll_file(path: str, column_names: list[str]) -> Dataset:
             if fields[0] == "-DOCSTART-":
                 continue
             if len(fields) != len(column_names):
-                raise ValueError(
+                raise Refusal(
                     f"{path}, line {line_number}: {len(fields)} columns, but --conll_columns names "
                     f"{len(column_names)} ({' '.join(column_names)})."
                 )
@@ -192,7 +197,7 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
             revision=data_args.dataset_revision,
         )
     if data_args.train_file is None:
-        raise ValueError("The tags come from the training data: give --train_file.")
+        raise Refusal("The tags come from the training data: give --train_file.")
     files = select_data_files(data_args, required, wanted)
     splits = {
         split: read_conll_file(path, data_args.conll_columns)
@@ -203,8 +208,33 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
     return splits, files
 
 
+def check_sentences(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> None:
+    """Refuses sentences without a list of words or of tags, with an empty word (which gets no token, its tag
+    lost), a missing tag, or another number of tags than words, naming the file, the sentence and the column."""
+    words_column, tags_column = data_args.tokens_column, data_args.label_column
+    units = {split: "sentence" for split, source in sources.items() if is_conll_file(source)}
+    with DataCheck(splits, sources, units=units) as check:
+        for split, dataset in splits.items():
+            for row, (words, tags) in enumerate(
+                zip(column_values(dataset, words_column), column_values(dataset, tags_column)), start=1
+            ):
+                if not isinstance(words, list) or not words:
+                    check.add(split, row, words_column, f"holds {short(words)}, not a list of words")
+                elif not isinstance(tags, list):
+                    check.add(split, row, tags_column, f"holds {short(tags)}, not a list of tags")
+                elif len(words) != len(tags):
+                    problem = f"{len(tags)} tags for the {len(words)} words of {words_column!r}"
+                    check.add(split, row, tags_column, problem)
+                else:
+                    kinds = ((words_column, words, "word", (str,)), (tags_column, tags, "tag", (str, int)))
+                    for column, items, what, types in kinds:
+                        for index, item in enumerate(items, start=1):
+                            if is_missing(item) or not isinstance(item, types):
+                                check.add(split, row, column, f"{what} {index} of {len(items)} is {short(item)}")
+
+
 def resolve_tags(data_args, splits: dict[str, Dataset], sources: dict[str, str]) -> LabelSet:
-    """The tag names and ids, checking every split: tags are strings or ClassLabels, one per word, all known."""
+    """The tag names and ids, checking every split: tags are strings or ClassLabels, all known."""
     column = data_args.label_column
     feature = splits["train"].features[column]
     inner = getattr(feature, "feature", None)  # the items of a list column
@@ -214,20 +244,16 @@ def resolve_tags(data_args, splits: dict[str, Dataset], sources: dict[str, str])
         names = sorted({tag for sentence in splits["train"][column] for tag in sentence})
         tags = LabelSet.from_names(names)
     else:
-        raise ValueError(
+        raise Refusal(
             f"Column {column!r} of {sources['train']} must hold lists of tag names (B-PER, I-PER, O, ...) or of "
             f"ClassLabel ids, but holds {feature}: seqeval scores entities by their tag names."
         )
     for split, dataset in splits.items():
-        for index, (words, sentence_tags) in enumerate(zip(dataset[data_args.tokens_column], dataset[column])):
-            if len(words) != len(sentence_tags):
-                raise ValueError(
-                    f"Sentence {index} of {sources[split]} has {len(words)} words in {data_args.tokens_column!r} but "
-                    f"{len(sentence_tags)} tags in {column!r}."
-                )
-        unknown = sorted({tag for sentence in dataset[column] for tag in sentence} - set(tags.ids), key=str)
+        unknown = sorted(
+            {tag for sentence in column_values(dataset, column) for tag in sentence} - set(tags.ids), key=str
+        )
         if unknown:
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds tags {unknown[:10]} that are not among the "
                 f"{len(tags.names)} tags {names_preview(tags.names)} of {sources['train']}."
             )
@@ -374,6 +400,7 @@ def main(argv=None):
     splits, sources = load_splits(data_args, model_args, training_args)
     columns = {data_args.tokens_column: "--tokens_column", data_args.label_column: "--label_column"}
     require_rows_and_columns(splits, sources, columns)
+    check_sentences(data_args, splits, sources)
     tags = resolve_tags(data_args, splits, sources)
     keep_splits_to_run(splits, training_args)
 

@@ -224,7 +224,7 @@ def test_missing_folders_files_columns_and_clips_are_named(tmp_path):
         f"{table} has no column 'audio'; its columns are ['path', 'label']. Set --audio_column_name to one of them."
     )
     assert _refusal(f"--train_file {table} --audio_column_name path --do_train", tmp_path) == (
-        f"1 clips of {table} do not exist: ['{tmp_path / 'missing.wav'}']."
+        f"{table}, row 2, column 'path', file {tmp_path / 'missing.wav'}: no such file."
     )
     validation = tmp_path / "validation" / "gong"
     validation.mkdir(parents=True)

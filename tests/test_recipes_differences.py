@@ -41,19 +41,19 @@ SHARED_STEPS = [
 # Each main()'s calls, in order: the steps that are meant to differ stand between the shared ones.
 MAIN_CALLS = {
     "text_classification": [
-        "prepare_run", "load_splits", "check_text_columns", "resolve_labels", "keep_splits_to_run",
+        "prepare_run", "load_splits", "check_text_columns", "check_text_rows", "resolve_labels", "keep_splits_to_run",
         "load_config", "load_model", "drop_test_labels", "text_tokenizer", "tokenize_splits",
         "DataCollatorWithPadding", "pad_to_multiple_of", "text_metrics", "build_trainer", "model_card_kwargs",
         "partial", "train_evaluate_and_report",
     ],
     "image_classification": [
-        "prepare_run", "load_splits", "check_image_columns", "check_labels", "keep_splits_to_run", "load_config",
-        "set_drop_path_rate", "load_model", "resize_image_processor", "image_size_forward_options",
+        "prepare_run", "load_splits", "check_image_columns", "classification_labels", "keep_splits_to_run",
+        "check_media", "load_config", "set_drop_path_rate", "load_model", "resize_image_processor", "image_size_forward_options",
         "apply_transforms", "build_trainer", "partial", "accuracy_metrics", "model_card_kwargs",
         "train_evaluate_and_report",
     ],
     "token_classification": [
-        "prepare_run", "load_splits", "require_rows_and_columns", "resolve_tags", "keep_splits_to_run",
+        "prepare_run", "load_splits", "require_rows_and_columns", "check_sentences", "resolve_tags", "keep_splits_to_run",
         "load_config", "load_fast_tokenizer", "load_model", "min", "partial", "tokenize_splits",
         "DataCollatorForTokenClassification", "pad_to_multiple_of", "seqeval_metrics", "build_trainer",
         "model_card_kwargs", "partial", "train_evaluate_and_report",
@@ -65,34 +65,51 @@ MAIN_CALLS = {
         "partial", "train_evaluate_and_report",
     ],
     "audio_classification": [
-        "prepare_run", "load_splits", "require_rows_and_columns", "check_audio_column", "check_labels",
-        "keep_splits_to_run", "load_config", "load_model", "freeze", "apply_transforms", "build_trainer",
+        "prepare_run", "load_splits", "require_rows_and_columns", "check_audio_column", "classification_labels",
+        "keep_splits_to_run", "check_media", "load_config", "load_model", "freeze", "apply_transforms", "build_trainer",
         "AudioCollator", "accuracy_metrics", "model_card_kwargs", "train_evaluate_and_report",
     ],
     "semantic_segmentation": [
-        "prepare_run", "load_splits", "check_image_and_mask_columns", "load_id2label", "check_first_masks", "len",
-        "keep_splits_to_run", "resize_image_processor", "min", "model_input_size", "hasattr", "build_model", "getattr",
+        "prepare_run", "load_splits", "check_image_and_mask_columns", "load_id2label", "keep_splits_to_run", "partial",
+        "len", "check_media", "resize_image_processor", "min", "model_input_size", "hasattr", "build_model", "getattr",
         "getattr", "apply_transforms", "len", "build_trainer", "segmentation_metrics", "model_card_kwargs",
         "train_evaluate_and_report",
     ],
     "sft": [
-        "prepare_run", "load_splits", "resolve_data_format", "keep_splits_to_run", "select_sft_columns",
-        "load_tokenizer", "load_causal_lm", "mask_assistant_turns", "build_trainer", "sft_trainer_class",
-        "count_evaluated_examples", "trl_model_card_kwargs", "train_evaluate_and_report",
+        "prepare_run", "load_splits", "resolve_data_format", "load_tokenizer", "check_sft_rows", "keep_splits_to_run",
+        "select_sft_columns", "load_causal_lm", "mask_assistant_turns", "build_trainer", "sft_trainer_class",
+        "count_prepared_examples", "trl_model_card_kwargs", "train_evaluate_and_report",
     ],
     "seq2seq": [
-        "prepare_run", "load_splits", "resolve_columns", "keep_splits_to_run", "load_seq2seq_model",
+        "prepare_run", "load_splits", "resolve_columns", "check_pairs", "keep_splits_to_run", "load_seq2seq_model",
         "set_generation_defaults", "partial", "tokenize_splits", "DataCollatorForSeq2Seq", "pad_to_multiple_of",
         "generation_metrics", "build_trainer", "layerwise_trainer", "model_card_kwargs", "partial",
         "train_evaluate_and_report",
     ],
 }  # fmt: skip
 
+# The steps of each main() that check the data row by row before a model loads (issue #32): the recipe's own for
+# its format, and recipe_utils' where recipes share a format (classification labels, images and clips). The output
+# folder is checked by prepare_run, before anything is read.
+DATA_CHECKS = {
+    "text_classification": ["check_text_rows", "resolve_labels"],
+    "image_classification": ["classification_labels", "check_media"],
+    "token_classification": ["check_sentences", "resolve_tags"],
+    "question_answering": ["check_answers"],
+    "audio_classification": ["check_audio_column", "classification_labels", "check_media"],
+    "semantic_segmentation": ["check_media"],
+    "sft": ["check_sft_rows"],
+    "seq2seq": ["check_pairs"],
+}
+SHARED_DATA_CHECKS = {"classification_labels", "check_media"}
+# The calls that load a model (or its config), which every data check comes before.
+MODEL_LOADS = {"load_config", "load_model", "load_seq2seq_model", "load_causal_lm", "build_model"}
+
 # What each recipe defines itself: its task's data, processing, metric and predictions.
 OWN_DEFINITIONS = {
     "text_classification": {
         "GlueTask", "ModelArguments", "DataTrainingArguments", "load_splits", "resolve_text_columns",
-        "check_text_columns", "resolve_labels", "tokenize_texts", "text_tokenizer", "drop_test_labels",
+        "check_text_columns", "check_text_rows", "resolve_labels", "tokenize_texts", "text_tokenizer", "drop_test_labels",
         "text_metrics", "write_predictions", "main",
     },
     "image_classification": {
@@ -103,11 +120,12 @@ OWN_DEFINITIONS = {
     },
     "token_classification": {
         "ModelArguments", "DataTrainingArguments", "is_conll_file", "read_conll_file", "load_splits",
-        "resolve_tags", "inside_tag_ids", "align_tags", "seqeval_scores", "tokenize_and_align_tags",
+        "check_sentences", "resolve_tags", "inside_tag_ids", "align_tags", "seqeval_scores", "tokenize_and_align_tags",
         "load_fast_tokenizer", "word_level_tags", "seqeval_metrics", "write_predicted_tags", "main",
     },
     "question_answering": {
-        "DataTrainingArguments", "ModelArguments", "QuestionAnsweringTrainer", "answer_f1", "answer_token_span",
+        "DataTrainingArguments", "ModelArguments", "QuestionAnsweringTrainer", "answer_f1", "answer_problems",
+        "answer_token_span",
         "check_answers", "load_fast_tokenizer", "main", "normalize_answer", "postprocess_qa_predictions",
         "prepare_eval_features", "prepare_train_features", "shorten_questions", "squad_scores", "tokenize_eval_examples",
         "tokenize_windows",
@@ -119,19 +137,20 @@ OWN_DEFINITIONS = {
     },
     "semantic_segmentation": {
         "DataTrainingArguments", "ModelArguments", "SegmentationTransform", "apply_transforms", "build_model",
-        "check_class_ids", "check_first_masks", "check_image_and_mask_columns", "collate", "default_out_indices",
-        "image_mask_folder", "is_segmentation_checkpoint", "load_id2label", "load_splits", "main", "mask_to_array",
+        "check_class_ids", "check_image_and_mask_columns", "check_pair", "checked_mask", "collate",
+        "default_out_indices", "image_mask_folder", "is_segmentation_checkpoint", "load_id2label", "load_splits", "main",
         "mean_iou", "random_scale_crop_flip", "reduce_labels", "resize_pair", "segmentation_metrics",
         "set_loss_ignore_index", "upernet_on_backbone", "upsampled_predictions",
     },
     "sft": {
         "DataTrainingArguments", "ModelArguments", "SFTTrainingArguments", "add_perplexity", "assistant_spans",
-        "count_evaluated_examples", "load_causal_lm", "load_tokenizer", "main", "mask_assistant_turns",
-        "resolve_data_format", "select_sft_columns", "sft_trainer_class", "tokenize_with_assistant_mask",
+        "check_sft_rows", "count_prepared_examples", "known_roles", "load_causal_lm", "load_tokenizer", "main",
+        "mask_assistant_turns", "resolve_data_format", "template_problems", "turn_problems", "select_sft_columns", "sft_trainer_class", "tokenize_with_assistant_mask",
         "trl_masks_assistant_turns", "trl_model_card_kwargs",
     },
     "seq2seq": {
-        "DataTrainingArguments", "ModelArguments", "Seq2SeqRecipeTrainingArguments", "decode", "generation_metrics",
+        "DataTrainingArguments", "ModelArguments", "Seq2SeqRecipeTrainingArguments", "check_pairs", "decode",
+        "generation_metrics",
         "load_seq2seq_model", "main", "resolve_columns", "rouge_scores", "sacrebleu_scores",
         "set_generation_defaults", "split_sentences", "tokenize_pairs", "write_generations",
     },
@@ -175,7 +194,7 @@ OWN_DATA_ARGUMENTS = {
     "sft": {"messages_column", "prompt_column", "completion_column"},
     "seq2seq": {
         "text_column", "summary_column", "source_lang", "target_lang", "source_prefix", "max_source_length",
-        "max_target_length", "ignore_pad_token_for_loss", "num_beams",
+        "max_target_length", "ignore_pad_token_for_loss", "num_beams", "drop_invalid_rows",
     },
 }  # fmt: skip
 # Shared arguments a recipe declares again only to say more in --help (type and default stay the shared ones).
@@ -264,6 +283,17 @@ def test_main_takes_the_shared_steps_and_its_own_between_them(recipe):
     for name in steps:
         owner = recipe_utils if name != "load_splits" else module
         assert getattr(module, name) is getattr(owner, name), name
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_checks_its_data_before_it_loads_a_model(recipe):
+    calls = _called_names(_main(recipe))
+    first_load = min(calls.index(name) for name in MODEL_LOADS if name in calls)
+    assert all(step in calls[:first_load] for step in DATA_CHECKS[recipe]), calls[:first_load]
+    module = importlib.import_module(recipe)
+    for step in DATA_CHECKS[recipe]:
+        owner = recipe_utils if step in SHARED_DATA_CHECKS else module
+        assert getattr(module, step) is getattr(owner, step), step
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

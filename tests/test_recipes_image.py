@@ -155,7 +155,10 @@ def test_paths_that_are_not_images_are_named(tmp_path):
     listing = tmp_path / "train.csv"
     listing.write_text(f"path,label\n{listing},a\n", encoding="utf-8")
     message = _refusal(f"--train_file {listing} --image_column path --do_train", tmp_path)
-    assert message.startswith(f"Column 'path' of {listing} does not hold readable images: ")
+    assert message == (
+        f"{listing}, row 1, column 'path': is not an image PIL can read (UnidentifiedImageError: cannot identify "
+        f"image file '{listing}')."
+    )
 
 
 def test_data_without_an_image_column_is_named(tmp_path):

@@ -117,7 +117,7 @@ def recomputed_mean_iou(output_dir: str, count: int) -> float:
         ignore_index, reduce_labels, min_scale, max_scale = 255, False, 0.5, 2.0
 
     processor = ViTImageProcessor.from_pretrained(output_dir)
-    transform = SegmentationTransform(processor, 56, 9, Arguments, num_channels=3, train=False, source="validation")
+    transform = SegmentationTransform(processor, 56, 9, Arguments, num_channels=3, train=False)
     batch = transform(images["image"], images["label"])
     with torch.no_grad():
         logits = model(pixel_values=batch["pixel_values"]).logits
@@ -320,15 +320,16 @@ def test_missing_files_and_columns_are_named(tmp_path):
 def test_masks_with_unknown_classes_or_colours_are_refused(tmp_path):
     five = tmp_path / "id2label.json"
     five.write_text(json.dumps({str(index): name for index, name in enumerate(BRAINSEG_CLASSES[:5])}))
-    message = _refusal(f"{BRAINSEG.replace(BRAINSEG_ID2LABEL, str(five))}", tmp_path)
-    assert message.startswith(f"A mask of {BRAINSEG_TRAIN} holds class ids [")
-    assert message.endswith(
+    message = _refusal(f"{BRAINSEG.replace(BRAINSEG_ID2LABEL, str(five))} {SUBSETS}", tmp_path)
+    first = message.splitlines()[0]
+    assert first.startswith(f"{BRAINSEG_TRAIN}, row ") and ", column 'label': the mask holds class ids [" in first
+    assert first.endswith(
         "], but there are 5 classes (ids 0 to 4) and --ignore_index is 255. Check --id2label_file, --reduce_labels "
         "and --label_column_name."
     )
     # The MRI slice itself as the mask: its grey levels are not class ids.
-    message = _refusal(f"{BRAINSEG} --label_column_name image", tmp_path)
-    assert message.startswith(f"A mask of {BRAINSEG_TRAIN} holds class ids [")
+    message = _refusal(f"{BRAINSEG} --label_column_name image {SUBSETS}", tmp_path)
+    assert ", column 'image': the mask holds class ids [" in message.splitlines()[0]
 
     folder = tmp_path / "colour"
     for sub_folder in ("images", "masks"):
@@ -336,13 +337,14 @@ def test_masks_with_unknown_classes_or_colours_are_refused(tmp_path):
     Image.new("L", (4, 4)).save(folder / "images" / "a.png")
     Image.new("RGB", (4, 4)).save(folder / "masks" / "a.png")
     assert _refusal(f"--train_dir {folder} --id2label_file {BRAINSEG_ID2LABEL} --do_train", tmp_path) == (
-        f"A mask of {folder} is an image of mode RGB; masks hold one class id per pixel (8- or 16-bit grayscale, or "
-        "palette PNG). Check --label_column_name."
+        f"{folder}, row 1, column 'label', file {folder / 'masks' / 'a.png'}: the mask is an image of mode RGB; masks "
+        "hold one class id per pixel (8- or 16-bit grayscale, or palette PNG). Check --label_column_name."
     )
 
     Image.new("L", (5, 4)).save(folder / "masks" / "a.png")
     assert _refusal(f"--train_dir {folder} --id2label_file {BRAINSEG_ID2LABEL} --do_train", tmp_path) == (
-        f"An image of {folder} is 4x4 but its mask is 5x4: each mask must label every pixel of its image."
+        f"{folder}, row 1, column 'label', file {folder / 'masks' / 'a.png'}: the image is 4x4 but its mask is 5x4: "
+        "each mask must label every pixel of its image."
     )
 
     gaps = tmp_path / "gaps.json"
@@ -442,7 +444,7 @@ def test_evaluation_resizes_masks_by_nearest_neighbour_and_images_to_rgb():
     class Arguments:
         ignore_index, reduce_labels, min_scale, max_scale = 255, False, 0.5, 2.0
 
-    transform = SegmentationTransform(imagenet_processor(), 56, 9, Arguments, num_channels=3, train=False, source="x")
+    transform = SegmentationTransform(imagenet_processor(), 56, 9, Arguments, num_channels=3, train=False)
     rows = load_data_file(BRAINSEG_VALIDATION).select(range(2))
     assert rows[0]["image"].mode == "L"  # brainseg is grayscale
     batch = transform(rows["image"], rows["label"])

@@ -30,6 +30,7 @@ from recipe_helpers import (
 )
 from recipe_utils import (
     arguments_given,
+    checkpoint_recipe,
     choose_stages,
     find_checkpoint_to_resume,
     load_data_file,
@@ -464,6 +465,8 @@ def test_training_resumes_from_the_last_checkpoint(run_text, tmp_path):
     data += "--max_steps 2"
     run_text(f"{data} --save_strategy steps --save_steps 2", output_dir=output_dir)
     checkpoint_weights = load_file(os.path.join(output_dir, "checkpoint-2", "model.safetensors"))
+    # The checkpoint records the recipe that wrote it: another recipe refuses to resume from it.
+    assert os.path.basename(checkpoint_recipe(os.path.join(output_dir, "checkpoint-2"))) == "text_classification.py"
     # Again, with another seed that would change every weight from scratch: the run resumes at step 2 of 2.
     run_text(f"{data} --seed 7", output_dir=output_dir)
     final_weights = load_file(os.path.join(output_dir, "model.safetensors"))

@@ -216,7 +216,7 @@ def test_tags_that_do_not_fit_are_named(conll_file, tmp_path):
     )
     jsonl.write_text(json.dumps({"tokens": ["Ana", "sings"], "ner_tags": ["B-PER"]}) + "\n", encoding="utf-8")
     assert _refusal(f"--train_file {conll_file} --validation_file {jsonl}", tmp_path) == (
-        f"Sentence 0 of {jsonl} has 2 words in 'tokens' but 1 tags in 'ner_tags'."
+        f"{jsonl}, row 1, column 'ner_tags': 1 tags for the 2 words of 'tokens'."
     )
     jsonl.write_text(json.dumps({"tokens": ["Ana", "sings"], "ner_tags": [1, 0]}) + "\n", encoding="utf-8")
     assert _refusal(f"--train_file {jsonl} --do_train", tmp_path) == (

@@ -15,6 +15,7 @@ from finetune_llrd import LLRDTrainingArguments
 from finetune_llrd.search import SearchArguments
 
 from .data import check_data_files
+from .media import MEDIA_CHECKS, MEDIA_DECODE_LIMIT
 
 
 @dataclass
@@ -198,7 +199,8 @@ class FolderDataArgumentsMixin(DataArgumentsMixin):
     that read their data one of three ways: a Hub dataset, folders, or local files.
 
     Its ``__post_init__`` refuses more or fewer than one of the three, a folder that does not exist, and an
-    unreadable file. A recipe names its examples and its folder and file layouts for that message in the class
+    unreadable file. ``--media_check`` says how the images or clips are checked before the model loads
+    (:func:`check_media`). A recipe names its examples and its folder and file layouts for that message in the class
     attributes ``examples_name``, ``folder_layout`` and ``file_layout``; how a folder is read is the recipe's.
     """
 
@@ -207,6 +209,16 @@ class FolderDataArgumentsMixin(DataArgumentsMixin):
     )
     validation_dir: str | None = field(
         default=None, metadata={"help": "A folder of evaluation examples, as --train_dir."}
+    )
+    media_check: str = field(
+        default="auto",
+        metadata={
+            "help": "How the files the run uses are checked before the model loads: 'decode' decodes every one, "
+            "'header' reads each one's header (format, size, samples) and decodes the first of each split (a file "
+            "that fails to decode later stops the run naming its row), 'auto' decodes up to "
+            f"{MEDIA_DECODE_LIMIT:,} files a split and reads headers beyond.",
+            "choices": list(MEDIA_CHECKS),
+        },
     )
 
     examples_name: ClassVar[str] = "examples"
@@ -226,6 +238,8 @@ class FolderDataArgumentsMixin(DataArgumentsMixin):
             if path is not None and not os.path.isdir(path):
                 raise ValueError(f"--{argument} {path}: no such folder.")
         check_data_files({"train_file": self.train_file, "validation_file": self.validation_file})
+        if self.media_check not in MEDIA_CHECKS:
+            raise ValueError(f"--media_check {self.media_check}: choose one of {', '.join(MEDIA_CHECKS)}.")
         super().__post_init__()
 
     def data_folders(self) -> dict[str, str]:

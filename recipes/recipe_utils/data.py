@@ -3,13 +3,20 @@ needs, the checks that they hold rows and the columns the recipe reads, and thei
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import json
+import lzma
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
 from datasets import Dataset, load_dataset
+
+from .checks import Refusal
 
 
 if TYPE_CHECKING:  # arguments.py imports check_data_files from here
@@ -32,7 +39,7 @@ def data_file_builder(path: str) -> str:
         name = name.removesuffix(suffix)
     extension = os.path.splitext(name)[1]
     if extension not in DATA_FILE_BUILDERS:
-        raise ValueError(
+        raise Refusal(
             f"{path}: unsupported file type {extension!r}. Use one of {', '.join(DATA_FILE_BUILDERS)} "
             "(optionally compressed with .gz, .bz2, .xz or .zst)."
         )
@@ -61,10 +68,10 @@ def check_data_files(files: dict[str, str | None], column_names: Sequence[str] |
         if path is None:
             continue
         if not os.path.isfile(path):
-            raise ValueError(f"--{argument} {path}: no such file.")
+            raise Refusal(f"--{argument} {path}: no such file.")
         builder = data_file_builder(path)
         if column_names and builder != "csv":
-            raise ValueError(
+            raise Refusal(
                 f"--column_names names the columns of headerless CSV / TSV files; --{argument} {path} is not one."
             )
 
@@ -92,24 +99,63 @@ def load_data_file(path: str, column_names: Sequence[str] | None = None, cache_d
         if column_names:
             options["column_names"] = list(column_names)
     if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty.")
+        raise Refusal(f"{path} is empty.")
     try:
         dataset = load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **options)
     except datasets.exceptions.DatasetGenerationError as error:
-        raise ValueError(f"Could not read {path} as {builder.upper()}: {error.__cause__ or error}") from error
+        cause = error.__cause__ or error
+        raise Refusal(
+            f"Could not read {path} as {builder.upper()}: {locate_read_error(path, builder, cause)}"
+        ) from error
     except ValueError as error:
         # A file with a header and no rows gives a split `datasets` cannot select ("corresponds to no data").
         if "corresponds to no data" in str(error):
-            raise ValueError(f"{path} holds no rows.") from error
+            raise Refusal(f"{path} holds no rows.") from error
         raise
     require_rows(dataset, path)
     return dataset
 
 
+def locate_read_error(path: str, builder: str, error: BaseException) -> str:
+    """The reader's error, with the file's line where the reader does not give it: the first line that is not
+    JSON in a JSON lines file (pyarrow counts its rows from 0, and blank lines are not rows), the line of a JSON
+    file's syntax error, the first line that is not UTF-8 text."""
+    suffix = os.path.splitext(path)[1].lower()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
+    if suffix == ".zst":
+        return str(error)
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return str(error)
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as decoding:
+            return f"line {number} is not UTF-8 text ({decoding.reason} at byte {decoding.start + 1} of the line)"
+    if builder != "json":
+        return str(error)
+    text = raw.decode("utf-8")
+    if text.lstrip().startswith("["):  # one JSON array
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as parsing:
+            return f"line {parsing.lineno} is not valid JSON ({parsing.msg} at character {parsing.colno})"
+        return str(error)
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as parsing:
+            return f"line {number} is not a JSON object ({parsing.msg} at character {parsing.colno})"
+    return str(error)
+
+
 def require_rows(dataset: Dataset, source: str) -> None:
     """Raises a ValueError naming ``source`` if ``dataset`` is empty."""
     if len(dataset) == 0:
-        raise ValueError(f"{source} holds no rows.")
+        raise Refusal(f"{source} holds no rows.")
 
 
 def require_columns(dataset: Dataset, columns: Iterable[str | None], source: str, arguments: dict[str, str]) -> None:
@@ -125,7 +171,7 @@ def require_columns(dataset: Dataset, columns: Iterable[str | None], source: str
         if column is not None and column not in dataset.column_names:
             argument = arguments.get(column)
             hint = f" Set {argument} to one of them." if argument else ""
-            raise ValueError(f"{source} has no column {column!r}; its columns are {dataset.column_names}.{hint}")
+            raise Refusal(f"{source} has no column {column!r}; its columns are {dataset.column_names}.{hint}")
 
 
 def load_hub_splits(
@@ -159,7 +205,7 @@ def load_hub_splits(
         if hub_split in raw:
             splits[split], sources[split] = raw[hub_split], f"split {hub_split!r} of {name}"
         elif split not in optional:
-            raise ValueError(
+            raise Refusal(
                 f"{name} has no split {hub_split!r}; its splits are {list(raw)}. Choose one with {argument}."
             )
     return splits, sources
@@ -240,9 +286,7 @@ def load_train_and_eval_splits(
         splits = {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}
         sources = dict(files)
     if "train" not in splits:
-        raise ValueError(
-            "The classes come from the training data: give --train_dir, --train_file or a Hub train split."
-        )
+        raise Refusal("The classes come from the training data: give --train_dir, --train_file or a Hub train split.")
     return splits, sources
 
 
@@ -264,7 +308,7 @@ def select_data_files(
     files = {}
     for split, path in data_args.data_files().items():
         if required[split] and path is None:
-            raise ValueError(f"{stages[split]} needs {arguments[split]}.")
+            raise Refusal(f"{stages[split]} needs {arguments[split]}.")
         if wanted[split] and path is not None:
             files[split] = path
     return files
@@ -303,7 +347,15 @@ def keep_splits_to_run(splits: dict[str, Dataset], training_args: RecipeTraining
 
 
 def take_samples(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
-    """A seeded random subset of ``max_samples`` rows (all rows if None or larger): files are often sorted by label."""
-    if max_samples is None or max_samples >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(max_samples))
+    """A seeded random subset of ``max_samples`` rows (all rows if None or larger): files are often sorted by label.
+    The rows are :func:`sample_positions`' (those of ``dataset.shuffle(seed=seed).select(range(max_samples))``)."""
+    positions = sample_positions(len(dataset), max_samples, seed)
+    return dataset if positions is None else dataset.select(positions)
+
+
+def sample_positions(num_rows: int, max_samples: int | None, seed: int) -> list[int] | None:
+    """The positions of :func:`take_samples`' rows, in its order (None for every row): the first ``max_samples``
+    of the permutation ``Dataset.shuffle(seed=seed)`` draws, so that a check reads the rows a run will use."""
+    if max_samples is None or max_samples >= num_rows:
+        return None
+    return np.random.default_rng(seed).permutation(num_rows)[:max_samples].tolist()

@@ -6,32 +6,25 @@ from __future__ import annotations
 import datasets
 from datasets import Dataset
 
+from .checks import Refusal
+
 
 def as_image_column(dataset: Dataset, column: str, source: str, flag: str = "--image_column") -> Dataset:
     """``dataset`` with ``column`` decoded as images (a column of image paths is cast to images); ``flag`` is
-    the recipe's option that names the column, for the message.
+    the recipe's option that names the column, for the message. Whether every image can be read is
+    :func:`check_media`'s to say, naming the rows that cannot.
 
     Raises:
-        ValueError: naming the column and ``source`` if it holds no images.
+        ValueError: naming the column and ``source`` if it holds neither images nor paths.
     """
-    from PIL import Image
-
     feature = dataset.features[column]
     if not isinstance(feature, datasets.Image):
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {source} holds {feature}, not images or image paths. Set {flag} to "
                 f"the column of images; the columns are {dataset.column_names}."
             )
         dataset = dataset.cast_column(column, datasets.Image())
-    try:
-        first = dataset[0][column]
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Column {column!r} of {source} does not hold readable images: {error}") from error
-    if not isinstance(first, Image.Image):
-        raise ValueError(
-            f"Column {column!r} of {source} does not hold images: its first entry is {type(first).__name__}."
-        )
     return dataset
 
 

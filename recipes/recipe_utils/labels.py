@@ -11,6 +11,8 @@ import datasets
 from datasets import Dataset
 from transformers import PretrainedConfig
 
+from .checks import DataCheck, Refusal, check_labels_present
+
 
 # Label names shown in full in an error message; longer lists show their first few and their count.
 NAMES_SHOWN = 10
@@ -72,11 +74,29 @@ def check_labels(
             continue
         unknown = sorted(set(dataset.unique(column)) - set(labels.ids), key=str)
         if unknown:
-            raise ValueError(
+            raise Refusal(
                 f"Column {column!r} of {sources[split]} holds labels {unknown[:10]} that are not among the "
                 f"{len(labels.names)} labels {names_preview(labels.names)} of {origin}. Fix the data, or choose the "
                 f"label column with {label_flag}."
             )
+
+
+def classification_labels(
+    splits: dict[str, Dataset], sources: dict[str, str], column: str, label_flag: str = "--label_column"
+) -> LabelSet:
+    """The classes of the training split's ``column`` (:meth:`LabelSet.from_column`), after refusing labelled
+    rows without a label or with a label of another type (:func:`check_labels_present`), and every labelled
+    split holding a label the training split lacks (:func:`check_labels`).
+
+    Raises:
+        DataError: naming the file, the row and the column of every row without a label.
+        ValueError: naming the labels of a split that the training split does not have.
+    """
+    with DataCheck(splits, sources) as check:
+        check_labels_present(check, column, label_flag)
+    labels = LabelSet.from_column(splits["train"], column)
+    check_labels(splits, sources, column, labels, sources["train"], label_flag)
+    return labels
 
 
 def set_labels(
@@ -108,7 +128,7 @@ def set_labels(
     num_labels = 1 if names is None else len(names)
     pretrained_head = any(name.endswith(head_suffix) for name in config.architectures or [])
     if pretrained_head and config.num_labels != num_labels and not ignore_mismatched_sizes:
-        raise ValueError(
+        raise Refusal(
             f"{model_name_or_path} is a {config.architectures[0]} whose head predicts {config.num_labels} labels "
             f"{names_preview(list(config.id2label.values()))}, but {labels_source} has {num_labels}"
             f"{'' if names is None else ' ' + names_preview(names)}. Pass --ignore_mismatched_sizes to train a new "

@@ -19,6 +19,7 @@ from transformers import HfArgumentParser, set_seed
 from finetune_llrd.checkpoints import complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
 
 from .arguments import RecipeTrainingArguments
+from .checks import Refusal, check_checkpoint_origin, check_output_dir, exit_on_refusal
 
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def find_checkpoint_to_resume(training_args: RecipeTrainingArguments) -> str | N
         return None
     if not complete_checkpoints(output_dir):
         if os.listdir(output_dir):
-            raise ValueError(
+            raise Refusal(
                 f"Output directory {output_dir} already exists and is not empty, and it holds no complete checkpoint "
                 "to resume from. Pass --overwrite_output_dir to write into it, or choose another --output_dir."
             )
@@ -169,7 +170,10 @@ def prepare_run(
     training_arguments: type | None = None,
 ) -> tuple[Any, Any, RecipeTrainingArguments, str | None]:
     """Parses the arguments and sets a run up as every recipe does: logging, the check that launched processes
-    joined, whether to train / evaluate (:func:`choose_stages`), the checkpoint to resume from, the seed.
+    joined, whether to train / evaluate (:func:`choose_stages`), the output folder (:func:`check_output_dir`),
+    the checkpoint to resume from (refused if another recipe or another model type wrote it:
+    :func:`check_checkpoint_origin`), the seed. Run as a script, a recipe's :class:`Refusal` ends it with its
+    message alone (:func:`exit_on_refusal`).
 
     Args:
         model_arguments: the recipe's `ModelArguments` class.
@@ -183,15 +187,22 @@ def prepare_run(
         The model, data and training arguments, and the checkpoint to resume from (or None).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if recipe_logger.name == "__main__":  # run as a script: a refusal ends it with its message alone
+        sys.excepthook = exit_on_refusal
     model_args, data_args, training_args = parse_arguments(
         (model_arguments, data_arguments, training_arguments or RecipeTrainingArguments), argv
     )
     setup_logging(training_args, recipe_logger)
     check_processes_joined(training_args)
     choose_stages(training_args, arguments_given(argv))
-    checkpoint = find_checkpoint_to_resume(training_args)
-    set_seed(training_args.seed)
-    # What --search_trials prints as the command that trains its best configuration.
+    check_output_dir(training_args.output_dir)
+    # What --search_trials prints as the command that trains its best configuration, and what a checkpoint's
+    # training_args.bin records of the recipe that wrote it.
     recipe_file = os.path.relpath(sys.modules[recipe_logger.name].__file__)
     training_args.recipe_command = [recipe_file, *argv]
+    checkpoint = find_checkpoint_to_resume(training_args)
+    if checkpoint is not None:
+        model = getattr(model_args, "config_name", None) or model_args.model_name_or_path
+        check_checkpoint_origin(checkpoint, model, recipe_file)
+    set_seed(training_args.seed)
     return model_args, data_args, training_args, checkpoint
