@@ -51,7 +51,7 @@ def _doc_pages():
     pages = sorted(
         os.path.relpath(path, REPO_ROOT) for path in glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True)
     )
-    return ["README.md", "CONTRIBUTING.md", *pages]
+    return ["README.md", "CONTRIBUTING.md", "recipes/README.md", *pages]
 
 
 def _github_anchor(heading):

@@ -43,7 +43,7 @@ class RecipeArgumentsMixin:
         metadata={
             "help": "On SIGTERM or SIGUSR1 (a cluster's preemption notice), finish the optimizer step, write one complete "
             "checkpoint, write preempted.json and exit with code 75, so that the job can be requeued and resumed "
-            "(see recipes/README.md, 'On a cluster'). --save_on_preemption false leaves the signals to their defaults."
+            "(see docs/recipes/launching.md). --save_on_preemption false leaves the signals to their defaults."
         },
     )
     ddp_timeout: int = field(
