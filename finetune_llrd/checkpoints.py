@@ -154,7 +154,8 @@ def compare_groups(saved: Sequence[dict[str, Any]], current: Sequence[dict[str, 
 
     Args:
         saved: ``param_groups`` of the saved optimizer state (``params`` are indices).
-        current: the groups just built (``params`` are tensors, ``lr`` the initial rate).
+        current: the groups of this run (``params`` are tensors; the base rate is ``initial_lr`` once a scheduler
+            has run, else ``lr``).
 
     Returns:
         Readable differences; empty when resuming is safe.
@@ -175,9 +176,10 @@ def compare_groups(saved: Sequence[dict[str, Any]], current: Sequence[dict[str, 
         for what, before, now in checks:
             if before != now:
                 differences.append(f"group {index}: {what} {_short(before)} in the checkpoint, {_short(now)} now")
-        if old_rate is not None and not _close(old_rate, new["lr"]):
+        new_rate = new.get("initial_lr", new["lr"])
+        if old_rate is not None and not _close(old_rate, new_rate):
             differences.append(
-                f"group {index} (depth {new.get('layer')}): lr {old_rate:.6g} in the checkpoint, {new['lr']:.6g} now"
+                f"group {index} (depth {new.get('layer')}): lr {old_rate:.6g} in the checkpoint, {new_rate:.6g} now"
             )
     return differences
 
@@ -191,16 +193,23 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-12 + 1e-9 * max(abs(a), abs(b))
 
 
-def check_resume_matches(checkpoint: str, groups: Sequence[dict[str, Any]]) -> None:
+def check_resume_matches(checkpoint: str, groups: Sequence[dict[str, Any]], optimizer_file: str = OPTIMIZER) -> None:
     """Refuses to resume when the checkpoint's optimizer was built with other layer-wise groups.
 
     torch would either fail with "loaded state dict contains a parameter group that doesn't match" or,
     when only the rates differ, silently restore the old rates over the new settings.
 
+    Args:
+        checkpoint: the checkpoint folder.
+        groups: the optimizer groups of the run that resumes (its ``optimizer.param_groups``; a group's base rate is
+            its ``initial_lr`` once a scheduler has run).
+        optimizer_file: the optimizer's state in the folder: the Trainer's ``optimizer.pt``, or ``optimizer.bin`` of
+            ``accelerator.save_state`` in a plain Accelerate loop.
+
     Raises:
         CheckpointError: listing the differences and the way out.
     """
-    path = os.path.join(checkpoint, OPTIMIZER)
+    path = os.path.join(checkpoint, optimizer_file)
     if not os.path.isfile(path):
         return
     differences = compare_groups(load_optimizer_groups(path), groups)

@@ -80,7 +80,7 @@ from finetune_llrd import (
     lr_table,
     param_groups,
 )
-from finetune_llrd.checkpoints import compare_groups, load_optimizer_groups
+from finetune_llrd.checkpoints import check_resume_matches
 from finetune_llrd.depths import parse_layer_mapping, parse_layer_towers
 
 
@@ -256,19 +256,6 @@ def find_checkpoint(args) -> str | None:
     )
 
 
-def check_checkpoint_groups(checkpoint: str, groups) -> None:
-    """Refuses a checkpoint whose optimizer was built with other groups (another ``--layer_decay``, weight decay or
-    mapping): torch would fail on other group sizes, or silently bring back the old rates."""
-    # A scheduler moves each group's lr and keeps the base rate in initial_lr: compare the base rates.
-    current = [{**group, "lr": group.get("initial_lr", group["lr"])} for group in groups]
-    differences = compare_groups(load_optimizer_groups(os.path.join(checkpoint, "optimizer.bin")), current)
-    if differences:
-        raise ValueError(
-            f"Cannot resume from {checkpoint}: its optimizer was built with other layer-wise groups "
-            f"({'; '.join(differences[:6])}). Resume with the flags it was trained with."
-        )
-
-
 def evaluate(model, dataloader, accelerator, compute_metrics, is_regression) -> dict[str, float]:
     model.eval()
     all_logits, all_labels = [], []
@@ -420,7 +407,7 @@ def main(argv=None):
     completed_steps, starting_epoch, resume_step = 0, 0, None
     checkpoint = find_checkpoint(args) if args.resume_from_checkpoint else None
     if checkpoint is not None:
-        check_checkpoint_groups(checkpoint, optimizer.param_groups)
+        check_resume_matches(checkpoint, optimizer.param_groups, optimizer_file="optimizer.bin")
         accelerator.print(f"Resumed from checkpoint: {checkpoint}")
         accelerator.load_state(checkpoint)
         kind, number = CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(checkpoint))).groups()
