@@ -16,12 +16,6 @@ more time.
 The rate grids differ by arm because decay lowers the mean rate: with 30 blocks, decay 0.9 trains the bottom
 block at 0.042 and the tied embeddings / LM head at 0.038 of ``--learning_rate`` (0.95: 0.21 and 0.20), and
 LoRA's usual rates are 10 times full fine-tuning's.
-
-LoRA+ (``--loraplus_lr_ratio 16``, the ratio the LoRA+ paper suggests) trains each B matrix at 16 times its
-block's rate; the paper advises a somewhat lower base rate than LoRA's, so its grid starts a step lower
-(1e-4, 3e-4, 1e-3). With ``--layer_decay 0.95`` (the decay this study found level with uniform rates) the blocks'
-adapters decay too, B matrices at 16 times their decayed rate. LoRA's grid reaches 3e-3, since its first grid
-chose 1e-3, its upper end.
 """
 
 from engine import Study
@@ -65,26 +59,9 @@ STUDY = Study(
         "decay0.95": ["--layer_decay", "0.95"],
         "decay0.9": ["--layer_decay", "0.9"],
         "lora": ["--use_peft", "--lora_r", "16", "--lora_alpha", "32"],
-        "loraplus16": ["--use_peft", "--lora_r", "16", "--lora_alpha", "32", "--loraplus_lr_ratio", "16"],
-        "loraplus16_decay0.95": [
-            "--use_peft",
-            "--lora_r",
-            "16",
-            "--lora_alpha",
-            "32",
-            "--loraplus_lr_ratio",
-            "16",
-            "--layer_decay",
-            "0.95",
-        ],
     },
     learning_rates=(1e-4, 3e-4),
-    arm_learning_rates={
-        "uniform": (3e-5, 1e-4, 3e-4),
-        "lora": (3e-4, 1e-3, 3e-3),
-        "loraplus16": (1e-4, 3e-4, 1e-3),
-        "loraplus16_decay0.95": (1e-4, 3e-4, 1e-3),
-    },
+    arm_learning_rates={"uniform": (3e-5, 1e-4, 3e-4), "lora": (3e-4, 1e-3)},
     grid_seeds=(0,),
     seeds=(0, 1, 2),
     metric="eval_loss",
@@ -94,8 +71,8 @@ STUDY = Study(
         "expect somewhat higher losses than the original gives. 20 steps of 4 conversations cut to 128 tokens "
         "(80 conversations, one epoch), loss on the assistant turns only, 100 validation conversations per "
         "seed (the same for every arm of a seed, other ones for other seeds). The tied embeddings / LM head sit at "
-        "depth 0, so decay trains the output layer slowest. Rate of each arm chosen on seed 0 (uniform, LoRA and "
-        "the LoRA+ arms from 3 rates, the others from 2); a "
+        "depth 0, so decay trains the output layer slowest. Rate of each arm chosen on seed 0 (uniform from 3 "
+        "rates, the others from 2); a "
         "chosen rate at the edge of its grid means the best may lie beyond it. chitchat has some junk turns "
         "('asdf')."
     ),
