@@ -1,0 +1,49 @@
+"""LoRA and LoRA+ in the SFT study's setting: the real SmolLM2-135M-Instruct on the real chitchat conversations,
+scored by the held-out loss on the assistant turns (lower is better).
+
+Arms, each with the study's LoRA adapter (r 16, alpha 32 on q_proj and v_proj): plain LoRA; LoRA+ at ratio 16
+(``--loraplus_lr_ratio 16``, the ratio the LoRA+ paper suggests: each B matrix at 16 times its block's rate, as
+peft's ``create_loraplus_optimizer`` splits the parameters); LoRA+ at ratio 16 with layer decay 0.95 over the 30
+blocks (the decay the ``sft`` study found level with uniform rates), so the adapters decay with their block too;
+and full fine-tuning at uniform rates, at the rate the ``sft`` study chose for it (1e-4), as the yardstick.
+
+Everything but the precision is the ``sft`` study's (the same arguments, data, conversations per seed and rate
+choice on seed 0): this study runs in fp32 (``--bf16 false``), because the CPU of the session that ran it has no
+bf16 instructions (a 512 x 512 bf16 matmul took 65 times a fp32 one), where the ``sft`` study's machine ran bf16
+autocast fastest. Its losses are therefore compared with each other, not with the ``sft`` study's table.
+
+Grids: LoRA's reaches 3e-3, since the ``sft`` study's LoRA chose 1e-3, its upper end; the LoRA+ paper advises a
+base rate somewhat below LoRA's, so the LoRA+ grids start a step lower.
+"""
+
+import dataclasses
+
+from engine import Study
+from studies.sft import STUDY as SFT
+
+
+LORA = ["--use_peft", "--lora_r", "16", "--lora_alpha", "32"]
+
+STUDY = Study(
+    name="sft_lora",
+    executor=dataclasses.replace(SFT.executor, common_args=[*SFT.executor.common_args, "--bf16", "false"]),
+    arms={
+        "lora": LORA,
+        "loraplus16": [*LORA, "--loraplus_lr_ratio", "16"],
+        "loraplus16_decay0.95": [*LORA, "--loraplus_lr_ratio", "16", "--layer_decay", "0.95"],
+        "uniform": [],
+    },
+    learning_rates=(1e-4, 3e-4, 1e-3),
+    arm_learning_rates={"lora": (3e-4, 1e-3, 3e-3), "uniform": (1e-4,)},
+    grid_seeds=SFT.grid_seeds,
+    seeds=SFT.seeds,
+    metric=SFT.metric,
+    greater_is_better=SFT.greater_is_better,
+    other_metrics=SFT.other_metrics,
+    title="LoRA and LoRA+ for SFT: SmolLM2-135M on chitchat (recipe study, fp32)",
+    caveats=(
+        f"{SFT.caveats} This study runs in fp32, the sft study in bf16 autocast: compare its rows with each "
+        "other. Full fine-tuning runs at the sft study's chosen rate (1e-4) alone; the LoRA arms choose theirs on "
+        "seed 0 from 3 rates."
+    ),
+)
