@@ -12,8 +12,10 @@ choice on seed 0): this study runs in fp32 (``--bf16 false``), because the CPU o
 bf16 instructions (a 512 x 512 bf16 matmul took 65 times a fp32 one), where the ``sft`` study's machine ran bf16
 autocast fastest. Its losses are therefore compared with each other, not with the ``sft`` study's table.
 
-Grids: LoRA's reaches 3e-3, since the ``sft`` study's LoRA chose 1e-3, its upper end; the LoRA+ paper advises a
-base rate somewhat below LoRA's, so the LoRA+ grids start a step lower.
+Grids: LoRA's reaches 1e-2, since the ``sft`` study's LoRA chose 1e-3, its upper end; the LoRA+ paper advises a
+base rate somewhat below LoRA's, so the LoRA+ grids start a step lower. The first grids (up to 3e-3 for LoRA and
+1e-3 for LoRA+) had every LoRA arm choose its upper end on seed 0; each grid was then extended one step up before
+any seed beyond 0 ran.
 """
 
 import dataclasses
@@ -33,8 +35,8 @@ STUDY = Study(
         "loraplus16_decay0.95": [*LORA, "--loraplus_lr_ratio", "16", "--layer_decay", "0.95"],
         "uniform": [],
     },
-    learning_rates=(1e-4, 3e-4, 1e-3),
-    arm_learning_rates={"lora": (3e-4, 1e-3, 3e-3), "uniform": (1e-4,)},
+    learning_rates=(1e-4, 3e-4, 1e-3, 3e-3),
+    arm_learning_rates={"lora": (3e-4, 1e-3, 3e-3, 1e-2), "uniform": (1e-4,)},
     grid_seeds=SFT.grid_seeds,
     seeds=SFT.seeds,
     metric=SFT.metric,
@@ -44,6 +46,6 @@ STUDY = Study(
     caveats=(
         f"{SFT.caveats} This study runs in fp32, the sft study in bf16 autocast: compare its rows with each "
         "other. Full fine-tuning runs at the sft study's chosen rate (1e-4) alone; the LoRA arms choose theirs on "
-        "seed 0 from 3 rates."
+        "seed 0 from 4 rates."
     ),
 )
