@@ -44,8 +44,13 @@ STUDY = Study(
     other_metrics=SFT.other_metrics,
     title="LoRA and LoRA+ for SFT: SmolLM2-135M on chitchat (recipe study, fp32)",
     caveats=(
-        f"{SFT.caveats} This study runs in fp32, the sft study in bf16 autocast: compare its rows with each "
-        "other. Full fine-tuning runs at the sft study's chosen rate (1e-4) alone; the LoRA arms choose theirs on "
-        "seed 0 from 4 rates."
+        "SmolLM2-135M-Instruct here is dequantized from a 4-bit (Q4_1) GGUF file, not the original bf16 weights. "
+        "20 steps of 4 conversations cut to 128 tokens (80 conversations, one epoch), loss on the assistant turns "
+        "only, 100 validation conversations per seed (the same for every arm of a seed). fp32 (this session's CPU "
+        "has no bf16 instructions), where the sft study ran bf16 autocast: compare this table's rows with each "
+        "other, not with the sft study's. Each LoRA arm's rate is chosen on seed 0 from 4 rates, every choice "
+        "inside its grid (the grids were extended one step up after the first 3 rates chose their upper end); "
+        "full fine-tuning runs at the rate the sft study chose for it (1e-4) alone. 3 seeds: a difference of a "
+        "few hundredths of a nat is within the seeds' spread."
     ),
 )
