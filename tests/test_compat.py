@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import training_args
 
 import finetune_llrd
-from finetune_llrd import LayerwiseRates, LLRDTrainer, LLRDTrainingArguments
+from finetune_llrd import LayerwiseRates, LLRDTrainer
 from finetune_llrd._moved import MOVED_MODULES
 from finetune_llrd.checkpoints import CheckpointError
 
@@ -76,24 +77,9 @@ def _fixture_run(tmp_path: Path, **overrides):
     checkpoint = run / "checkpoint-2"
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(checkpoint))
-    settings = dict(
-        output_dir=str(run),
-        learning_rate=1e-3,
-        layer_decay=0.8,
-        weight_decay=0.01,
-        per_device_train_batch_size=8,
-        max_steps=4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
-    settings.update(overrides)
-    trainer = LLRDTrainer(
-        model=model, args=LLRDTrainingArguments(**settings), train_dataset=load_from_disk(FIXTURES / "data")
-    )
+    # The tests' usual few CPU steps (lr 1e-3, weight decay 0.01, batch 8, max_steps 4, seed 0), as the fixture ran.
+    args = training_args(run, **{"layer_decay": 0.8, "logging_steps": 1, **overrides})
+    trainer = LLRDTrainer(model=model, args=args, train_dataset=load_from_disk(FIXTURES / "data"))
     return trainer, checkpoint
 
 
