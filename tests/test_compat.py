@@ -177,7 +177,14 @@ OLD_MODULE_MOVED_NAMES = {
     "finetune_llrd.arguments": {
         "check_deepspeed_config": "finetune_llrd.integrations.deepspeed",
         "check_deepspeed_scheduler": "finetune_llrd.integrations.deepspeed",
+        "layerwise_arguments": "finetune_llrd.composition",
+        "register_composed": "finetune_llrd.composition",
+        "_restore_arguments": "finetune_llrd.composition",
     },
+    "finetune_llrd.integrations.sentence_transformers": {
+        "LayerwiseSentenceTransformerTrainerMixin": "finetune_llrd.composition",
+    },
+    "finetune_llrd.integrations.trl": {"with_arguments_the_trainer_takes": "finetune_llrd.composition"},
 }
 
 
