@@ -323,3 +323,64 @@ def test_no_module_of_the_library_imports_one_that_imports_it_back():
     for name in sorted(graph):
         visit(name, [], done)
     assert cycles == []
+
+
+# The layers of ARCHITECTURE.md, lowest first: a module imports modules of its own layer or of a lower one only
+# (at module level or inside a function). Within a layer, test_no_module_..._imports_it_back keeps the arrows one way.
+LAYERS = [
+    ("utilities", ["finetune_llrd._moved", "finetune_llrd._setting_files", "finetune_llrd.import_utils"]),
+    ("depths", ["finetune_llrd.depths"]),
+    ("groups", ["finetune_llrd.groups"]),
+    ("integrations", ["finetune_llrd.integrations"]),
+    (
+        "step parts",
+        [
+            "finetune_llrd.adaptation",
+            "finetune_llrd.callbacks",
+            "finetune_llrd.checkpoints",
+            "finetune_llrd.diagnostics",
+            "finetune_llrd.preemption",
+            "finetune_llrd.reinit",
+            "finetune_llrd.schedules",
+            "finetune_llrd._trainer_internals",
+        ],
+    ),
+    ("trainer wiring", ["finetune_llrd.arguments", "finetune_llrd.trainer", "finetune_llrd.model_card"]),
+    ("composition", ["finetune_llrd.composition"]),
+    ("applications", ["finetune_llrd.search", "finetune_llrd.cli", "finetune_llrd.plotting"]),
+    ("package", ["finetune_llrd"]),
+]
+
+
+def _layer_of(module: str) -> int:
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert matches, f"{module} is in no layer of LAYERS: add it, and to ARCHITECTURE.md's table"
+    return max(matches)[1]
+
+
+def test_every_import_of_the_library_points_to_its_own_layer_or_a_lower_one():
+    package = "finetune_llrd"
+    upward = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        name = (package + "." + ".".join(path.relative_to(ROOT / package).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for target in sorted(_imports_of(path, package)):
+            if target == package and name != package:
+                continue  # `from . import x` names the module x, listed too
+            if _layer_of(target) > _layer_of(name):
+                upward.append(f"{name} ({LAYERS[_layer_of(name)][0]}) -> {target} ({LAYERS[_layer_of(target)][0]})")
+    assert upward == []
+
+
+def test_architecture_md_states_the_layers_the_test_enforces():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    table = text[text.index("| layer |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    stated = [(layer.strip(), sorted(m.strip(" `") for m in modules.split(","))) for layer, modules in rows]
+    assert stated == [(layer, sorted(m.removeprefix("finetune_llrd.") for m in modules)) for layer, modules in LAYERS]
