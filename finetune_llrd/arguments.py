@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
 from ._moved import moved_names
-from .adaptation import ADAPTATION_RULES
+from .adaptation import ADAPTATIONS
 from .depths import LAYER_GROUPINGS, parse_layer_mapping, parse_layer_towers, validate_layer_grouping
 from .groups import LayerwiseRates, ParamGroupRule, loraplus_rules, parse_param_group_rules, parse_tower_layer_decay
 from .groups.loraplus import check_loraplus_settings
@@ -23,7 +23,7 @@ from .integrations.deepspeed import refuse_deepspeed_optimizer_block
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 
-LAYER_LR_ADAPTATIONS = ("none", *ADAPTATION_RULES)
+LAYER_LR_ADAPTATIONS = ("none", *ADAPTATIONS)
 
 
 @dataclass

@@ -347,8 +347,8 @@ class LayerwiseTrainerMixin:
         self._layers = layers
         prepare_for_optimizer(opt_model, optimizer_cls, optimizer_kwargs)
         logger.info(
-            "Layer-wise learning rates (%s rule, L=%d):\n%s",
-            layers.rule,
+            "Layer-wise learning rates (depths by %s, L=%d):\n%s",
+            layers.method,
             layers.num_layers,
             format_lr_table(lr_table(groups, layers)),
         )

@@ -146,7 +146,6 @@ OLD_MODULE_NAMES = {
         "validate_layer_grouping",
         "layer_map",
         "parse_layer_mapping",
-        "iter_depth_names",
     ],
     "finetune_llrd.weight_decay": ["is_norm_module", "no_weight_decay_names"],
     "finetune_llrd.rates": [
@@ -210,6 +209,37 @@ def test_names_that_left_a_module_still_import_from_it(old):
         with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} moved .* from {new_home} instead"):
             value = getattr(importlib.import_module(old), name)
         assert value is getattr(importlib.import_module(new_home), name)
+
+
+def test_a_removed_name_still_works_with_a_deprecation_warning_that_says_what_to_use():
+    from finetune_llrd import layer_map
+
+    layers = layer_map(
+        torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 2)), mapping={"^0": 0, "^1": 2}
+    )
+    with pytest.warns(DeprecationWarning, match=r"finetune_llrd.layer_map.iter_depth_names was removed .*block_name"):
+        from finetune_llrd.layer_map import iter_depth_names
+    assert list(iter_depth_names(layers)) == [(depth, layers.block_name(depth)) for depth in range(3)]
+    with pytest.warns(DeprecationWarning, match=r"LayerMap.rule was renamed .* LayerMap.method instead"):
+        assert layers.rule == layers.method == "user_mapping"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("DepthRateRule", "DepthRateAdaptation"),
+        ("ADAPTATION_RULES", "ADAPTATIONS"),
+        ("adaptation_rule", "adaptation_from_args"),
+    ],
+)
+def test_a_renamed_name_still_imports_with_a_deprecation_warning(old, new):
+    import finetune_llrd.adaptation as adaptation
+
+    with pytest.warns(
+        DeprecationWarning, match=rf"adaptation\.{old} was renamed .* use finetune_llrd\.adaptation\.{new}"
+    ):
+        value = getattr(adaptation, old)
+    assert value is getattr(adaptation, new)
 
 
 def test_the_old_from_import_form_works_and_the_package_names_stay_functions():
