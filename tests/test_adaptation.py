@@ -22,6 +22,9 @@ from finetune_llrd.arguments import LAYER_LR_ADAPTATIONS
 from finetune_llrd.integrations.deepspeed import refuse_step_features_under_deepspeed
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 KEYS = [f"layer_{depth:02d}" for depth in range(4)] + ["head"]  # tiny BERT: L = 3, head = 4
 
 

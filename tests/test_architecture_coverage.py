@@ -16,6 +16,9 @@ from finetune_llrd import layer_map, param_groups
 from finetune_llrd.depths import base_model_path
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 # Model types that cannot be built here: they need packages that are not installed (detectron2, natten,
 # timm) or their default configs cannot be instantiated by this transformers release.
 NOT_BUILDABLE_HERE = {

@@ -25,6 +25,9 @@ from finetune_llrd._moved import MOVED_MODULES
 from finetune_llrd.checkpoints import CheckpointError
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "v0.1.0"
 needs_fixtures = pytest.mark.skipif(

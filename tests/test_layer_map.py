@@ -10,6 +10,9 @@ from torch import nn
 from finetune_llrd import LayerMapError, layer_map
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def _bert_like(prefix, embeddings, head, extra_embeddings=()):
     return dict(
         embeddings={f"{prefix}.embeddings.{name}" for name in embeddings} | set(extra_embeddings),
