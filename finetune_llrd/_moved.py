@@ -31,6 +31,9 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "finetune_llrd.param_groups": ("finetune_llrd.groups", "finetune_llrd.depths"),
     "finetune_llrd.rate_table": ("finetune_llrd.groups",),
     "finetune_llrd.deepspeed_checks": ("finetune_llrd.integrations.deepspeed",),
+    # 0.2.0's development names, renamed to say which does what.
+    "finetune_llrd.search.runner": ("finetune_llrd.search.trials",),
+    "finetune_llrd.search.searcher": ("finetune_llrd.search.tuning",),
 }
 
 

@@ -115,7 +115,7 @@ def test_a_checkpoint_of_0_1_0_is_refused_with_other_layerwise_settings(tmp_path
 
 # ---- import paths ----
 
-# The public names of each module that moved, as 0.1.0 defined them.
+# The public names of each module that moved, as 0.1.0 (or 0.2.0's development, search/) defined them.
 OLD_MODULE_NAMES = {
     "finetune_llrd.parameter_names": ["clean_parameter_name"],
     "finetune_llrd.block_stacks": ["BlockStackDepths", "block_stack_depths", "base_model_path", "is_norm_module"],
@@ -172,6 +172,8 @@ OLD_MODULE_NAMES = {
         "WARMUP_KEEPS_RATIOS_FROM",
         "check_deepspeed_scheduler",
     ],
+    "finetune_llrd.search.runner": ["SearchOutcome", "run_search", "space_params", "trial_record"],
+    "finetune_llrd.search.searcher": ["search_rates", "search_layerwise_rates", "search_metric"],
 }
 # Names that left a module that stayed: old module -> name -> new module.
 OLD_MODULE_MOVED_NAMES = {
