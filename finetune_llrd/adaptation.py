@@ -97,12 +97,11 @@ class AutoRGN(DepthRateAdaptation):
     """Auto-RGN of Lee, Chen, Tajwar, Kumar, Yao, Liang & Finn, "Surgical Fine-Tuning Improves Adaptation to
     Distribution Shifts" (ICLR 2023, arXiv:2210.11466), per depth.
 
-    Only the paper's abstract and introduction could be read here, not its method section; the rule follows
-    the authors' reference code (github.com/anniesch/surgical-finetuning, ``main.py``: ``get_lr_weights``
+    It follows the authors' reference code (github.com/anniesch/surgical-finetuning, ``main.py``: ``get_lr_weights``
     and the ``auto_tune == 'RGN'`` branch). There, each parameter tensor's relative gradient norm
     ``RGN = ||g|| / ||theta||``, divided by the largest RGN of the model, multiplies that tensor's rate.
 
-    Implemented rule: at every optimizer step, for every depth d (all its parameters together),
+    Implemented: at every optimizer step, for every depth d (all its parameters together),
     ``RGN_d = ||g_d|| / ||w_d||`` and the depth's rate is multiplied by ``RGN_d / max_d' RGN_d'``. A depth whose
     weight norm is zero or whose norms are not finite keeps its rate and stays out of the maximum; when
     every RGN is zero all rates are kept. Differences from the reference: per depth rather than per tensor
@@ -144,11 +143,11 @@ class LARS(DepthRateAdaptation):
     """The layer-wise trust ratio of LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional
     Networks", arXiv:1708.03888, 2017) as a multiplier per depth, on top of any optimizer.
 
-    The paper's text could not be read here; the rule is its Algorithm 1 (SGD with LARS) as reproduced by
-    timm's ``Lars`` and NVIDIA apex's ``LARC``: the local rate of layer l is
-    ``eta * ||w_l|| / (||grad L(w_l)|| + beta * ||w_l||)``, which multiplies the global rate gamma.
+    It is the paper's Algorithm 1 (SGD with LARS) as timm's ``Lars`` and NVIDIA apex's ``LARC`` implement it: the
+    local rate of layer l is ``eta * ||w_l|| / (||grad L(w_l)|| + beta * ||w_l||)``, which multiplies the global
+    rate gamma.
 
-    Implemented rule: at every optimizer step every depth's rate (the global rate here: ``learning_rate``
+    Implemented: at every optimizer step every depth's rate (the global rate here: ``learning_rate``
     with the decay and the schedule) is multiplied by ``0.001 * ||w_d|| / (||g_d|| + weight_decay * ||w_d||)``,
     with the paper's trust coefficient 0.001 and ``weight_decay`` for beta. A depth with a zero or
     non-finite gradient or weight norm keeps its rate, as in timm. The trust coefficient is not a setting:
@@ -198,14 +197,14 @@ class AutoLR(DepthRateAdaptation):
     """The rate tuning of AutoLR (Ro & Choi, "AutoLR: Layer-wise Pruning and Auto-tuning of Learning Rates in
     Fine-tuning of Deep Networks", AAAI 2021, arXiv:2002.06048); the pruning part is not implemented.
 
-    The paper's text could not be read here (only its abstract); the rule follows the authors' code
+    It follows the authors' code
     (github.com/youngminPIL/AutoLR, ``train.py``: ``adjustLR``; ``util/weight_variation_AutoLR.py``). There,
     after each epoch, when the layers' weight variations are not sorted from low (bottom) to high (top),
     each layer gets a desired variation that is, and its rate is rescaled by ``desired / measured``
     (``lr + (desired - now) / (now / lr)``: the variation taken as proportional to the rate); the
     classifier's rate stays fixed, and the epoch is re-run until the order is good enough.
 
-    Implemented rule, for a Trainer that cannot re-run a period:
+    Implemented, for a Trainer that cannot re-run a period:
 
     * every ``interval`` optimizer steps (``layer_lr_adaptation_interval``) is one period; the variation
       ``V_d`` of depth d over a period is the sum of its per-step update ratios ``||w_after - w_before|| /
