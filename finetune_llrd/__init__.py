@@ -35,7 +35,7 @@ _PUBLIC_NAMES = {
     "param_groups": "groups",
     "LayerwiseArgumentsMixin": "arguments",
     "LLRDTrainingArguments": "arguments",
-    "layerwise_arguments": "arguments",
+    "layerwise_arguments": "composition",
     "LayerwiseTrainerMixin": "trainer",
     "LLRDTrainer": "trainer",
     "layerwise_trainer": "composition",
@@ -75,9 +75,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .arguments import LayerwiseArgumentsMixin, LLRDTrainingArguments, layerwise_arguments
+    from .arguments import LayerwiseArgumentsMixin, LLRDTrainingArguments
     from .callbacks import GradualUnfreezingCallback, NonFiniteLossCallback, NonFiniteLossError
-    from .composition import layerwise_trainer
+    from .composition import layerwise_arguments, layerwise_trainer
     from .depths import LayerMap, LayerMapError, layer_map
     from .groups import (
         LayerwiseRates,
