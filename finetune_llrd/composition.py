@@ -14,6 +14,7 @@ their field values (:func:`_reduce_arguments`), so that ``torch.save(args)``, ev
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import importlib
 import logging
@@ -136,8 +137,11 @@ def layerwise_arguments(args_cls: type) -> type:
 
 def _reduce_arguments(self) -> tuple:
     """Pickles composed arguments as (the import path of the wrapped class, the field values), so that any
-    process can make the class again, whether or not it has composed it yet."""
-    wrapped = next(wrapped for wrapped, composed in _COMPOSED_ARGUMENTS.items() if composed is type(self))
+    process can make the class again, whether or not it has composed it yet. An instance of a subclass of a
+    composed class (a project's own, defined in a module) pickles by reference to its class, as any dataclass."""
+    wrapped = next((wrapped for wrapped, composed in _COMPOSED_ARGUMENTS.items() if composed is type(self)), None)
+    if wrapped is None:
+        return copyreg.__newobj__, (type(self),), self.__dict__.copy()
     return _restore_arguments, (wrapped.__module__, wrapped.__qualname__), self.__dict__.copy()
 
 

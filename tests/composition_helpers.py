@@ -16,6 +16,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from finetune_llrd import layerwise_arguments
+
 
 WORDS = [f"w{i}" for i in range(90)]
 
@@ -98,6 +100,13 @@ class ProjectArguments(Seq2SeqTrainingArguments):
     """A project's own arguments class, outside every library: its composition must unpickle in a fresh process."""
 
     source_prefix: str = field(default="summarize: ", metadata={"help": "Prepended to every source text."})
+
+
+@dataclass
+class ProjectSubclassArguments(layerwise_arguments(Seq2SeqTrainingArguments)):
+    """A project's subclass of a composed arguments class, as a recipe's: pickled by reference to itself."""
+
+    target_prefix: str = field(default="", metadata={"help": "Prepended to every target text."})
 
 
 def describe_in_child(trainer_cls, args, queue) -> None:

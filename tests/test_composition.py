@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from composition_helpers import CopyPrefix, ProjectArguments, describe_in_child, tiny_t5
+from composition_helpers import CopyPrefix, ProjectArguments, ProjectSubclassArguments, describe_in_child, tiny_t5
 from launch import accelerate_launch
 from transformers import (
     HfArgumentParser,
@@ -150,6 +150,13 @@ def test_composed_arguments_survive_torch_save_and_load(tmp_path):
     torch.save(args, path)
     loaded = torch.load(path, weights_only=False)
     assert type(loaded) is type(args) and loaded == args
+
+
+def test_a_subclass_of_composed_arguments_pickles_by_reference_to_itself(tmp_path):
+    args = ProjectSubclassArguments(output_dir=str(tmp_path), report_to=[], layer_decay=0.6, target_prefix="> ")
+    torch.save(args, tmp_path / "args.bin")
+    loaded = torch.load(tmp_path / "args.bin", weights_only=False)
+    assert type(loaded) is ProjectSubclassArguments and loaded == args and loaded.target_prefix == "> "
 
 
 def test_composed_arguments_load_in_a_fresh_process(tmp_path):
