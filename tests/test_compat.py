@@ -409,6 +409,15 @@ def _layer_of(module: str) -> int:
     return max(matches)[1]
 
 
+def test_no_function_or_class_of_the_library_is_defined_twice():
+    defined: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "finetune_llrd").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name != "__getattr__":
+                defined.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in defined.items() if len(paths) > 1} == {}
+
+
 def test_every_import_of_the_library_points_to_its_own_layer_or_a_lower_one():
     package = "finetune_llrd"
     upward = []
