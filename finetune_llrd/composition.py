@@ -5,7 +5,7 @@ This module owns the composition: both factories, the registry of the classes th
 Each factory returns a subclass named ``LLRD<Name>`` with the layer-wise mixin first among its bases
 (:class:`~finetune_llrd.trainer.LayerwiseTrainerMixin`, :class:`~finetune_llrd.arguments.LayerwiseArgumentsMixin`),
 and keeps it in this module as ``finetune_llrd.composition.LLRD<Name>``. In a fresh process the classes of the
-common libraries (transformers, TRL, sentence-transformers, :data:`_KNOWN_WRAPPED`) are made again on first
+common libraries (transformers' in :data:`_KNOWN_WRAPPED`, each integration's ``known_classes``) are made again on first
 access by name, so pickle finds them. Composed arguments pickle as the import path of the class they wrap plus
 their field values (:func:`_reduce_arguments`), so that ``torch.save(args)``, every checkpoint's
 ``training_args.bin`` and spawn-based launchers work, and any process loads them through
@@ -24,7 +24,7 @@ from typing import Any
 from transformers import Trainer, TrainingArguments
 
 from .arguments import LayerwiseArgumentsMixin, LLRDTrainingArguments, lr_scheduler_type_field
-from .integrations import integrations_for
+from .integrations import all_integrations, integrations_for
 from .integrations.sentence_transformers import SentenceTransformerTrainerMixin
 from .trainer import LayerwiseTrainerMixin, LLRDTrainer
 
@@ -43,19 +43,10 @@ logger = logging.getLogger(__name__)
 
 # Wrapped classes whose composition a fresh process makes again when pickle (or an import) asks for it by
 # name: "Name" -> candidate (module, qualname) of the wrapped class.
+# transformers' own here; each integration adds its library's (Integration.known_classes).
 _KNOWN_WRAPPED = {
     "Seq2SeqTrainer": [("transformers", "Seq2SeqTrainer")],
     "Seq2SeqTrainingArguments": [("transformers", "Seq2SeqTrainingArguments")],
-    "SFTTrainer": [("trl", "SFTTrainer")],
-    "SFTConfig": [("trl", "SFTConfig")],
-    "DPOTrainer": [("trl", "DPOTrainer")],
-    "DPOConfig": [("trl", "DPOConfig")],
-    "SentenceTransformerTrainer": [("sentence_transformers", "SentenceTransformerTrainer")],
-    "SentenceTransformerTrainingArguments": [("sentence_transformers", "SentenceTransformerTrainingArguments")],
-    "CrossEncoderTrainer": [("sentence_transformers.cross_encoder", "CrossEncoderTrainer")],
-    "CrossEncoderTrainingArguments": [("sentence_transformers.cross_encoder", "CrossEncoderTrainingArguments")],
-    "SparseEncoderTrainer": [("sentence_transformers.sparse_encoder", "SparseEncoderTrainer")],
-    "SparseEncoderTrainingArguments": [("sentence_transformers.sparse_encoder", "SparseEncoderTrainingArguments")],
 }
 
 # wrapped trainer class -> its composition; the stock Trainer maps to LLRDTrainer.
@@ -257,7 +248,12 @@ def __getattr__(name: str) -> type:
     class of the common libraries that this process has not composed yet (pickle asks for it so in a fresh
     process)."""
     wrapped_name = name[len("LLRD") :] if name.startswith("LLRD") else None
-    for module, qualname in _KNOWN_WRAPPED.get(wrapped_name, []):
+    candidates = list(_KNOWN_WRAPPED.get(wrapped_name, []))
+    for integration in all_integrations():
+        candidates += [
+            (module, qualname) for module, qualname in integration.known_classes if qualname == wrapped_name
+        ]
+    for module, qualname in candidates:
         try:
             wrapped = _import(module, qualname)
         except (ImportError, AttributeError):

@@ -73,6 +73,21 @@ def test_a_trainer_no_integration_owns_gets_the_generic_mixin_alone(toy_integrat
     assert integrations_for(Plain) == []
 
 
+class ToyPickledTrainer(Trainer):
+    """A library trainer whose composition a fresh process makes again by name."""
+
+
+def test_an_integrations_known_classes_are_composed_when_asked_for_by_name():
+    import finetune_llrd.composition
+
+    register_integration("toy_pickled", matches=lambda cls: False, known_classes=((__name__, "ToyPickledTrainer"),))
+    try:
+        composed = finetune_llrd.composition.LLRDToyPickledTrainer
+    finally:
+        unregister_integration("toy_pickled")
+    assert composed.__bases__ == (LayerwiseTrainerMixin, ToyPickledTrainer)
+
+
 def test_comes_from_reads_the_module_path_of_a_class_its_bases_an_instance_or_a_partial():
     from transformers import Seq2SeqTrainer
 

@@ -17,6 +17,7 @@ works without them and the Trainer wiring can use them.
 from . import bitsandbytes, sentence_transformers, trl  # noqa: F401 - each registers its integration
 from .registry import (
     Integration,
+    all_integrations,
     integrations_for,
     prepare_for_optimizer,
     register_integration,
@@ -26,6 +27,7 @@ from .registry import (
 
 __all__ = [
     "Integration",
+    "all_integrations",
     "integrations_for",
     "prepare_for_optimizer",
     "register_integration",

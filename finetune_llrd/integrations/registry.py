@@ -17,6 +17,7 @@ from ..import_utils import comes_from
 
 __all__ = [
     "Integration",
+    "all_integrations",
     "integrations_for",
     "prepare_for_optimizer",
     "register_integration",
@@ -40,6 +41,8 @@ class Integration:
             them are copied into the composition of that class.
         prepare_optimizer: ``(model, optimizer_cls, optimizer_kwargs) -> None``, run when the layer-wise
             optimizer is built from one of the library's optimizer classes, before it is made.
+        known_classes: ``(module, qualname)`` of the library's trainer and arguments classes whose composition a
+            fresh process makes again when pickle asks for ``finetune_llrd.composition.LLRD<qualname>``.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Integration:
     trainer_mixin: type | None = None
     arguments_class: Callable[[type], type | None] | None = None
     prepare_optimizer: Callable[[Any, Any, dict[str, Any]], None] | None = None
+    known_classes: tuple[tuple[str, str], ...] = ()
 
     def owns(self, cls: Any) -> bool:
         """Whether ``cls`` is the library's."""
@@ -65,6 +69,7 @@ def register_integration(
     trainer_mixin: type | None = None,
     arguments_class: Callable[[type], type | None] | None = None,
     prepare_optimizer: Callable[[Any, Any, dict[str, Any]], None] | None = None,
+    known_classes: tuple[tuple[str, str], ...] = (),
 ) -> Integration:
     """Registers (or replaces) the integration ``name``; see :class:`Integration` for the arguments.
 
@@ -73,7 +78,7 @@ def register_integration(
     Returns:
         The registered integration.
     """
-    integration = Integration(name, matches, trainer_mixin, arguments_class, prepare_optimizer)
+    integration = Integration(name, matches, trainer_mixin, arguments_class, prepare_optimizer, tuple(known_classes))
     _INTEGRATIONS[name] = integration
     return integration
 
@@ -81,6 +86,11 @@ def register_integration(
 def unregister_integration(name: str) -> None:
     """Removes the integration ``name`` (for tests and for replacing a built-in one)."""
     _INTEGRATIONS.pop(name, None)
+
+
+def all_integrations() -> list[Integration]:
+    """Every registered integration, in the order they were registered."""
+    return list(_INTEGRATIONS.values())
 
 
 def integrations_for(cls: Any) -> list[Integration]:

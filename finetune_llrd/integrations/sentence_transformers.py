@@ -106,7 +106,17 @@ def absorb_optimizer_dict(groups: list[dict[str, Any]], optimizer_dict: list[dic
 
 
 register_integration(
-    "sentence_transformers", matches="sentence_transformers", trainer_mixin=SentenceTransformerTrainerMixin
+    "sentence_transformers",
+    matches="sentence_transformers",
+    trainer_mixin=SentenceTransformerTrainerMixin,
+    known_classes=(
+        ("sentence_transformers", "SentenceTransformerTrainer"),
+        ("sentence_transformers", "SentenceTransformerTrainingArguments"),
+        ("sentence_transformers.cross_encoder", "CrossEncoderTrainer"),
+        ("sentence_transformers.cross_encoder", "CrossEncoderTrainingArguments"),
+        ("sentence_transformers.sparse_encoder", "SparseEncoderTrainer"),
+        ("sentence_transformers.sparse_encoder", "SparseEncoderTrainingArguments"),
+    ),
 )
 
 # The mixin with the layer-wise one in a single class, for a class statement, lives with the composition.

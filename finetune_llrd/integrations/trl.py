@@ -48,6 +48,11 @@ def arguments_class_taken_by(trainer_cls: type) -> type | None:
     return None
 
 
-register_integration("trl", matches="trl", arguments_class=arguments_class_taken_by)
+register_integration(
+    "trl",
+    matches="trl",
+    arguments_class=arguments_class_taken_by,
+    known_classes=(("trl", "SFTTrainer"), ("trl", "SFTConfig"), ("trl", "DPOTrainer"), ("trl", "DPOConfig")),
+)
 
 __getattr__ = moved_names(__name__, {"with_arguments_the_trainer_takes": "finetune_llrd.composition"})
