@@ -18,6 +18,8 @@ __all__ = [
     "is_available",
     "is_bitsandbytes_available",
     "is_deepspeed_available",
+    "is_matplotlib_available",
+    "is_optuna_available",
     "is_peft_available",
     "is_sentence_transformers_available",
     "is_timm_available",
@@ -37,6 +39,14 @@ def is_bitsandbytes_available() -> bool:
 
 def is_deepspeed_available() -> bool:
     return is_available("deepspeed")
+
+
+def is_matplotlib_available() -> bool:
+    return is_available("matplotlib")
+
+
+def is_optuna_available() -> bool:
+    return is_available("optuna")
 
 
 def is_peft_available() -> bool:

@@ -79,16 +79,8 @@ def test_search_max_steps_must_be_positive():
 
 
 def test_missing_optuna_names_the_extra(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_optuna(name, *args, **kwargs):
-        if name == "optuna":
-            raise ImportError("No module named 'optuna'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    # Whether Optuna is installed is finetune_llrd.import_utils' answer, asked once.
+    monkeypatch.setattr("finetune_llrd.search.space.is_optuna_available", lambda: False)
     with pytest.raises(ImportError, match=r'pip install "finetune-llrd\[search\]"'):
         SearchArguments(search_trials=3)
     assert SearchArguments(search_trials=0).search_trials == 0

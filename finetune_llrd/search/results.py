@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from ..import_utils import is_matplotlib_available
 from .space import SearchSpace
 from .trials import SearchOutcome
 
@@ -47,9 +48,7 @@ def write_search_results(
     }
     paths = {"json": output_dir / SEARCH_RESULTS_FILE}
     paths["json"].write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not is_matplotlib_available():
         logger.warning("matplotlib is not installed: no %s (pip install matplotlib).", SEARCH_HEATMAP_FILE)
         return paths
     paths["png"] = output_dir / SEARCH_HEATMAP_FILE

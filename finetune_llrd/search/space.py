@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._setting_files import read_setting_file
+from ..import_utils import is_optuna_available
 
 
 SEARCH_DIRECTIONS = ("maximize", "minimize")
@@ -82,12 +83,10 @@ class SearchArguments:
 
 def require_optuna() -> None:
     """Raises an ``ImportError`` that names the extra when Optuna is missing."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError as error:
+    if not is_optuna_available():
         raise ImportError(
             'search_trials needs Optuna, an optional extra: pip install "finetune-llrd[search]" (or pip install optuna).'
-        ) from error
+        )
 
 
 @dataclass(frozen=True)
