@@ -25,6 +25,7 @@ from .groups import format_lr_table, frozen_by_rules, lr_table, param_groups
 from .integrations.bitsandbytes import keep_embeddings_in_32_bit
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
 from .integrations.trl import with_arguments_the_trainer_takes
+from .launching import check_processes_joined
 from .model_card import add_layerwise_section
 from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
@@ -95,6 +96,7 @@ class LayerwiseTrainerMixin:
         self._layers: LayerMap | None = None
         self._resume_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
+        check_processes_joined(self.args)  # also for arguments that are not layer-wise ones
         self._check_features_fit_the_setup()
         self._refuse_what_would_drop_the_layerwise_groups()
         self.optimizer_was_given = self.optimizer is not None

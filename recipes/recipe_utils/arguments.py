@@ -8,10 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-from transformers.utils import is_torch_xla_available
-
 from finetune_llrd import LLRDTrainingArguments
+from finetune_llrd.launching import accelerator_available
 from finetune_llrd.search import SearchArguments
 
 from .data import check_data_files
@@ -77,11 +75,6 @@ class RecipeTrainingArguments(RecipeArgumentsMixin, LLRDTrainingArguments, Searc
 # Every recipe run's training_args.bin pickles its arguments by the class's module path: keep it the package's,
 # as when the package was the single module recipe_utils.py, so that those files load in every version.
 RecipeTrainingArguments.__module__ = __package__
-
-
-def accelerator_available() -> bool:
-    """Whether torch sees an accelerator (CUDA, MPS, XPU, HPU, NPU, ...) or an XLA device."""
-    return torch.accelerator.is_available() or is_torch_xla_available()
 
 
 @dataclass
