@@ -103,7 +103,7 @@ def test_a_study_declared_in_one_file_is_planned_run_stored_summarized_and_repor
     assert decay["paired_difference"]["differences"] == pytest.approx([0.02, 0.02, 0.02])
     assert decay["paired_difference"]["interval_95"] == pytest.approx([0.02, 0.02])
 
-    table = report.study_report(tiny, store, plot=False)
+    table = study_cli.report_study(tiny, store, plot=False)
     assert table.startswith("tiny: model `tiny`, report_score (higher is better), rate chosen per arm on seed(s) 0.")
     assert (
         "| decay0.8 | 0.0003 | 0, 1, 2 | 0.8200, 0.8300, 0.8400 | 0.8300 | 0.0100 | +0.0200 [+0.0200, +0.0200] (3 seeds) |"

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.sections import section_named
+
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 CHOICE_SEEDS = ("grid seeds", "common seeds")
@@ -93,8 +95,14 @@ class Study:
         rates_on_every_seed: arm -> points of its grid that also run on every seed besides its chosen one, each
             reported as a row of its own; they play no part in the choice.
         search_trials: trials of the lr x decay search run on seed 0 after the runs (0: none).
-        title: the study's heading in BENCHMARKS.md.
+        title: the study's heading in BENCHMARKS.md (an evidence study's: the start of its ``####`` heading).
         caveats: what a reader must know beside the figures.
+        section: the section of ``report.py``'s part of BENCHMARKS.md the study joins, a name of
+            :data:`engine.sections.SECTIONS` (``quality``, ``quality_adaptive``, ``evidence``); empty: the study is
+            reported on its own, by ``python benchmarks/study.py report <name> --update BENCHMARKS.md`` between
+            its markers (every recipe study).
+        section_order: the study's place in its section: ascending, then by name.
+        search_grid: the study whose lr x decay grid its search is measured against; empty: its own.
     """
 
     name: str
@@ -113,10 +121,18 @@ class Study:
     search_trials: int = 0
     title: str = ""
     caveats: str = ""
+    section: str = ""
+    section_order: int = 0
+    search_grid: str = ""
 
     def __post_init__(self):
         if not self.arms:
             raise ValueError(f"Study {self.name} has no arms.")
+        if self.section:
+            try:
+                section_named(self.section)
+            except ValueError as error:
+                raise ValueError(f"Study {self.name}: {error}") from None
         unknown = set(self.arm_learning_rates) - set(self.arms)
         if unknown:
             raise ValueError(f"Study {self.name}: arm_learning_rates names arms it does not have: {sorted(unknown)}.")
