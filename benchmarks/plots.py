@@ -183,8 +183,9 @@ def plot_evidence(study, view: dict[str, Any], path: Path) -> None:
 
 
 def family(study) -> str:
-    """An evidence study's family in its figure's name and title: ``vit``, ``cnn`` or ``text``."""
-    return study.name if study.name in ("vit", "cnn") else "text"
+    """An evidence study's family in its figure's name and title: an image study's name (``vit``, ``cnn``), else
+    ``text``."""
+    return study.name if study.executor.setup().image_size else "text"
 
 
 def plot_grid(summary: dict[str, Any], path: Path) -> None:
