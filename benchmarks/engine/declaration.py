@@ -4,7 +4,9 @@ A study file holds ``STUDY = Study(...)``: the executor that runs one configurat
 ``recipes/`` in a subprocess; ``Classification``: a text or image classifier trained in this process), the arms
 (name -> the arm's settings, in the executor's terms; the first arm is the reference of the paired
 differences), each arm's grid and the seeds, the metric that is reported, and the rule that chooses each arm's
-rate: on which metric (the reported split, or a selection split) and over which seeds.
+rate: on which metric (the reported split, or a selection split) and over which seeds; and where it is reported:
+the section of ``report.py``'s part of BENCHMARKS.md it joins (``section``, :mod:`engine.sections`), or none, to
+be reported on its own between its markers.
 """
 
 from __future__ import annotations
