@@ -31,6 +31,25 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "finetune_llrd.param_groups": ("finetune_llrd.groups", "finetune_llrd.depths"),
     "finetune_llrd.rate_table": ("finetune_llrd.groups",),
     "finetune_llrd.deepspeed_checks": ("finetune_llrd.integrations.deepspeed",),
+    # 0.2.0's development names, renamed to say which does what.
+    "finetune_llrd.search.runner": ("finetune_llrd.search.trials",),
+    "finetune_llrd.search.searcher": ("finetune_llrd.search.tuning",),
+}
+
+
+def _iter_depth_names(layers: Any) -> Any:
+    for depth in range(layers.num_layers + 2):
+        yield depth, layers.block_name(depth)
+
+
+# Names of 0.1.0 that are gone (no caller left): old module -> name -> (0.1.0's behaviour, what to use instead).
+REMOVED_NAMES: dict[str, dict[str, tuple[Any, str]]] = {
+    "finetune_llrd.layer_map": {
+        "iter_depth_names": (
+            _iter_depth_names,
+            "iterate over range(layers.num_layers + 2) with layers.block_name(depth)",
+        ),
+    },
 }
 
 
@@ -44,6 +63,14 @@ class MovedModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in REMOVED_NAMES.get(self.__name__, {}):
+            value, instead = REMOVED_NAMES[self.__name__][name]
+            warnings.warn(
+                f"{self.__name__}.{name} was removed in finetune_llrd 0.2.0: {instead}.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return value
         for home in self._new_homes:
             module = importlib.import_module(home)
             if hasattr(module, name):
@@ -104,5 +131,29 @@ def moved_names(module_name: str, moved: Mapping[str, str]) -> Callable[[str], A
             stacklevel=2,
         )
         return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__
+
+
+def renamed_names(module_name: str, renamed: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that serves the old names of renamed objects of ``module_name``, with a warning.
+
+    Args:
+        module_name: the module that holds the objects under their new names (its ``__name__``).
+        renamed: old name -> new name.
+
+    Returns:
+        The ``__getattr__`` to assign at the module's level.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in renamed:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module_name}.{name} was renamed in finetune_llrd 0.2.0: use {module_name}.{renamed[name]} instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(sys.modules[module_name], renamed[name])
 
     return __getattr__

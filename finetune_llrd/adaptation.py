@@ -1,24 +1,27 @@
 """Rules that adapt each depth's learning rate from the training signal (``--layer_lr_adaptation``).
 
-A rule turns the step's per-depth statistics into one rate multiplier per depth. `DepthStepMonitor`
+An adaptation turns the step's per-depth statistics into one rate multiplier per depth. `DepthStepMonitor`
 (``diagnostics.py``) measures the statistics, applies the multipliers to the optimizer step about to run
-and restores the scheduled rates after it, so a rule never touches the schedule. A new rule is a
-`DepthRateRule` subclass registered in `ADAPTATION_RULES` (and named in the accepted values of
+and restores the scheduled rates after it, so an adaptation never touches the schedule. A new one is a
+`DepthRateAdaptation` subclass registered in `ADAPTATIONS` (and named in the accepted values of
 ``LLRDTrainingArguments.layer_lr_adaptation``).
 
-Every statistic a rule sees was measured after the gradients were reduced across ranks and accumulated,
+Every statistic an adaptation sees was measured after the gradients were reduced across ranks and accumulated,
 before clipping, and reached the host in one transfer per step; the multipliers are computed from it in
 double precision on the host, identically on every rank.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ._moved import renamed_names
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,12 @@ class DepthStatistics:
     update_ratios: list[float] | None = None
 
 
-class DepthRateRule:
-    """A rule that multiplies every depth's rate for the optimizer step about to run.
+class DepthRateAdaptation(abc.ABC):
+    """An adaptation that multiplies every depth's rate for the optimizer step about to run (an abstract base
+    class: :meth:`factors` is the one method to implement).
 
     Subclasses say what they need measured, implement :meth:`factors` and, if they learn from the
-    outcome of a step, :meth:`observe_step`. A rule that keeps state between steps keeps it in the
+    outcome of a step, :meth:`observe_step`. An adaptation that keeps state between steps keeps it in the
     optimizer's parameter groups (as schedulers keep ``initial_lr``): the checkpoint's ``optimizer.pt``
     then saves it and resuming restores it exactly.
     """
@@ -52,20 +56,20 @@ class DepthRateRule:
     needs_update_ratios = False
 
     @classmethod
-    def from_args(cls, args: Any) -> DepthRateRule:
-        """The rule configured by the training arguments."""
+    def from_args(cls, args: Any) -> DepthRateAdaptation:
+        """The adaptation configured by the training arguments."""
         return cls()
 
+    @abc.abstractmethod
     def factors(self, statistics: DepthStatistics, groups: Sequence[dict[str, Any]]) -> list[float]:
         """One multiplier per depth of ``statistics.depths`` for the step about to run."""
-        raise NotImplementedError
 
-    def observe_step(self, statistics: DepthStatistics, groups: Sequence[dict[str, Any]], step: int) -> None:
+    def observe_step(self, statistics: DepthStatistics, groups: Sequence[dict[str, Any]], step: int) -> None:  # noqa: B027 - an optional hook
         """Sees optimizer step ``step`` (from 1) once it is taken; ``statistics`` has its update ratios when the
-        rule needs them."""
+        adaptation needs them."""
 
 
-class Singh2015(DepthRateRule):
+class Singh2015(DepthRateAdaptation):
     """Layer-specific adaptive learning rates of Singh, De, Zhang, Goldstein & Taylor (2015): every depth's
     rate times ``1 + log(1 + 1 / ||g_d||)``, recomputed each step (see :func:`singh2015_factors`)."""
 
@@ -89,16 +93,15 @@ def singh2015_factors(gradient_norms: torch.Tensor) -> torch.Tensor:
     return torch.where(usable, 1 + torch.log1p(1 / safe), torch.ones_like(gradient_norms))
 
 
-class AutoRGN(DepthRateRule):
+class AutoRGN(DepthRateAdaptation):
     """Auto-RGN of Lee, Chen, Tajwar, Kumar, Yao, Liang & Finn, "Surgical Fine-Tuning Improves Adaptation to
     Distribution Shifts" (ICLR 2023, arXiv:2210.11466), per depth.
 
-    Only the paper's abstract and introduction could be read here, not its method section; the rule follows
-    the authors' reference code (github.com/anniesch/surgical-finetuning, ``main.py``: ``get_lr_weights``
+    It follows the authors' reference code (github.com/anniesch/surgical-finetuning, ``main.py``: ``get_lr_weights``
     and the ``auto_tune == 'RGN'`` branch). There, each parameter tensor's relative gradient norm
     ``RGN = ||g|| / ||theta||``, divided by the largest RGN of the model, multiplies that tensor's rate.
 
-    Implemented rule: at every optimizer step, for every depth d (all its parameters together),
+    Implemented: at every optimizer step, for every depth d (all its parameters together),
     ``RGN_d = ||g_d|| / ||w_d||`` and the depth's rate is multiplied by ``RGN_d / max_d' RGN_d'``. A depth whose
     weight norm is zero or whose norms are not finite keeps its rate and stays out of the maximum; when
     every RGN is zero all rates are kept. Differences from the reference: per depth rather than per tensor
@@ -136,15 +139,15 @@ def auto_rgn_factors(gradient_norms: torch.Tensor, weight_norms: torch.Tensor) -
 LARS_TRUST_COEFFICIENT = 0.001
 
 
-class LARS(DepthRateRule):
+class LARS(DepthRateAdaptation):
     """The layer-wise trust ratio of LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional
     Networks", arXiv:1708.03888, 2017) as a multiplier per depth, on top of any optimizer.
 
-    The paper's text could not be read here; the rule is its Algorithm 1 (SGD with LARS) as reproduced by
-    timm's ``Lars`` and NVIDIA apex's ``LARC``: the local rate of layer l is
-    ``eta * ||w_l|| / (||grad L(w_l)|| + beta * ||w_l||)``, which multiplies the global rate gamma.
+    It is the paper's Algorithm 1 (SGD with LARS) as timm's ``Lars`` and NVIDIA apex's ``LARC`` implement it: the
+    local rate of layer l is ``eta * ||w_l|| / (||grad L(w_l)|| + beta * ||w_l||)``, which multiplies the global
+    rate gamma.
 
-    Implemented rule: at every optimizer step every depth's rate (the global rate here: ``learning_rate``
+    Implemented: at every optimizer step every depth's rate (the global rate here: ``learning_rate``
     with the decay and the schedule) is multiplied by ``0.001 * ||w_d|| / (||g_d|| + weight_decay * ||w_d||)``,
     with the paper's trust coefficient 0.001 and ``weight_decay`` for beta. A depth with a zero or
     non-finite gradient or weight norm keeps its rate, as in timm. The trust coefficient is not a setting:
@@ -190,18 +193,18 @@ def lars_factors(
     return torch.where(usable, trust_coefficient * weight / (gradient + weight_decay * weight), ones)
 
 
-class AutoLR(DepthRateRule):
+class AutoLR(DepthRateAdaptation):
     """The rate tuning of AutoLR (Ro & Choi, "AutoLR: Layer-wise Pruning and Auto-tuning of Learning Rates in
     Fine-tuning of Deep Networks", AAAI 2021, arXiv:2002.06048); the pruning part is not implemented.
 
-    The paper's text could not be read here (only its abstract); the rule follows the authors' code
+    It follows the authors' code
     (github.com/youngminPIL/AutoLR, ``train.py``: ``adjustLR``; ``util/weight_variation_AutoLR.py``). There,
     after each epoch, when the layers' weight variations are not sorted from low (bottom) to high (top),
     each layer gets a desired variation that is, and its rate is rescaled by ``desired / measured``
     (``lr + (desired - now) / (now / lr)``: the variation taken as proportional to the rate); the
     classifier's rate stays fixed, and the epoch is re-run until the order is good enough.
 
-    Implemented rule, for a Trainer that cannot re-run a period:
+    Implemented, for a Trainer that cannot re-run a period:
 
     * every ``interval`` optimizer steps (``layer_lr_adaptation_interval``) is one period; the variation
       ``V_d`` of depth d over a period is the sum of its per-step update ratios ``||w_after - w_before|| /
@@ -290,7 +293,7 @@ def set_depth_values(
             group[key] = float(by_depth[int(group["layer"])])
 
 
-ADAPTATION_RULES: dict[str, type[DepthRateRule]] = {
+ADAPTATIONS: dict[str, type[DepthRateAdaptation]] = {
     "singh2015": Singh2015,
     "auto_rgn": AutoRGN,
     "autolr": AutoLR,
@@ -298,15 +301,26 @@ ADAPTATION_RULES: dict[str, type[DepthRateRule]] = {
 }
 
 
-def adaptation_rule(args: Any) -> DepthRateRule | None:
-    """The rule that ``args.layer_lr_adaptation`` names; None for ``"none"`` or arguments without the field.
+def adaptation_from_args(args: Any) -> DepthRateAdaptation | None:
+    """The adaptation that ``args.layer_lr_adaptation`` names; None for ``"none"`` or arguments without the field.
 
     Raises:
-        ValueError: for a name that is not a registered rule, naming the field and the accepted values.
+        ValueError: for a name that is not a registered adaptation, naming the field and the accepted values.
     """
     name = getattr(args, "layer_lr_adaptation", "none")
     if name == "none":
         return None
-    if name not in ADAPTATION_RULES:
-        raise ValueError(f"layer_lr_adaptation must be one of {['none', *ADAPTATION_RULES]}, got {name!r}.")
-    return ADAPTATION_RULES[name].from_args(args)
+    if name not in ADAPTATIONS:
+        raise ValueError(f"layer_lr_adaptation must be one of {['none', *ADAPTATIONS]}, got {name!r}.")
+    return ADAPTATIONS[name].from_args(args)
+
+
+# The names of 0.1.0, when an adaptation was called a rule (a word now kept for ParamGroupRule).
+__getattr__ = renamed_names(
+    __name__,
+    {
+        "DepthRateRule": "DepthRateAdaptation",
+        "ADAPTATION_RULES": "ADAPTATIONS",
+        "adaptation_rule": "adaptation_from_args",
+    },
+)

@@ -1,18 +1,12 @@
-"""The layer-wise settings: `LayerwiseArgumentsMixin` (the fields, for any `TrainingArguments` subclass),
-`LLRDTrainingArguments` (the mixin on transformers' `TrainingArguments`) and `layerwise_arguments`, which puts
-the mixin on any other arguments class (``Seq2SeqTrainingArguments``, TRL's ``SFTConfig``, ...).
+"""The layer-wise settings: `LayerwiseArgumentsMixin` (the fields and their checks, for any `TrainingArguments`
+subclass) and `LLRDTrainingArguments` (the mixin on transformers' `TrainingArguments`).
 
-A class that `layerwise_arguments` makes lives in this module under its name, ``LLRD<Name>``, and pickles as
-the import path of the class it wraps plus its field values (:func:`_reduce_arguments`), so that
-``torch.save(args)``, every checkpoint's ``training_args.bin`` and spawn-based launchers work, and any process
-can load them, whether or not it has composed the class yet.
+:func:`finetune_llrd.layerwise_arguments` (in :mod:`finetune_llrd.composition`) puts the mixin on any other
+arguments class (``Seq2SeqTrainingArguments``, TRL's ``SFTConfig``, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +14,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
 from ._moved import moved_names
-from .adaptation import ADAPTATION_RULES
+from .adaptation import ADAPTATIONS
 from .depths import LAYER_GROUPINGS, parse_layer_mapping, parse_layer_towers, validate_layer_grouping
 from .groups import LayerwiseRates, ParamGroupRule, loraplus_rules, parse_param_group_rules, parse_tower_layer_decay
 from .groups.loraplus import check_loraplus_settings
@@ -30,7 +24,7 @@ from .launching import check_processes_joined, join_launched_processes_on_cpu
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 
-LAYER_LR_ADAPTATIONS = ("none", *ADAPTATION_RULES)
+LAYER_LR_ADAPTATIONS = ("none", *ADAPTATIONS)
 
 
 @dataclass
@@ -313,90 +307,15 @@ class LLRDTrainingArguments(LayerwiseArgumentsMixin, TrainingArguments):
     lr_scheduler_type: str = lr_scheduler_type_field(TrainingArguments)
 
 
-# wrapped class -> its composition; TrainingArguments maps to the class defined with the mixin above.
-_COMPOSED_ARGUMENTS: dict[type, type] = {TrainingArguments: LLRDTrainingArguments}
-
-
-def layerwise_arguments(args_cls: type) -> type:
-    """A subclass of ``args_cls`` with the layer-wise fields, named ``LLRD<Name>``.
-
-    ``layerwise_arguments(TrainingArguments)`` is :class:`~finetune_llrd.LLRDTrainingArguments`. The subclass
-    adds only the fields of :class:`~finetune_llrd.arguments.LayerwiseArgumentsMixin` (after ``args_cls``'s
-    own, so ``HfArgumentParser`` takes ``--layer_decay`` etc.); ``args_cls``'s defaults (``SFTConfig``'s
-    ``learning_rate=2e-5``, ``logging_steps=10``, ``gradient_checkpointing=True``, ...), its ``__post_init__``
-    checks and ``to_dict()`` stay. ``lr_scheduler_type`` keeps ``args_cls``'s default and also accepts
-    ``slanted_triangular``. The same class comes back for the same ``args_cls``.
-
-    Args:
-        args_cls: ``transformers.TrainingArguments`` or a subclass (``Seq2SeqTrainingArguments``, TRL's
-            ``SFTConfig`` / ``DPOConfig``, ``SentenceTransformerTrainingArguments``, your own).
-
-    Returns:
-        The composed dataclass, also reachable as ``finetune_llrd.arguments.LLRD<Name>`` and
-        ``finetune_llrd.composition.LLRD<Name>``.
-
-    Raises:
-        TypeError: if ``args_cls`` is not a ``TrainingArguments`` subclass.
-    """
-    if not (isinstance(args_cls, type) and issubclass(args_cls, TrainingArguments)):
-        raise TypeError(f"layerwise_arguments takes a transformers.TrainingArguments subclass, got {args_cls!r}.")
-    if issubclass(args_cls, LayerwiseArgumentsMixin):
-        return args_cls
-    if args_cls in _COMPOSED_ARGUMENTS:
-        return _COMPOSED_ARGUMENTS[args_cls]
-    namespace = {
-        "__doc__": f"``{_path(args_cls)}`` with the layer-wise fields (:func:`finetune_llrd.layerwise_arguments`).\n\n"
-        f"{LayerwiseArgumentsMixin.__doc__}",
-        "__annotations__": {"lr_scheduler_type": str},
-        "lr_scheduler_type": lr_scheduler_type_field(args_cls),
-        "__reduce__": _reduce_arguments,
-    }
-    composed = type(f"LLRD{args_cls.__name__}", (LayerwiseArgumentsMixin, args_cls), namespace)
-    return register_composed(sys.modules[__name__], args_cls, dataclasses.dataclass(composed), _COMPOSED_ARGUMENTS)
-
-
-def _reduce_arguments(self) -> tuple:
-    """Pickles composed arguments as (the import path of the wrapped class, the field values), so that any
-    process can make the class again, whether or not it has composed it yet."""
-    wrapped = next(wrapped for wrapped, composed in _COMPOSED_ARGUMENTS.items() if composed is type(self))
-    return _restore_arguments, (wrapped.__module__, wrapped.__qualname__), self.__dict__.copy()
-
-
-def _restore_arguments(module: str, qualname: str) -> Any:
-    """An empty instance of ``layerwise_arguments(<module>.<qualname>)``; pickle then sets its state."""
-    cls = layerwise_arguments(_import(module, qualname))
-    return cls.__new__(cls)
-
-
-def register_composed(module: Any, wrapped: type, composed: type, registry: dict[type, type]) -> type:
-    """Makes ``composed`` an attribute of ``module`` (where pickle looks for it), under its own name when that is
-    free, and records it in ``registry`` as the composition of ``wrapped``."""
-    name = composed.__name__
-    if name in vars(module):
-        # Two wrapped classes with one name (your own "Seq2SeqTrainer"): the later one is qualified by its module.
-        name = f"{name}__{wrapped.__module__.replace('.', '_')}"
-    composed.__module__ = module.__name__
-    composed.__qualname__ = name
-    setattr(module, name, composed)
-    registry[wrapped] = composed
-    return composed
-
-
-def _import(module: str, qualname: str) -> type:
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return target
-
-
-def _path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 __getattr__ = moved_names(
     __name__,
     {
         "check_deepspeed_config": "finetune_llrd.integrations.deepspeed",
         "check_deepspeed_scheduler": "finetune_llrd.integrations.deepspeed",
+        # The composition of arguments classes, here in 0.2.0's development, lives in composition.py as in 0.1.0.
+        "layerwise_arguments": "finetune_llrd.composition",
+        "register_composed": "finetune_llrd.composition",
+        "_reduce_arguments": "finetune_llrd.composition",
+        "_restore_arguments": "finetune_llrd.composition",
     },
 )

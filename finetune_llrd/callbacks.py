@@ -1,4 +1,8 @@
-"""Trainer callbacks of the toolkit."""
+"""Trainer callbacks of the toolkit, all importable from here: gradual unfreezing and the stop on a non-finite
+loss (defined here), the per-depth statistics and adaptation of each step (:class:`DepthStepMonitor`, defined in
+``diagnostics.py`` beside the fused per-depth norms it runs on) and the save on preemption
+(:class:`PreemptionCallback`, defined in ``preemption.py`` beside its signal handling and exit code).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,17 @@ import torch
 from transformers import TrainerCallback
 
 from .checkpoints import complete_checkpoints
+from .diagnostics import DepthStepMonitor
+from .preemption import PreemptionCallback
+
+
+__all__ = [
+    "DepthStepMonitor",
+    "GradualUnfreezingCallback",
+    "NonFiniteLossCallback",
+    "NonFiniteLossError",
+    "PreemptionCallback",
+]
 
 
 class GradualUnfreezingCallback(TrainerCallback):

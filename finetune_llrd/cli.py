@@ -226,7 +226,7 @@ def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(
-            f"{args.model} ({type(model).__name__}): L={layers.num_layers} {layers.grouping}s, rule={layers.rule}, "
+            f"{args.model} ({type(model).__name__}): L={layers.num_layers} {layers.grouping}s, method={layers.method}, "
             f"learning_rate={rates.learning_rate:g}, layer_decay={rates.layer_decay:g}"
         )
         for line in structure_lines(layers, rates):

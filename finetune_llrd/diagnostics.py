@@ -16,7 +16,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 from transformers.trainer_utils import IntervalStrategy
 
-from .adaptation import DepthRateRule, DepthStatistics, adaptation_rule
+from .adaptation import DepthRateAdaptation, DepthStatistics, adaptation_from_args
 from .groups.rate_table import depth_learning_rate_logs, depth_logs
 
 
@@ -84,10 +84,10 @@ class DepthIndex:
 class DepthStepMonitor(TrainerCallback):
     """The per-depth statistics of every optimizer step and the rate adaptation that uses them.
 
-    For a run it owns the index of the optimizer's parameters by depth and the adaptation rule that
+    For a run it owns the index of the optimizer's parameters by depth and the adaptation that
     ``layer_lr_adaptation`` names (see ``adaptation.py``). For each step it owns every depth's gradient norm
     (after the gradients were reduced across ranks and accumulated, before clipping), weight norm (when the
-    rule uses it), the rule's multipliers and their undo, the rates the step actually used, and the
+    adaptation uses it), the adaptation's multipliers and their undo, the rates the step actually used, and the
     update-to-weight ratios.
 
     The trainer calls it at two points: :meth:`gradients_ready` once the gradients of an optimizer step are
@@ -98,7 +98,7 @@ class DepthStepMonitor(TrainerCallback):
 
     def __init__(self):
         self.depths: DepthIndex | None = None
-        self.rule: DepthRateRule | None = None
+        self.adaptation: DepthRateAdaptation | None = None
         self.log_statistics = False
         self.gradient_norms: torch.Tensor | None = None
         self.weight_norms: torch.Tensor | None = None
@@ -111,7 +111,7 @@ class DepthStepMonitor(TrainerCallback):
         # After accelerator.prepare: FSDP2 has replaced the parameters in the groups by their shards.
         groups = optimizer.param_groups if optimizer is not None else []
         self.depths = DepthIndex(groups) if any("layer" in group for group in groups) else None
-        self.rule = adaptation_rule(args) if self.depths is not None else None
+        self.adaptation = adaptation_from_args(args) if self.depths is not None else None
         self.log_statistics = bool(getattr(args, "log_layer_grad_norms", False))
         self.gradient_norms = self.weight_norms = self.update_ratios = None
         self.applied_rates = self._scheduled_rates = self._weights_before_step = None
@@ -121,24 +121,26 @@ class DepthStepMonitor(TrainerCallback):
         across ranks and accumulated, before clipping (``LLRDTrainer.training_step`` does)."""
         if self.depths is None:
             return
-        rule = self.rule
-        if self.log_statistics or (rule is not None and rule.needs_gradient_norms):
+        adaptation = self.adaptation
+        if self.log_statistics or (adaptation is not None and adaptation.needs_gradient_norms):
             self.gradient_norms = self.depths.gradient_norms()
-        if rule is not None and rule.needs_weight_norms:
+        if adaptation is not None and adaptation.needs_weight_norms:
             self.weight_norms = self.depths.weight_norms()
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if self.depths is None or optimizer is None:
             return
         groups = optimizer.param_groups
-        if self.rule is not None and (self.gradient_norms is not None or not self.rule.needs_gradient_norms):
-            factors = self.rule.factors(self._measured_statistics(), groups)
+        if self.adaptation is not None and (
+            self.gradient_norms is not None or not self.adaptation.needs_gradient_norms
+        ):
+            factors = self.adaptation.factors(self._measured_statistics(), groups)
             position = {depth: index for index, depth in enumerate(self.depths.depths)}
             self._scheduled_rates = [group["lr"] for group in groups]
             for group in groups:
                 if "layer" in group:
                     group["lr"] = group["lr"] * factors[position[int(group["layer"])]]
-        needs_ratios = self.rule is not None and self.rule.needs_update_ratios
+        needs_ratios = self.adaptation is not None and self.adaptation.needs_update_ratios
         if needs_ratios or (self.log_statistics and step_will_log(args, state)):
             self._weights_before_step = self.depths.snapshot()
 
@@ -158,18 +160,18 @@ class DepthStepMonitor(TrainerCallback):
         if self._weights_before_step is not None:
             self.update_ratios = self.depths.update_ratios(self._weights_before_step)
             self._weights_before_step = None
-        if self.rule is not None:
-            ratios = self.update_ratios.tolist() if self.rule.needs_update_ratios else None
-            self.rule.observe_step(
+        if self.adaptation is not None:
+            ratios = self.update_ratios.tolist() if self.adaptation.needs_update_ratios else None
+            self.adaptation.observe_step(
                 DepthStatistics(self.depths.depths, update_ratios=ratios), groups, step=state.global_step + 1
             )
 
     def _measured_statistics(self) -> DepthStatistics:
-        """The norms the rule uses, measured for the step, on the host in one transfer."""
+        """The norms the adaptation uses, measured for the step, on the host in one transfer."""
         measured = {}
-        if self.rule.needs_gradient_norms:
+        if self.adaptation.needs_gradient_norms:
             measured["gradient_norms"] = self.gradient_norms
-        if self.rule.needs_weight_norms:
+        if self.adaptation.needs_weight_norms:
             measured["weight_norms"] = self.weight_norms
         rows = torch.stack(list(measured.values())).tolist() if measured else []
         return DepthStatistics(self.depths.depths, **dict(zip(measured, rows)))

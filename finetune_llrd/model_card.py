@@ -65,7 +65,7 @@ def layerwise_model_card_section(trainer: Trainer) -> str:
     if layers is not None:
         lines.append(
             f"Depth 0 holds the embeddings, depths 1-{layers.num_layers} the blocks from bottom to top, depth "
-            f"{layers.head_depth} the head (depths from the `{layers.rule}` rule). The rates are the base rates "
+            f"{layers.head_depth} the head (depths found by `{layers.method}`). The rates are the base rates "
             "that the learning-rate schedule scales:"
         )
     else:

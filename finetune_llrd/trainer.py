@@ -22,9 +22,8 @@ from .checkpoints import TRAINER_STATE, check_resume_matches, resolve_resume_che
 from .depths import LayerMap, LayerMapping, layer_map, layer_map_of_wrapper
 from .diagnostics import DepthStepMonitor
 from .groups import format_lr_table, frozen_by_rules, lr_table, param_groups
-from .integrations.bitsandbytes import keep_embeddings_in_32_bit
+from .integrations import prepare_for_optimizer
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
-from .integrations.trl import with_arguments_the_trainer_takes
 from .launching import check_processes_joined
 from .model_card import add_layerwise_section
 from .preemption import PreemptionCallback
@@ -91,7 +90,6 @@ class LayerwiseTrainerMixin:
     """
 
     def __init__(self, *args, layer_mapping: LayerMapping | None = None, **kwargs):
-        args, kwargs = with_arguments_the_trainer_takes(type(self), args, kwargs)
         self.layer_mapping = layer_mapping
         self._layers: LayerMap | None = None
         self._resume_checkpoint: str | None = None
@@ -344,20 +342,24 @@ class LayerwiseTrainerMixin:
             raise ValueError(
                 f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
-                "or set layer_decay=1.0 with no head/embedding learning rate. (A sentence-transformers trainer "
-                "needs layerwise_trainer(SentenceTransformerTrainer), which takes over its groups.)"
+                "or set layer_decay=1.0 with no head/embedding learning rate. (A trainer that hands over groups of its "
+                f"own needs layerwise_trainer({self._wrapped_trainer_name()}), which takes them over.)"
             )
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         self._layers = layers
-        if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits", None) == 8:
-            keep_embeddings_in_32_bit(opt_model)
+        prepare_for_optimizer(opt_model, optimizer_cls, optimizer_kwargs)
         logger.info(
-            "Layer-wise learning rates (%s rule, L=%d):\n%s",
-            layers.rule,
+            "Layer-wise learning rates (depths by %s, L=%d):\n%s",
+            layers.method,
             layers.num_layers,
             format_lr_table(lr_table(groups, layers)),
         )
         return super().create_optimizer(*args, **kwargs)
+
+    def _wrapped_trainer_name(self) -> str:
+        """The name of the first Trainer class below the layer-wise mixins."""
+        below = type(self).__mro__[type(self).__mro__.index(LayerwiseTrainerMixin) + 1 :]
+        return next((cls.__name__ for cls in below if issubclass(cls, Trainer)), "TrainerCls")
 
     def absorb_optimizer_groups(
         self, groups: list[dict[str, Any]], optimizer_kwargs: dict[str, Any]

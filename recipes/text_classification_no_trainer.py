@@ -402,7 +402,7 @@ def main(argv=None):
     logger.info(
         f"***** Running training: {len(splits['train'])} examples, {args.num_train_epochs} epochs, total batch "
         f"{total_batch_size}, {args.max_train_steps} optimizer steps; {layers.num_layers} blocks "
-        f"({layers.rule} rule) *****"
+        f"(depths by {layers.method}) *****"
     )
     completed_steps, starting_epoch, resume_step = 0, 0, None
     checkpoint = find_checkpoint(args) if args.resume_from_checkpoint else None
@@ -466,7 +466,7 @@ def main(argv=None):
         metrics = evaluate(model, eval_dataloader, accelerator, compute_metrics, labels is None)
     # The base rate of every depth (what the schedule scaled), once.
     if accelerator.is_main_process:
-        print(f"***** layer-wise learning rates (L={layers.num_layers} blocks, {layers.rule} rule) *****")
+        print(f"***** layer-wise learning rates (L={layers.num_layers} blocks, depths by {layers.method}) *****")
         print(format_lr_table(lr_table(optimizer.param_groups, layers)))
     if args.output_dir is not None:
         accelerator.wait_for_everyone()

@@ -10,9 +10,9 @@ from training import RandomTokens, training_args
 
 from finetune_llrd import LLRDTrainer, LLRDTrainingArguments
 from finetune_llrd.adaptation import (
-    ADAPTATION_RULES,
+    ADAPTATIONS,
     AutoLR,
-    adaptation_rule,
+    adaptation_from_args,
     auto_rgn_factors,
     autolr_scales,
     lars_factors,
@@ -20,6 +20,9 @@ from finetune_llrd.adaptation import (
 )
 from finetune_llrd.arguments import LAYER_LR_ADAPTATIONS
 from finetune_llrd.integrations.deepspeed import refuse_step_features_under_deepspeed
+
+
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
 
 
 KEYS = [f"layer_{depth:02d}" for depth in range(4)] + ["head"]  # tiny BERT: L = 3, head = 4
@@ -58,7 +61,7 @@ def _logged(entry, prefix):
 def test_the_command_line_accepts_every_rule_and_none():
     choices = LLRDTrainingArguments.__dataclass_fields__["layer_lr_adaptation"].metadata["choices"]
     assert choices == ["none", "singh2015", "auto_rgn", "autolr", "lars"]
-    assert ("none", *ADAPTATION_RULES) == LAYER_LR_ADAPTATIONS
+    assert ("none", *ADAPTATIONS) == LAYER_LR_ADAPTATIONS
 
 
 def test_singh2015_factor():
@@ -129,8 +132,8 @@ def test_bad_values_name_the_field(fields, message):
 
 
 def test_the_rule_of_the_arguments():
-    assert adaptation_rule(LLRDTrainingArguments(output_dir="unused", report_to=[])) is None
-    rule = adaptation_rule(
+    assert adaptation_from_args(LLRDTrainingArguments(output_dir="unused", report_to=[])) is None
+    rule = adaptation_from_args(
         LLRDTrainingArguments(
             output_dir="unused", report_to=[], layer_lr_adaptation="autolr", layer_lr_adaptation_interval=7
         )
@@ -141,10 +144,10 @@ def test_the_rule_of_the_arguments():
     with pytest.raises(
         ValueError, match=r"layer_lr_adaptation must be one of \['none', 'singh2015', 'auto_rgn', 'autolr', 'lars'\]"
     ):
-        adaptation_rule(unchecked)
+        adaptation_from_args(unchecked)
 
 
-@pytest.mark.parametrize("method", sorted(ADAPTATION_RULES))
+@pytest.mark.parametrize("method", sorted(ADAPTATIONS))
 def test_every_method_is_refused_under_deepspeed(method):
     args = LLRDTrainingArguments(output_dir="unused", report_to=[], layer_lr_adaptation=method)
     with pytest.raises(ValueError, match=r"^layer_lr_adaptation cannot run under DeepSpeed"):
@@ -235,7 +238,7 @@ def test_autolr_rates_follow_the_logged_update_ratios(tmp_path):
 # ---- resuming ----
 
 
-@pytest.mark.parametrize("method", sorted(ADAPTATION_RULES))
+@pytest.mark.parametrize("method", sorted(ADAPTATIONS))
 def test_resume_mid_run_equals_an_uninterrupted_run(tmp_path, method):
     """Checkpoint at step 3, in the middle of AutoLR's second period of 2 steps; resume to step 6."""
     settings = dict(max_steps=6, layer_decay=1.0 if method == "autolr" else 0.5)

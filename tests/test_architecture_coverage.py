@@ -5,7 +5,7 @@ import re
 
 import pytest
 import transformers
-from tiny_models import build_shrunk
+from tiny_models import build_shrunk, names_at
 from torch import nn
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
@@ -14,6 +14,9 @@ from transformers.models.auto.modeling_auto import (
 
 from finetune_llrd import layer_map, param_groups
 from finetune_llrd.depths import base_model_path
+
+
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
 
 
 # Model types that cannot be built here: they need packages that are not installed (detectron2, natten,
@@ -38,7 +41,7 @@ def map_problems(model) -> list[str]:
     problems = []
     if set(layers.depths) != set(names):
         problems.append("not every parameter has a depth")
-    empty = [d for d in range(1, layers.num_layers + 1) if not layers.names_at(d)]
+    empty = [d for d in range(1, layers.num_layers + 1) if not names_at(layers, d)]
     if layers.num_layers < 1 or empty:
         problems.append(f"L={layers.num_layers}, empty depths {empty[:5]}")
     modules = dict(model.named_modules())

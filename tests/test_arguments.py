@@ -8,6 +8,9 @@ import pytest
 from finetune_llrd import LayerwiseRates, LLRDTrainingArguments
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def _build(**fields):
     return LLRDTrainingArguments(output_dir="unused", report_to=[], **fields)
 

@@ -17,6 +17,9 @@ from finetune_llrd.diagnostics import DepthIndex
 from finetune_llrd.schedules import slanted_triangular_factor
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 class RecordChanges(TrainerCallback):
     """After every optimizer step: which depths changed, and which parameters have optimizer state."""
 

@@ -40,7 +40,7 @@ def test_inspect_table_and_plot(bert_dir, tmp_path, capsys):
     plot = tmp_path / "lr.png"
     assert main(["inspect", bert_dir, "--from-config", "--head-lr", "2e-3", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{bert_dir} (BertForSequenceClassification): L=3 blocks, rule=block_stack")
+    assert out[0].startswith(f"{bert_dir} (BertForSequenceClassification): L=3 blocks, method=block_stack")
     assert out[1].split() == ["depth", "block", "params", "no-decay", "lr", "weight_decay"]
     rows = out[3:8]
     assert [line.split()[0] for line in rows] == ["0", "1", "2", "3", "4"]

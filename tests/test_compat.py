@@ -25,6 +25,9 @@ from finetune_llrd._moved import MOVED_MODULES
 from finetune_llrd.checkpoints import CheckpointError
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "v0.1.0"
 needs_fixtures = pytest.mark.skipif(
@@ -112,7 +115,7 @@ def test_a_checkpoint_of_0_1_0_is_refused_with_other_layerwise_settings(tmp_path
 
 # ---- import paths ----
 
-# The public names of each module that moved, as 0.1.0 defined them.
+# The public names of each module that moved, as 0.1.0 (or 0.2.0's development, search/) defined them.
 OLD_MODULE_NAMES = {
     "finetune_llrd.parameter_names": ["clean_parameter_name"],
     "finetune_llrd.block_stacks": ["BlockStackDepths", "block_stack_depths", "base_model_path", "is_norm_module"],
@@ -146,7 +149,6 @@ OLD_MODULE_NAMES = {
         "validate_layer_grouping",
         "layer_map",
         "parse_layer_mapping",
-        "iter_depth_names",
     ],
     "finetune_llrd.weight_decay": ["is_norm_module", "no_weight_decay_names"],
     "finetune_llrd.rates": [
@@ -170,6 +172,8 @@ OLD_MODULE_NAMES = {
         "WARMUP_KEEPS_RATIOS_FROM",
         "check_deepspeed_scheduler",
     ],
+    "finetune_llrd.search.runner": ["SearchOutcome", "run_search", "space_params", "trial_record"],
+    "finetune_llrd.search.searcher": ["search_rates", "search_layerwise_rates", "search_metric"],
 }
 # Names that left a module that stayed: old module -> name -> new module.
 OLD_MODULE_MOVED_NAMES = {
@@ -177,7 +181,14 @@ OLD_MODULE_MOVED_NAMES = {
     "finetune_llrd.arguments": {
         "check_deepspeed_config": "finetune_llrd.integrations.deepspeed",
         "check_deepspeed_scheduler": "finetune_llrd.integrations.deepspeed",
+        "layerwise_arguments": "finetune_llrd.composition",
+        "register_composed": "finetune_llrd.composition",
+        "_restore_arguments": "finetune_llrd.composition",
     },
+    "finetune_llrd.integrations.sentence_transformers": {
+        "LayerwiseSentenceTransformerTrainerMixin": "finetune_llrd.composition",
+    },
+    "finetune_llrd.integrations.trl": {"with_arguments_the_trainer_takes": "finetune_llrd.composition"},
 }
 
 
@@ -203,6 +214,37 @@ def test_names_that_left_a_module_still_import_from_it(old):
         with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} moved .* from {new_home} instead"):
             value = getattr(importlib.import_module(old), name)
         assert value is getattr(importlib.import_module(new_home), name)
+
+
+def test_a_removed_name_still_works_with_a_deprecation_warning_that_says_what_to_use():
+    from finetune_llrd import layer_map
+
+    layers = layer_map(
+        torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 2)), mapping={"^0": 0, "^1": 2}
+    )
+    with pytest.warns(DeprecationWarning, match=r"finetune_llrd.layer_map.iter_depth_names was removed .*block_name"):
+        from finetune_llrd.layer_map import iter_depth_names
+    assert list(iter_depth_names(layers)) == [(depth, layers.block_name(depth)) for depth in range(3)]
+    with pytest.warns(DeprecationWarning, match=r"LayerMap.rule was renamed .* LayerMap.method instead"):
+        assert layers.rule == layers.method == "user_mapping"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("DepthRateRule", "DepthRateAdaptation"),
+        ("ADAPTATION_RULES", "ADAPTATIONS"),
+        ("adaptation_rule", "adaptation_from_args"),
+    ],
+)
+def test_a_renamed_name_still_imports_with_a_deprecation_warning(old, new):
+    import finetune_llrd.adaptation as adaptation
+
+    with pytest.warns(
+        DeprecationWarning, match=rf"adaptation\.{old} was renamed .* use finetune_llrd\.adaptation\.{new}"
+    ):
+        value = getattr(adaptation, old)
+    assert value is getattr(adaptation, new)
 
 
 def test_the_old_from_import_form_works_and_the_package_names_stay_functions():
@@ -316,3 +358,65 @@ def test_no_module_of_the_library_imports_one_that_imports_it_back():
     for name in sorted(graph):
         visit(name, [], done)
     assert cycles == []
+
+
+# The layers of ARCHITECTURE.md, lowest first: a module imports modules of its own layer or of a lower one only
+# (at module level or inside a function). Within a layer, test_no_module_..._imports_it_back keeps the arrows one way.
+LAYERS = [
+    ("utilities", ["finetune_llrd._moved", "finetune_llrd._setting_files", "finetune_llrd.import_utils"]),
+    ("depths", ["finetune_llrd.depths"]),
+    ("groups", ["finetune_llrd.groups"]),
+    ("integrations", ["finetune_llrd.integrations"]),
+    (
+        "step parts",
+        [
+            "finetune_llrd.adaptation",
+            "finetune_llrd.callbacks",
+            "finetune_llrd.checkpoints",
+            "finetune_llrd.diagnostics",
+            "finetune_llrd.launching",
+            "finetune_llrd.preemption",
+            "finetune_llrd.reinit",
+            "finetune_llrd.schedules",
+            "finetune_llrd._trainer_internals",
+        ],
+    ),
+    ("trainer wiring", ["finetune_llrd.arguments", "finetune_llrd.trainer", "finetune_llrd.model_card"]),
+    ("composition", ["finetune_llrd.composition"]),
+    ("applications", ["finetune_llrd.search", "finetune_llrd.cli", "finetune_llrd.plotting"]),
+    ("package", ["finetune_llrd"]),
+]
+
+
+def _layer_of(module: str) -> int:
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert matches, f"{module} is in no layer of LAYERS: add it, and to ARCHITECTURE.md's table"
+    return max(matches)[1]
+
+
+def test_every_import_of_the_library_points_to_its_own_layer_or_a_lower_one():
+    package = "finetune_llrd"
+    upward = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        name = (package + "." + ".".join(path.relative_to(ROOT / package).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for target in sorted(_imports_of(path, package)):
+            if target == package and name != package:
+                continue  # `from . import x` names the module x, listed too
+            if _layer_of(target) > _layer_of(name):
+                upward.append(f"{name} ({LAYERS[_layer_of(name)][0]}) -> {target} ({LAYERS[_layer_of(target)][0]})")
+    assert upward == []
+
+
+def test_architecture_md_states_the_layers_the_test_enforces():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    table = text[text.index("| layer |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    stated = [(layer.strip(), sorted(m.strip(" `") for m in modules.split(","))) for layer, modules in rows]
+    assert stated == [(layer, sorted(m.removeprefix("finetune_llrd.") for m in modules)) for layer, modules in LAYERS]

@@ -172,7 +172,7 @@ def test_composed_arguments_load_in_a_fresh_process(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=TESTS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-2:] == [
-        "finetune_llrd.arguments LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001",
+        "finetune_llrd.composition LLRDSeq2SeqTrainingArguments 0.7 True {'^lm_head': 6} 0.001",
         "LLRDProjectArguments 0.6 'translate: ' True",
     ]
 

@@ -147,12 +147,12 @@ def test_every_sentence_transformers_trainer_gets_the_integration():
     from sentence_transformers.cross_encoder import CrossEncoderTrainer
     from sentence_transformers.sparse_encoder import SparseEncoderTrainer
 
-    from finetune_llrd.integrations.sentence_transformers import LayerwiseSentenceTransformerTrainerMixin
+    from finetune_llrd.integrations.sentence_transformers import SentenceTransformerTrainerMixin
 
     for trainer_cls in (st.SentenceTransformerTrainer, CrossEncoderTrainer, SparseEncoderTrainer):
         composed = layerwise_trainer(trainer_cls)
         assert composed.__name__ == f"LLRD{trainer_cls.__name__}"
-        assert composed.__bases__ == (LayerwiseSentenceTransformerTrainerMixin, trainer_cls)
+        assert composed.__bases__ == (SentenceTransformerTrainerMixin, LayerwiseTrainerMixin, trainer_cls)
 
 
 def test_optimizer_dict_over_other_parameters_is_refused():

@@ -483,7 +483,7 @@ def test_a_detection_transformer_gets_its_own_depth_by_mapping():
     for param in model.parameters():
         param.requires_grad_(True)
     layers = layer_map(model, mapping={r"^model\.(input_projection|query_position_embeddings|encoder|decoder)\.": 5})
-    assert layers.rule == "user_mapping+block_stack"
+    assert layers.method == "user_mapping+block_stack"
     assert layers.depths["model.encoder.layers.0.self_attn.k_proj.weight"] == 5
     assert layers.depths["model.query_position_embeddings.weight"] == 5
     assert layers.depths["class_labels_classifier.weight"] == 6

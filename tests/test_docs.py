@@ -165,7 +165,10 @@ def test_the_command_output_in_the_docs_is_what_the_commands_print(tmp_path):
         "finetune_llrd.depths",
         "finetune_llrd.groups",
         "finetune_llrd.search",
+        "finetune_llrd.integrations",
         "finetune_llrd.integrations.sentence_transformers",
+        "finetune_llrd.composition",
+        "finetune_llrd.import_utils",
         "finetune_llrd.launching",
     ],
 )

@@ -4,10 +4,13 @@ import re
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, EXPECTED_NUM_LAYERS, tiny_model
+from tiny_models import ARCHITECTURES, EXPECTED_NUM_LAYERS, names_at, tiny_model
 from torch import nn
 
 from finetune_llrd import LayerMapError, layer_map
+
+
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
 
 
 def _bert_like(prefix, embeddings, head, extra_embeddings=()):
@@ -215,9 +218,9 @@ def test_exact_depth_map(model_type):
     num_layers = EXPECTED_NUM_LAYERS[model_type]
 
     assert layers.num_layers == num_layers
-    assert layers.rule == "block_stack"
-    assert set(layers.names_at(0)) == expected["embeddings"]
-    assert set(layers.names_at(num_layers + 1)) == expected["head"]
+    assert layers.method == "block_stack"
+    assert set(names_at(layers, 0)) == expected["embeddings"]
+    assert set(names_at(layers, num_layers + 1)) == expected["head"]
     assert len(expected["blocks"]) == num_layers
     extra = expected.get("extra", {})
     for depth, prefix in enumerate(expected["blocks"], start=1):
@@ -229,7 +232,7 @@ def test_exact_depth_map(model_type):
             for p, d in extra.items()
             if d == depth and (name == p or name.startswith(p + "."))
         }
-        assert set(layers.names_at(depth)) == in_block | in_extra
+        assert set(names_at(layers, depth)) == in_block | in_extra
     assert set(layers.depths) == {name for name, _ in model.named_parameters()}
 
 
@@ -247,8 +250,8 @@ def test_stage_grouping_gives_one_depth_per_stage(model_type, stages):
     assert layers.num_layers == 2
     for depth, prefixes in enumerate(stages, start=1):
         expected = {name for name in layers.depths if any(name.startswith(p + ".") for p in prefixes)}
-        assert set(layers.names_at(depth)) == expected
-    assert set(layers.names_at(3)) == set(EXPECTED[model_type]["head"])
+        assert set(names_at(layers, depth)) == expected
+    assert set(names_at(layers, 3)) == set(EXPECTED[model_type]["head"])
 
 
 def test_stage_grouping_equals_block_grouping_without_stages():
@@ -276,7 +279,7 @@ def test_tied_weight_appears_once():
 def test_user_mapping_wins_and_the_rest_is_automatic():
     model = tiny_model("bert")
     layers = layer_map(model, mapping={r"^bert\.pooler\.": 3, r"position_embeddings": 1})
-    assert layers.rule == "user_mapping+block_stack"
+    assert layers.method == "user_mapping+block_stack"
     assert layers.depths["bert.pooler.dense.weight"] == 3
     assert layers.depths["bert.embeddings.position_embeddings.weight"] == 1
     assert layers.depths["bert.embeddings.word_embeddings.weight"] == 0
@@ -287,7 +290,7 @@ def test_callable_mapping_covering_everything_sets_its_own_depths():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 2))
     depth_of = {"0": 0, "2": 1, "3": 2}
     layers = layer_map(model, mapping=lambda name: depth_of[name.split(".")[0]])
-    assert layers.rule == "user_mapping"
+    assert layers.method == "user_mapping"
     assert layers.num_layers == 1
     assert layers.depths == {"0.weight": 0, "0.bias": 0, "2.weight": 1, "2.bias": 1, "3.weight": 2, "3.bias": 2}
 
@@ -346,12 +349,12 @@ class _CustomNet(nn.Module):
 def test_generic_fallback_finds_the_block_stack_of_any_model():
     layers = layer_map(_CustomNet())
     assert layers.num_layers == 4
-    assert set(layers.names_at(0)) == {"stem.weight", "stem.bias"}
+    assert set(names_at(layers, 0)) == {"stem.weight", "stem.bias"}
     for depth in range(1, 5):
-        assert set(layers.names_at(depth)) == {
+        assert set(names_at(layers, depth)) == {
             f"body.{depth - 1}.{p}" for p in ["mix.weight", "mix.bias", "norm.weight", "norm.bias"]
         }
-    assert set(layers.names_at(5)) == {"out_norm.weight", "out_norm.bias", "fc.weight", "fc.bias"}
+    assert set(names_at(layers, 5)) == {"out_norm.weight", "out_norm.bias", "fc.weight", "fc.bias"}
 
 
 def test_wrapper_prefixes_are_understood_by_user_mappings():
@@ -360,7 +363,7 @@ def test_wrapper_prefixes_are_understood_by_user_mappings():
     layers = layer_map(compiled, mapping={r"^classifier\.": 4})
     assert layers.depths["_orig_mod.classifier.weight"] == 4
     assert layers.depths["_orig_mod.bert.encoder.layer.2.output.dense.weight"] == 3
-    assert re.fullmatch(r"user_mapping\+block_stack", layers.rule)
+    assert re.fullmatch(r"user_mapping\+block_stack", layers.method)
 
 
 def test_a_final_norm_right_after_the_position_embedding_is_still_the_head():

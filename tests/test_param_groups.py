@@ -9,6 +9,9 @@ from tiny_models import ARCHITECTURES, tiny_model
 from finetune_llrd import layer_map, lr_table, no_weight_decay_names, param_groups
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def _group_of_each_param(groups):
     owner = {}
     for index, group in enumerate(groups):

@@ -11,6 +11,9 @@ from tiny_models import tiny_model
 from finetune_llrd import LayerwiseRates, depth_learning_rates, param_groups
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def test_head_and_embedding_rates_and_the_floor():
     assert depth_learning_rates(3, lr=1.0, layer_decay=0.5) == [0.0625, 0.125, 0.25, 0.5, 1.0]
     assert depth_learning_rates(3, lr=1.0, layer_decay=0.5, layer_decay_min_scale=0.2) == [0.2, 0.2, 0.25, 0.5, 1.0]

@@ -23,7 +23,7 @@ from semantic_segmentation import (
     resize_pair,
     upsampled_predictions,
 )
-from tiny_models import tiny_model
+from tiny_models import names_at, tiny_model
 from transformers import (
     AutoModelForSemanticSegmentation,
     Dinov2Config,
@@ -173,17 +173,17 @@ def test_only_the_backbone_is_decayed_and_the_new_heads_sit_at_the_head_depth(ti
     assert (layers.num_layers, layers.head_depth, layers.backbone) == (4, 5, "backbone")
     names = {name for name, _ in model.named_parameters()}
     embeddings = {name for name in names if name.startswith("backbone.embeddings.")}
-    assert set(layers.names_at(0)) == embeddings == {
+    assert set(names_at(layers, 0)) == embeddings == {
         "backbone.embeddings.cls_token", "backbone.embeddings.mask_token", "backbone.embeddings.position_embeddings",
         "backbone.embeddings.patch_embeddings.projection.weight",
         "backbone.embeddings.patch_embeddings.projection.bias",
     }  # fmt: skip
     for depth in range(1, 5):
         block = f"backbone.encoder.layer.{depth - 1}."
-        assert set(layers.names_at(depth)) == {name for name in names if name.startswith(block)}
+        assert set(names_at(layers, depth)) == {name for name in names if name.startswith(block)}
     head = {name for name in names if name.startswith(("decode_head.", "auxiliary_head.", "backbone.layernorm."))}
-    assert set(layers.names_at(5)) == head and len(head) == 45
-    assert set().union(*(layers.names_at(depth) for depth in range(6))) == names
+    assert set(names_at(layers, 5)) == head and len(head) == 45
+    assert set().union(*(names_at(layers, depth) for depth in range(6))) == names
 
 
 @pytest.mark.parametrize("model_type", ["convnext", "swin", "beit"])

@@ -26,6 +26,9 @@ from finetune_llrd.checkpoints import (
 )
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 SCRIPTS = os.path.join(os.path.dirname(__file__), "scripts")
 
 

@@ -14,6 +14,9 @@ from finetune_llrd import LLRDTrainingArguments, ParamGroupRule, layer_map, lora
 from finetune_llrd.groups import ParamGroupRuleError, frozen_by_rules, lr_table, parse_param_group_rules
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 LR, DECAY, WD = 1e-3, 0.5, 0.01
 
 

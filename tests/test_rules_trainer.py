@@ -12,6 +12,9 @@ from finetune_llrd.checkpoints import CheckpointError
 from finetune_llrd.model_card import layerwise_model_card_section
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 RULES = [
     {"pattern": r"^classifier\.", "name": "classifier", "lr_scale": 10},
     {"pattern": r"embeddings\.position_embeddings", "freeze": True},

@@ -3,6 +3,7 @@ models when timm is installed."""
 
 import pytest
 import torch
+from tiny_models import names_at
 from torch import nn
 
 from finetune_llrd import layer_map, no_weight_decay_names, param_groups
@@ -59,15 +60,15 @@ class TimmStyleViT(nn.Module):
 def test_group_matcher_rule_gives_exact_depths():
     model = TimmStyleViT()
     layers = layer_map(model)
-    assert layers.rule == "timm_group_matcher"
+    assert layers.method == "timm_group_matcher"
     assert layers.num_layers == 3
-    assert set(layers.names_at(0)) == {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
+    assert set(names_at(layers, 0)) == {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
     for depth in (1, 2, 3):
-        assert set(layers.names_at(depth)) == {
+        assert set(names_at(layers, depth)) == {
             n for n, _ in model.named_parameters() if n.startswith(f"blocks.{depth - 1}.")
         }
     # timm merges the final norm into the last block's group; here it joins the head, as for every model.
-    assert set(layers.names_at(4)) == {"norm.weight", "norm.bias", "head.weight", "head.bias"}
+    assert set(names_at(layers, 4)) == {"norm.weight", "norm.bias", "head.weight", "head.bias"}
 
 
 def test_group_matcher_callable_form():
@@ -112,7 +113,7 @@ def test_real_timm_models(name, kwargs, num_layers):
     timm = pytest.importorskip("timm")
     model = timm.create_model(name, pretrained=False, num_classes=5, **kwargs)
     layers = layer_map(model)
-    assert layers.rule == "timm_group_matcher"
+    assert layers.method == "timm_group_matcher"
     assert layers.num_layers == num_layers
     groups = param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.05)
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
@@ -130,6 +131,6 @@ def test_real_timm_stage_grouping():
     layers = layer_map(model, grouping="stage")
     assert layers.num_layers == 4
     for stage in range(4):
-        assert set(layers.names_at(stage + 1)) == {
+        assert set(names_at(layers, stage + 1)) == {
             n for n, _ in model.named_parameters() if n.startswith(f"stages.{stage}.")
         }

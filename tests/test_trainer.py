@@ -13,6 +13,9 @@ from finetune_llrd.diagnostics import depth_learning_rate_logs
 from finetune_llrd.trainer import _split_by_device_mesh
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def _args(tmp_path, cls=LLRDTrainingArguments, **overrides):
     return training_args(tmp_path / "out", cls=cls, **overrides)
 

@@ -15,6 +15,9 @@ from finetune_llrd._trainer_internals import (
 from finetune_llrd.schedules import slanted_triangular_factor
 
 
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
+
+
 def test_the_stock_trainer_keeps_the_scheduler_flag_where_we_set_it(tmp_path):
     trainer = Trainer(model=tiny_model("bert"), args=training_args(tmp_path, cls=TrainingArguments))
     assert trainer._created_lr_scheduler is False

@@ -1,11 +1,15 @@
 """Weight-decay rules: which parameters get no weight decay, and which modules are norms."""
 
+import pytest
 import torch
 from tiny_models import tiny_model
 from torch import nn
 
 from finetune_llrd import no_weight_decay_names
 from finetune_llrd.depths import is_norm_module
+
+
+pytestmark = pytest.mark.core  # also run at the floor of the core dependencies (.ci/run)
 
 
 class _OddNorm(nn.Module):

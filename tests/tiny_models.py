@@ -212,3 +212,8 @@ def _shrink(config) -> None:
         if isinstance(getattr(config, key, None), int) and not isinstance(getattr(config, key), bool):
             with contextlib.suppress(Exception):  # read-only attribute maps
                 setattr(config, key, value)
+
+
+def names_at(layers, depth: int) -> list[str]:
+    """The parameter names a LayerMap puts at one depth, in registration order."""
+    return [name for name, d in layers.depths.items() if d == depth]

@@ -3,10 +3,10 @@
 Depth 0 holds the embeddings (or the stem of a vision backbone), depths 1..L the repeated blocks from
 bottom to top, and depth L+1 the task head together with the pooler and the final normalization.
 
-Three rules produce a map, tried in this order:
+Three methods find the depths, tried in this order:
 
 * ``user_mapping``: a mapping ``{regex: depth}`` or a callable ``name -> depth | None`` given by the user.
-  It always wins; parameters it leaves out fall back to the rules below.
+  It always wins; parameters it leaves out fall back to the methods below.
 * ``timm_group_matcher``: models that define timm's ``group_matcher(coarse)`` (every timm model).
 * ``block_stack``: any other model: the repeated block stacks are found from the module structure
   (:mod:`finetune_llrd.depths.block_stacks`).
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -45,8 +46,8 @@ class LayerMap:
     Attributes:
         depths: parameter name (as in ``model.named_parameters()``) -> depth in ``0..num_layers + 1``.
         num_layers: L, the number of blocks (or stages with ``grouping="stage"``).
-        rule: the rule that produced the map: ``"block_stack"``, ``"timm_group_matcher"`` or
-            ``"user_mapping"`` (``"user_mapping+block_stack"`` when a partial user mapping was completed).
+        method: how the depths were found: ``"block_stack"``, ``"timm_group_matcher"`` or ``"user_mapping"``
+            (``"user_mapping+block_stack"`` when a partial user mapping was completed).
         grouping: ``"block"`` or ``"stage"``.
         block_names: depth -> a readable name of what sits there (``"embeddings"``, a module path, ``"head"``).
         backbone: the module path of the pretrained backbone whose blocks were numbered (UperNet's
@@ -58,7 +59,7 @@ class LayerMap:
 
     depths: dict[str, int]
     num_layers: int
-    rule: str
+    method: str
     grouping: str = "block"
     block_names: dict[int, str] = field(default_factory=dict)
     backbone: str | None = None
@@ -70,9 +71,15 @@ class LayerMap:
         """The depth of the task head, pooler and final norm: ``num_layers + 1``."""
         return self.num_layers + 1
 
-    def names_at(self, depth: int) -> list[str]:
-        """The parameter names at one depth, in registration order."""
-        return [name for name, d in self.depths.items() if d == depth]
+    @property
+    def rule(self) -> str:
+        """Deprecated name of :attr:`method` (0.1.0)."""
+        warnings.warn(
+            "LayerMap.rule was renamed in finetune_llrd 0.2.0: read LayerMap.method instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.method
 
     def tower_of(self, name: str) -> str | None:
         """The name of the tower holding parameter ``name``, or None (outside every tower, or no towers)."""
@@ -118,8 +125,8 @@ def layer_map(
         model: any ``nn.Module``: a transformers model, a PEFT-wrapped model, a timm model, or your own.
         grouping: ``"block"`` (one depth per block) or ``"stage"`` (one depth per stage of a staged
             backbone such as Swin, ConvNeXt or ResNet; equal to ``"block"`` for models without stages).
-        mapping: your own rule, ``{regex: depth}`` or ``name -> depth | None``, which wins over the
-            automatic rules. Parameters it does not cover are placed by the automatic rules.
+        mapping: your own depths, ``{regex: depth}`` or ``name -> depth | None``, which wins over the
+            automatic methods. Parameters it does not cover are placed by the automatic methods.
         num_layers: L for a mapping that covers every parameter; by default the largest depth it gives
             minus one (the largest depth is the head).
         include_frozen: also map parameters with ``requires_grad=False``.
@@ -151,7 +158,7 @@ def layer_map(
         top = max(user_depths.values())
         num = num_layers if num_layers is not None else max(top - 1, 0)
         _check_depth_range(user_depths, num)
-        return LayerMap(depths=user_depths, num_layers=num, rule="user_mapping", grouping=grouping)
+        return LayerMap(depths=user_depths, num_layers=num, method="user_mapping", grouping=grouping)
 
     automatic = _automatic_layer_map(model, grouping, towers)
     depths = {name: automatic.depths[name] for name in names if name in automatic.depths}
@@ -160,8 +167,8 @@ def layer_map(
         raise LayerMapError(_no_depth_message(model, missing))
     depths.update(user_depths)
     _check_depth_range(depths, automatic.num_layers)
-    rule = automatic.rule if not user_depths else f"user_mapping+{automatic.rule}"
-    return dataclasses.replace(automatic, depths=depths, rule=rule)
+    method = automatic.method if not user_depths else f"user_mapping+{automatic.method}"
+    return dataclasses.replace(automatic, depths=depths, method=method)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,17 +254,17 @@ def _no_depth_message(model: nn.Module, missing: list[str]) -> str:
 
 
 def _automatic_layer_map(model: nn.Module, grouping: str, towers: Towers = "auto") -> LayerMap:
-    """Depths of all parameters (frozen included) from the timm or the block-stack rule."""
+    """Depths of all parameters (frozen included) from timm's group matcher or the block stacks."""
     if callable(getattr(model, "group_matcher", None)):
         depths, num_layers = timm_group_depths(model, grouping)
-        return LayerMap(depths=depths, num_layers=num_layers, rule="timm_group_matcher", grouping=grouping)
+        return LayerMap(depths=depths, num_layers=num_layers, method="timm_group_matcher", grouping=grouping)
     found = block_stack_depths(model, grouping, towers)
     if found is None:
         raise LayerMapError(_no_depth_message(model, [name for name, _ in model.named_parameters()]))
     return LayerMap(
         depths=found.depths,
         num_layers=found.num_layers,
-        rule="block_stack",
+        method="block_stack",
         grouping=grouping,
         block_names=found.block_names,
         backbone=found.backbone,
@@ -299,9 +306,3 @@ def layer_map_of_wrapper(wrapper: nn.Module, model: nn.Module, model_layers: Lay
         backbone=None if model_layers.backbone is None else inside(model_layers.backbone),
         new_modules=tuple(inside(path) for path in model_layers.new_modules),
     )
-
-
-def iter_depth_names(layers: LayerMap) -> Iterable[tuple[int, str]]:
-    """Every depth ``0..L+1`` with its readable name."""
-    for depth in range(layers.num_layers + 2):
-        yield depth, layers.block_name(depth)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..import_utils import comes_from
 from .rules import ParamGroupRule, ParamGroupRuleError
 
 
@@ -61,7 +62,7 @@ def lora_embedding_layers(model: nn.Module) -> frozenset[str]:
     return frozenset(
         path
         for path, module in model.named_modules()
-        if type(module).__name__ == "Embedding" and type(module).__module__.startswith("peft.tuners.lora")
+        if type(module).__name__ == "Embedding" and comes_from(type(module), "peft.tuners.lora")
     )
 
 

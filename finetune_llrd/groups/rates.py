@@ -46,16 +46,16 @@ class LayerwiseRates:
 
     def __post_init__(self):
         check_finite_non_negative(self.learning_rate, "learning_rate")
-        if not _is_finite_number(self.layer_decay) or not 0.0 < self.layer_decay <= 1.0:
+        if not is_finite_number(self.layer_decay) or not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(
                 "layer_decay must be in (0, 1] (1.0 turns layer-wise decay off; 0.65-0.95 are usual), "
                 f"got {self.layer_decay!r}."
             )
         for name in ("head_learning_rate", "embedding_learning_rate"):
             value = getattr(self, name)
-            if value is not None and (not _is_finite_number(value) or value < 0):
+            if value is not None and (not is_finite_number(value) or value < 0):
                 raise ValueError(f"{name} must be a finite number >= 0 or None, got {value!r}.")
-        if not _is_finite_number(self.layer_decay_min_scale) or not 0.0 <= self.layer_decay_min_scale <= 1.0:
+        if not is_finite_number(self.layer_decay_min_scale) or not 0.0 <= self.layer_decay_min_scale <= 1.0:
             raise ValueError(
                 "layer_decay_min_scale must be in [0, 1] (a fraction of the learning rate), "
                 f"got {self.layer_decay_min_scale!r}."
@@ -173,16 +173,17 @@ def parse_tower_layer_decay(value: str | Mapping[str, float]) -> dict[str, float
             f'tower_layer_decay must be a non-empty mapping {{tower: decay}} such as {{"vision": 0.75}}, got {value!r}.'
         )
     for tower, decay in value.items():
-        if not isinstance(tower, str) or not _is_finite_number(decay) or not 0.0 < decay <= 1.0:
+        if not isinstance(tower, str) or not is_finite_number(decay) or not 0.0 < decay <= 1.0:
             raise ValueError(f"tower_layer_decay[{tower!r}] must be a decay in (0, 1], got {decay!r}.")
     return dict(value)
 
 
 def check_finite_non_negative(value: object, name: str) -> None:
     """Raises a ``ValueError`` naming ``name`` unless ``value`` is a finite number >= 0 (not a bool)."""
-    if not _is_finite_number(value) or value < 0:
+    if not is_finite_number(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
 
 
-def _is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (not a bool) and finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

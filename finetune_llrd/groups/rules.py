@@ -15,7 +15,6 @@ regex ``param_groups`` and LLaMA-Factory's per-tower rates express, here compose
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from .._setting_files import read_setting
+from .rates import is_finite_number
 
 
 RULE_KEYS = ("pattern", "name", "lr_scale", "lr", "weight_decay", "freeze")
@@ -76,14 +76,14 @@ class ParamGroupRule:
             raise ParamGroupRuleError(
                 f"Parameter rule {self.label}: {self.pattern!r} is not a valid regex: {error}."
             ) from error
-        if self.lr_scale is not None and (not _is_finite_number(self.lr_scale) or self.lr_scale <= 0):
+        if self.lr_scale is not None and (not is_finite_number(self.lr_scale) or self.lr_scale <= 0):
             raise ParamGroupRuleError(
                 f"Parameter rule {self.label}: lr_scale must be a finite number > 0, got {self.lr_scale!r} "
                 "(to train nothing, use freeze: true)."
             )
         for key in ("lr", "weight_decay"):
             value = getattr(self, key)
-            if value is not None and (not _is_finite_number(value) or value < 0):
+            if value is not None and (not is_finite_number(value) or value < 0):
                 raise ParamGroupRuleError(
                     f"Parameter rule {self.label}: {key} must be a finite number >= 0, got {value!r}."
                 )
@@ -113,7 +113,9 @@ class ParamGroupRule:
         return repr(self.name) if self.name == self.pattern else f"{self.name!r} ({self.pattern!r})"
 
     def matches(self, name: str, param: nn.Parameter) -> bool:
-        """Whether the rule applies to the parameter ``name``."""
+        """Whether the rule applies to the parameter ``name``: its pattern is searched in the name. ``param`` is
+        for rules that read the parameter too (:class:`~finetune_llrd.groups.loraplus.LoraPlusRule` reads its
+        shape)."""
         return self._regex.search(name) is not None
 
     @property
@@ -257,7 +259,3 @@ def frozen_by_rules(model: nn.Module, rules: Sequence[ParamGroupRule | Mapping[s
     return [
         name for name, rule in match_rules(params.items(), rules).items() if rule.freeze and params[name].requires_grad
     ]
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
+
+from .registry import register_integration
 
 
 def keep_embeddings_in_32_bit(model: nn.Module) -> None:
@@ -17,3 +21,11 @@ def keep_embeddings_in_32_bit(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             manager.register_module_override(module, "weight", {"optim_bits": 32})
+
+
+def _prepare_optimizer(model: nn.Module, optimizer_cls: Any, optimizer_kwargs: dict[str, Any]) -> None:
+    if optimizer_kwargs.get("optim_bits") == 8:
+        keep_embeddings_in_32_bit(model)
+
+
+register_integration("bitsandbytes", matches="bitsandbytes", prepare_optimizer=_prepare_optimizer)

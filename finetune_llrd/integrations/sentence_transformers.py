@@ -12,7 +12,10 @@ Their optimizer covers the loss module, which wraps the model and may hold train
   of its groups with a rate of their own (``learning_rate_mapping``) keep that rate, in groups of their own at
   their depth. Every parameter is in exactly one group.
 
-sentence-transformers is not imported here: the trainer hands over what it built.
+sentence-transformers is not imported here: the trainer hands over what it built. ``layerwise_trainer`` puts
+:class:`SentenceTransformerTrainerMixin` before :class:`~finetune_llrd.trainer.LayerwiseTrainerMixin` for every
+class of the library (registered below); for a class statement use
+:class:`~finetune_llrd.composition.LayerwiseSentenceTransformerTrainerMixin`, the two in one.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ from typing import Any
 
 from torch import nn
 
-from ..trainer import LayerwiseTrainerMixin
+from .._moved import moved_names
+from .registry import register_integration
 
 
-__all__ = ["LayerwiseSentenceTransformerTrainerMixin", "absorb_optimizer_dict"]
+__all__ = ["SentenceTransformerTrainerMixin", "absorb_optimizer_dict"]
 
 
-class LayerwiseSentenceTransformerTrainerMixin(LayerwiseTrainerMixin):
-    """:class:`~finetune_llrd.trainer.LayerwiseTrainerMixin` for sentence-transformers' trainers:
-    ``layerwise_trainer(SentenceTransformerTrainer)`` uses it, or write
-    ``class MyTrainer(LayerwiseSentenceTransformerTrainerMixin, SentenceTransformerTrainer)``."""
+class SentenceTransformerTrainerMixin:
+    """The hooks of :class:`~finetune_llrd.trainer.LayerwiseTrainerMixin` for sentence-transformers' trainers, put
+    before it among the bases: ``layerwise_trainer(SentenceTransformerTrainer)`` does, or write
+    ``class MyTrainer(SentenceTransformerTrainerMixin, LayerwiseTrainerMixin, SentenceTransformerTrainer)``."""
 
     def layerwise_module(self, model: nn.Module) -> nn.Module:
         """The loss module (several losses as one ``nn.Sequential``, as sentence-transformers does), which
@@ -99,3 +103,11 @@ def absorb_optimizer_dict(groups: list[dict[str, Any]], optimizer_dict: list[dic
                 }
             )
     return absorbed
+
+
+register_integration(
+    "sentence_transformers", matches="sentence_transformers", trainer_mixin=SentenceTransformerTrainerMixin
+)
+
+# The mixin with the layer-wise one in a single class, for a class statement, lives with the composition.
+__getattr__ = moved_names(__name__, {"LayerwiseSentenceTransformerTrainerMixin": "finetune_llrd.composition"})

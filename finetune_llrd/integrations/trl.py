@@ -1,65 +1,28 @@
 """Layer-wise arguments for trainers that take their own arguments class, as TRL's do.
 
 TRL's ``SFTTrainer`` wants an ``SFTConfig`` and copies any other ``TrainingArguments`` into a plain one with
-``to_dict()``, which fails on the layer-wise fields. :func:`with_arguments_the_trainer_takes` makes the same
-copy into the layer-wise composition of the class the trainer takes, so they are kept. TRL is not imported
-here: the class is read from the trainer's ``__init__`` annotation.
+``to_dict()``, which fails on the layer-wise fields. This integration tells which class a TRL trainer takes
+(:func:`arguments_class_taken_by`); ``layerwise_trainer`` then makes the same copy into the layer-wise
+composition of that class, so they are kept
+(:func:`~finetune_llrd.composition.with_arguments_the_trainer_takes`). TRL is not imported here: the class
+is read from the trainer's ``__init__`` annotation.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import sys
 import typing
 
 from transformers import TrainingArguments
 
-from ..arguments import LayerwiseArgumentsMixin, layerwise_arguments
+from .._moved import moved_names
+from .registry import register_integration
 
 
-logger = logging.getLogger(__name__)
+__all__ = ["arguments_class_taken_by"]
 
 
-def with_arguments_the_trainer_takes(trainer_cls: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Layer-wise arguments of another class than the one the wrapped trainer takes (``LLRDTrainingArguments``
-    given to TRL's ``SFTTrainer``, which wants an ``SFTConfig``) become that class's layer-wise composition.
-
-    TRL would copy them into its plain config with ``to_dict()`` and fail on the layer-wise fields; this makes
-    the same copy into ``layerwise_arguments(SFTConfig)``, so they are kept. Any other arguments pass as given.
-
-    Args:
-        trainer_cls: the composed trainer class being built.
-        args: its positional arguments (``model, args, ...``).
-        kwargs: its keyword arguments.
-
-    Returns:
-        The positional and keyword arguments, with the training arguments converted where needed.
-    """
-    position = 1  # Trainer(model, args, ...)
-    given = kwargs.get("args", args[position] if len(args) > position else None)
-    expected = _arguments_class_taken_by(trainer_cls)
-    if not isinstance(given, LayerwiseArgumentsMixin) or expected is None or isinstance(given, expected):
-        return args, kwargs
-    composed = layerwise_arguments(expected)
-    values = given.to_dict()
-    values["hub_token"] = given.hub_token  # to_dict() hides it
-    fields = {f.name for f in dataclasses.fields(composed) if f.init}
-    converted = composed(**{name: value for name, value in values.items() if name in fields})
-    logger.warning(
-        "%s takes %s: the %s given were copied into %s (pass layerwise_arguments(%s)(...) to get its defaults).",
-        trainer_cls.__name__,
-        expected.__name__,
-        type(given).__name__,
-        composed.__name__,
-        expected.__name__,
-    )
-    if "args" in kwargs:
-        return args, {**kwargs, "args": converted}
-    return (*args[:position], converted, *args[position + 1 :]), kwargs
-
-
-def _arguments_class_taken_by(trainer_cls: type) -> type | None:
+def arguments_class_taken_by(trainer_cls: type) -> type | None:
     """The ``TrainingArguments`` subclass that the nearest ``__init__`` of ``trainer_cls`` names for ``args``
     (``SFTConfig`` for ``SFTTrainer``); None where it names ``TrainingArguments`` itself or nothing readable."""
     for cls in trainer_cls.__mro__:
@@ -83,3 +46,8 @@ def _arguments_class_taken_by(trainer_cls: type) -> type | None:
                 return candidate
         return None
     return None
+
+
+register_integration("trl", matches="trl", arguments_class=arguments_class_taken_by)
+
+__getattr__ = moved_names(__name__, {"with_arguments_the_trainer_takes": "finetune_llrd.composition"})

@@ -7,9 +7,10 @@ caller then trains the best configuration to the end as a normal run. Optuna is 
 ``pip install "finetune-llrd[search]"``.
 
 * :mod:`.space`: what is sampled (:class:`SearchSpace`) and the flags (:class:`SearchArguments`);
-* :mod:`.runner`: :func:`run_search`, the search itself;
+* :mod:`.trials`: :func:`run_search`, the Optuna trials over a space (``Trainer.hyperparameter_search``);
 * :mod:`.results`: the results file, the heat map and the command line of the best configuration;
-* :mod:`.searcher`: :func:`search_rates` from a model factory, :func:`search_layerwise_rates` from a trainer.
+* :mod:`.tuning`: a run's rates tuned: :func:`search_rates` from a model factory, :func:`search_layerwise_rates`
+  from a trainer (a trainer for the trials, the trials, the results written, the best values put to use).
 """
 
 from .results import (
@@ -21,8 +22,6 @@ from .results import (
     plot_search,
     write_search_results,
 )
-from .runner import SearchOutcome, run_search, space_params, trial_record
-from .searcher import search_layerwise_rates, search_metric, search_rates
 from .space import (
     SEARCH_DIRECTIONS,
     SearchArguments,
@@ -33,6 +32,8 @@ from .space import (
     load_search_space,
     require_optuna,
 )
+from .trials import SearchOutcome, run_search, space_params, trial_record
+from .tuning import search_layerwise_rates, search_metric, search_rates
 
 
 __all__ = [

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from .runner import SearchOutcome
 from .space import SearchSpace
+from .trials import SearchOutcome
 
 
 logger = logging.getLogger(__name__)

@@ -135,5 +135,5 @@ def print_layerwise_lr_table(trainer: Trainer) -> None:
         print("***** layer-wise learning rates: off (layer_decay=1.0, no per-depth rate: the stock optimizer) *****")
         return
     layers = trainer.layers
-    print(f"***** layer-wise learning rates (L={layers.num_layers} blocks, {layers.rule} rule) *****")
+    print(f"***** layer-wise learning rates (L={layers.num_layers} blocks, depths by {layers.method}) *****")
     print(format_lr_table(rows))

@@ -1,4 +1,5 @@
-"""The searcher: a trainer that starts every trial from a fresh model, run over a space, and its outcome put to use.
+"""A run's rates tuned: a trainer that starts every trial from a fresh model, the trials over a space, and their
+outcome put to use.
 
 :func:`search_rates` searches from a model factory (what a benchmark has); :func:`search_layerwise_rates` from a
 trainer already set up for the real run (what a recipe has), and sets the best values on its arguments.
@@ -15,8 +16,8 @@ from typing import Any
 from torch import nn
 
 from .results import best_command_line, write_search_results
-from .runner import SearchOutcome, run_search
 from .space import SearchArguments, SearchSpace, default_search_space, load_search_space
+from .trials import SearchOutcome, run_search
 
 
 logger = logging.getLogger(__name__)

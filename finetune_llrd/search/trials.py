@@ -1,4 +1,5 @@
-"""Running the search: ``Trainer.hyperparameter_search`` with Optuna over a :class:`~.space.SearchSpace`."""
+"""The trials: ``Trainer.hyperparameter_search`` with Optuna over a :class:`~.space.SearchSpace`, and what each
+trial recorded."""
 
 from __future__ import annotations
 
