@@ -54,6 +54,7 @@ from recipe_utils import (
     model_input_size,
     number_rows,
     prepare_run,
+    read_errors,
     read_image,
     require_rows_and_columns,
     resize_image_processor,
@@ -153,11 +154,13 @@ def read_image_folders(folders: dict[str, str], cache_dir: str | None) -> dict[s
     """Split -> its folder of images with one sub-folder per class, its labels the sub-folder names. (The
     imagefolder builder gives every split the classes of all the folders: a class found only in the validation
     folder is then refused, as for files, rather than added to the model.)"""
-    raw = load_dataset(
-        "imagefolder",
-        data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
-        cache_dir=cache_dir,
-    )
+    folder_names = " and ".join(folders.values())
+    with read_errors(folder_names, "imagefolder", what=f"the image folders {folder_names}"):
+        raw = load_dataset(
+            "imagefolder",
+            data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
+            cache_dir=cache_dir,
+        )
     splits = {}
     for split in folders:
         names = raw[split].features["label"].names
