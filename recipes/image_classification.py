@@ -46,6 +46,7 @@ from recipe_utils import (
     check_media,
     classification_labels,
     decode_media,
+    folder_read_errors,
     keep_splits_to_run,
     load_config,
     load_model,
@@ -54,7 +55,6 @@ from recipe_utils import (
     model_input_size,
     number_rows,
     prepare_run,
-    read_errors,
     read_image,
     require_rows_and_columns,
     resize_image_processor,
@@ -154,8 +154,7 @@ def read_image_folders(folders: dict[str, str], cache_dir: str | None) -> dict[s
     """Split -> its folder of images with one sub-folder per class, its labels the sub-folder names. (The
     imagefolder builder gives every split the classes of all the folders: a class found only in the validation
     folder is then refused, as for files, rather than added to the model.)"""
-    folder_names = " and ".join(folders.values())
-    with read_errors(folder_names, "imagefolder", what=f"the image folders {folder_names}"):
+    with folder_read_errors(list(folders.values()), "image"):
         raw = load_dataset(
             "imagefolder",
             data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},

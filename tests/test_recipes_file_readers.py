@@ -248,3 +248,18 @@ def test_a_cut_parquet_file_ends_the_script_with_one_line_and_exit_1(tmp_path):
     )
     assert "Traceback" not in result.stderr and "Failed to read schema" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_folder_whose_metadata_does_not_parse_names_the_file_and_line(tmp_path):
+    from test_recipes_data_checks import write_image
+
+    write_image(tmp_path / "train" / "cat" / "1.png")
+    write_image(tmp_path / "train" / "dog" / "2.png")
+    metadata = write(
+        tmp_path / "train" / "metadata.jsonl",
+        '{"file_name": "cat/1.png", "label": "cat"}\n{"file_name": "dog/2.png" "label": "dog"}\n',
+    )
+    message = refusal("image_classification", f"--do_train --train_dir {tmp_path / 'train'}", tmp_path)
+    assert message == (
+        f"Could not read {metadata} as JSON: line 2 is not a JSON object (Expecting ',' delimiter at character 27)"
+    )

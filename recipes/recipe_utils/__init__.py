@@ -113,6 +113,8 @@ from .models import (
     treat_loss_as_batch_mean,
 )
 from .readers import (
+    FOLDER_METADATA_FILES,
+    folder_read_errors,
     locate_read_error,
     read_data_file,
     read_errors,
@@ -156,6 +158,7 @@ __all__ = [
     "DataCheck",
     "DataError",
     "FINDINGS_SHOWN",
+    "FOLDER_METADATA_FILES",
     "Finding",
     "FolderDataArgumentsMixin",
     "HubModelArguments",
@@ -196,6 +199,7 @@ __all__ = [
     "decode_media",
     "exit_on_refusal",
     "find_checkpoint_to_resume",
+    "folder_read_errors",
     "is_missing",
     "is_tsv",
     "keep_splits_to_run",

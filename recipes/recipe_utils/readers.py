@@ -142,6 +142,37 @@ def read_errors(path: str, builder: str, what: str | None = None) -> Iterator[No
         raise Refusal(f"Could not read {what or f'{path} as {builder.upper()}'}: {reason}") from error
 
 
+# The files in which `datasets`' folder builders (imagefolder, audiofolder) find the labels and columns of a folder.
+FOLDER_METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+
+
+@contextlib.contextmanager
+def folder_read_errors(folders: Sequence[str], kind: str) -> Iterator[None]:
+    """:func:`read_errors` for `datasets`' folder builders: an error in a folder's metadata file names that file
+    and its line; any other names the folders.
+
+    Args:
+        folders: the folders being read.
+        kind: what they hold ("image", "audio"), for the message.
+    """
+    try:
+        yield
+    except Refusal:
+        raise
+    except _READ_ERRORS as error:
+        cause = error.__cause__ if isinstance(error, datasets.exceptions.DatasetGenerationError) else None
+        for folder in folders:
+            for name in FOLDER_METADATA_FILES:
+                metadata = os.path.join(folder, name)
+                if os.path.isfile(metadata):
+                    builder = data_file_builder(metadata)
+                    reason = locate_read_error(metadata, builder, cause or error)
+                    if reason.startswith(("line ", "the compressed", "it is not")):
+                        raise Refusal(f"Could not read {metadata} as {builder.upper()}: {reason}") from error
+        names = " and ".join(folders)
+        raise Refusal(f"Could not read the {kind} folders {names}: {_one_line(cause or error)}") from error
+
+
 def locate_read_error(path: str, builder: str, error: BaseException) -> str:
     """The reader's error in one line, with the file's line where the reader does not give it: the line after
     which a compressed file breaks off, the first line that is not UTF-8 text, the first line that is not JSON in
