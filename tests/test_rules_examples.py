@@ -246,7 +246,7 @@ def test_the_pages_old_order_is_refused_naming_the_rule_that_took_the_positions(
     )
 
 
-def test_a_rule_on_parameters_the_model_froze_says_they_are_frozen():
+def test_a_rule_on_parameters_the_model_froze_says_they_are_frozen(tmp_path):
     model = detr(unfreeze=False)
     backbone = [name for name, _ in model.named_parameters() if "backbone" in name]
     assert len(backbone) == 8 and not any(p.requires_grad for n, p in model.named_parameters() if n in backbone)
@@ -259,6 +259,10 @@ def test_a_rule_on_parameters_the_model_froze_says_they_are_frozen():
         "them (requires_grad_(True)) before training to train them, or drop the rule. See every parameter with "
         '`finetune-llrd inspect MODEL --json` (its "parameters").'
     )
+    # As the page says, from_pretrained leaves that backbone trainable (transformers 5.25).
+    model.save_pretrained(tmp_path)
+    loaded = transformers.DetrForObjectDetection.from_pretrained(tmp_path)
+    assert all(p.requires_grad for n, p in loaded.named_parameters() if "backbone" in n)
     # The page's fix: unfreeze, then freeze what the DETR paper freezes.
     text = (ROOT / "docs/rules.md").read_text()
     line = next(line for line in text.splitlines() if line.startswith('`[{"pattern": "backbone'))
