@@ -57,9 +57,9 @@ from recipe_utils import (
     short,
     tokenize_splits,
     train_evaluate_and_report,
+    without_compression,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
-from recipe_utils.files import without_compression
 from seqeval.metrics import accuracy_score, classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 

@@ -68,10 +68,12 @@ from .data import (
     take_samples,
 )
 from .files import (
+    COMPRESSION_SUFFIXES,
     DATA_FILE_BUILDERS,
     check_data_files,
     data_file_builder,
     is_tsv,
+    without_compression,
 )
 from .images import (
     as_image_column,
@@ -153,6 +155,7 @@ from .training import (
 
 
 __all__ = [
+    "COMPRESSION_SUFFIXES",
     "DATA_FILE_BUILDERS",
     "DataArgumentsMixin",
     "DataCheck",
@@ -247,5 +250,6 @@ __all__ = [
     "train_evaluate_and_report",
     "treat_loss_as_batch_mean",
     "undecoded",
+    "without_compression",
     "writable",
 ]
