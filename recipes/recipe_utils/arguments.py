@@ -12,8 +12,7 @@ from finetune_llrd import LLRDTrainingArguments
 from finetune_llrd.launching import accelerator_available
 from finetune_llrd.search import SearchArguments
 
-from .data import check_data_files
-from .media import MEDIA_CHECKS, MEDIA_DECODE_LIMIT
+from .files import MEDIA_CHECKS, MEDIA_DECODE_LIMIT, check_data_files
 
 
 @dataclass
@@ -193,7 +192,7 @@ class FolderDataArgumentsMixin(DataArgumentsMixin):
 
     Its ``__post_init__`` refuses more or fewer than one of the three, a folder that does not exist, and an
     unreadable file. ``--media_check`` says how the images or clips are checked before the model loads
-    (:func:`check_media`). A recipe names its examples and its folder and file layouts for that message in the class
+    (:func:`~recipe_utils.splits.check_media`). A recipe names its examples and its folder and file layouts for that message in the class
     attributes ``examples_name``, ``folder_layout`` and ``file_layout``; how a folder is read is the recipe's.
     """
 
