@@ -110,20 +110,7 @@ def test_the_walk_finds_a_circle_through_a_function_body_and_a_relative_import(t
     assert import_circles(tmp_path) == [["pkg.a", "pkg.b", "pkg.a"], ["plots", "report", "plots"]]
 
 
-@pytest.mark.parametrize(
-    "folder",
-    [
-        "benchmarks",
-        pytest.param(
-            "recipes",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="recipes/recipe_utils: arguments.py <-> data.py <-> media.py import each other (issue #37, "
-                "removed on branch rules: argument dataclasses stop calling into the data readers)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("folder", ["benchmarks", "recipes"])
 def test_no_import_circle(folder):
     circles = import_circles(REPO_ROOT / folder)
     assert circles == [], f"import circles under {folder}/: " + "; ".join(" -> ".join(path) for path in circles)
