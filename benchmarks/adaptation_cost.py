@@ -103,7 +103,7 @@ def time_one_run(arm: str, model, dataset, args: argparse.Namespace, output_dir:
     return timer.times[args.warmup_steps :]
 
 
-def summarize(times: dict[str, list[list[float]]]) -> dict[str, Any]:
+def step_time_ratios(times: dict[str, list[list[float]]]) -> dict[str, Any]:
     """Each arm's median step time and its ratios to the reference arms, overall and round by round."""
     summary = {}
     for arm, rounds in times.items():
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.rounds,
             rotate=True,
         )
-    summary = summarize(times)
+    summary = step_time_ratios(times)
     results = {
         "model": "tiny-bert" if args.quick else args.model,
         "device": args.device,

@@ -8,7 +8,9 @@
   learning rate x decay (a heatmap) and the selection-split curve of each arm's chosen rate.
 * ``study_<name>.png`` (``study.py report``): a recipe study's grid, arms by rates.
 
-Run ``python benchmarks/plots.py`` after the studies (``--quick`` for their miniatures).
+The figures come from the views of :mod:`engine.views`, the ones ``report.py`` writes as Markdown, for the sections
+of :data:`engine.sections.SECTIONS` that are ``plotted``. Run ``python benchmarks/plots.py`` after the studies
+(``--quick`` for their miniatures).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import bench_utils
-import report
+from engine.sections import SECTIONS
+from engine.views import complete, evidence_view, quality_view, section_studies, study_results
 
 
 ARM_STYLE = {
@@ -175,9 +178,14 @@ def plot_evidence(study, view: dict[str, Any], path: Path) -> None:
     curve_axis.grid(alpha=0.3)
     curve_axis.legend(fontsize=7)
     executor = study.executor
-    family = study.name if study.name in ("vit", "cnn") else "text"
-    figure.suptitle(f"{executor.model_name()} on {executor.task} ({family} study, {executor.budget} budget)")
+    figure.suptitle(f"{executor.model_name()} on {executor.task} ({family(study)} study, {executor.budget} budget)")
     save(figure, path, dpi=100)
+
+
+def family(study) -> str:
+    """An evidence study's family in its figure's name and title: an image study's name (``vit``, ``cnn``), else
+    ``text``."""
+    return study.name if study.executor.setup().image_size else "text"
 
 
 def plot_grid(summary: dict[str, Any], path: Path) -> None:
@@ -202,7 +210,8 @@ def plot_grid(summary: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    """Draws the quality plots and the evidence plots of the studies that have runs.
+    """Draws the figures of every plotted section whose studies have runs: a quality section's curves and rates per
+    depth (once each of its studies is complete), an evidence study's heatmap and curves.
 
     Returns:
         The PNG files written.
@@ -210,23 +219,31 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     results_dir = args.results_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
     paths = []
-    quality = {}
-    for name in report.QUALITY["Quality at equal budget"]:
-        study, results = report.study_results(name, results_dir, args.quick)
-        if results and not report.planned_runs(study, results):
-            quality[study.executor.setup().task] = report.quality_view(study, results)
-    if quality:
-        paths = [args.output_dir / "quality_curves.png", args.output_dir / "lr_per_depth.png"]
-        plot_curves(quality, paths[0])
-        plot_rates(quality, paths[1])
-    for name in report.EVIDENCE:
-        study, results = report.study_results(name, results_dir, args.quick)
-        if results:
-            executor = study.executor
-            family = study.name if study.name in ("vit", "cnn") else "text"
-            path = args.output_dir / f"evidence_{family}_{executor.model_name()}_{executor.task}_{executor.budget}.png"
-            plot_evidence(study, report.evidence_view(study, results), path)
-            paths.append(path)
+    for section in SECTIONS:
+        if not section.plotted:
+            continue
+        studies = [(study, study_results(study, results_dir)) for study in section_studies(section, args.quick)]
+        if section.view == "quality":
+            views = {
+                study.executor.setup().task: quality_view(study, results)
+                for study, results in studies
+                if results and complete(study, results)
+            }
+            if views:
+                drawn = [args.output_dir / "quality_curves.png", args.output_dir / "lr_per_depth.png"]
+                plot_curves(views, drawn[0])
+                plot_rates(views, drawn[1])
+                paths += drawn
+            continue
+        for study, results in studies:
+            if results:
+                executor = study.executor
+                path = (
+                    args.output_dir
+                    / f"evidence_{family(study)}_{executor.model_name()}_{executor.task}_{executor.budget}.png"
+                )
+                plot_evidence(study, evidence_view(study, results), path)
+                paths.append(path)
     return paths
 
 

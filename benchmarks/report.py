@@ -1,14 +1,17 @@
-"""The report writer of BENCHMARKS.md: every table, in Markdown, from the committed results in ``benchmarks/results``.
+"""The Markdown renderer of BENCHMARKS.md: every table, from the committed results in ``benchmarks/results``.
 
 * The timing benchmarks (one JSON each, ``benchmarks/results/<name>.json``): each table is followed by the command
   that produced it; each benchmark prints its own section when it finishes.
-* The studies (one JSON per run, ``benchmarks/results/studies/<study>/``, see ``benchmarks/engine``): the quality
-  grid, the evidence studies (each arm at its rate chosen on the selection split, paired differences, rate spans,
-  the lr x decay heatmap, every configuration) and the search against the grid; the recipe studies' tables, which
-  ``python benchmarks/study.py report <study> --update BENCHMARKS.md`` puts between their markers.
+* The in-process studies (one JSON per run, ``benchmarks/results/studies/<study>/``, see ``benchmarks/engine``):
+  each section of :data:`engine.sections.SECTIONS` with the studies that declare it, drawn from
+  :mod:`engine.views` (the quality grid, the evidence studies: each arm at its rate chosen on the selection split,
+  paired differences, rate spans, the lr x decay heatmap, every configuration; the searches against their grids);
+  and the table of a study reported on its own (every recipe study), which ``python benchmarks/study.py report
+  <study> --update BENCHMARKS.md`` puts between its markers.
 
-Run ``python benchmarks/report.py`` after the benchmarks: it prints the section of BENCHMARKS.md between
-``<!-- report.py begins -->`` and ``<!-- report.py ends -->`` (a test checks that they match).
+Nothing here computes a figure or writes a file but BENCHMARKS.md in :func:`update_document`; ``plots.py`` draws
+the same views. Run ``python benchmarks/report.py`` after the benchmarks: it prints the section of BENCHMARKS.md
+between ``<!-- report.py begins -->`` and ``<!-- report.py ends -->`` (a test checks that they match).
 """
 
 from __future__ import annotations
@@ -21,37 +24,37 @@ from pathlib import Path
 from typing import Any
 
 import bench_utils
-from engine import Point, Study, load_study
-from engine.classification import MODEL_NOTES, lr_decay_grid
-from engine.plan import planned_runs
-from engine.runner import miniature
-from engine.store import Run, RunStore, safe
-from engine.summary import (
-    mean_over,
-    paired,
-    rate_span,
-    runs_of,
-    search_cost,
-    summarize,
-    time_to_score,
+from engine import Study
+from engine.classification import MODEL_NOTES
+from engine.sections import SECTIONS, Section
+from engine.store import Run
+from engine.summary import search_cost, summarize
+from engine.views import (
+    complete,
+    evidence_view,
+    quality_label,
+    quality_view,
+    search_comparisons,
+    section_studies,
+    study_results,
+    view_of,
 )
 
 
-QUALITY = {
-    "Quality at equal budget": ("quality_sst2", "quality_rte"),
-    "Adaptive rates and the search at the quality budget": ("quality_adaptive_sst2",),
-}
-QUALITY_SEARCH_GRID = "quality_sst2"  # the grid the quality search is measured against
-EVIDENCE = (
-    "vit",
-    "cnn",
-    "cola_full_e5",
-    "cola_e5",
-    "cola_long_e5",
-    "rte_e5",
-    "cola_full_minilm",
-    "cola_minilm",
-    "sst2_minilm",
+# The document: each timing benchmark's JSON and its heading, and where each section of engine.sections goes (a
+# section missing here goes at the end).
+LAYOUT = (
+    ("throughput", "Throughput overhead"),
+    ("throughput_rules", "Throughput overhead with parameter rules"),
+    ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU"),
+    ("optimizer_step", "Optimizer step cost"),
+    ("optimizer_step_cuda", "Optimizer step cost on GPU"),
+    ("grouping_scale", "Scale of the grouping"),
+    "quality",
+    "quality_adaptive",
+    ("adaptation_cost", "Cost of the adaptive rates per step"),
+    ("preemption_cost", "Cost of a preemption"),
+    "evidence",
 )
 
 
@@ -285,15 +288,6 @@ def benchmark_section(payload: dict[str, Any]) -> str:
 # ---- the studies ----
 
 
-def study_results(name: str, results_dir: Path, quick: bool = False) -> tuple[Study, dict[str, dict[str, Any]]]:
-    """A study (its miniature with ``quick``) and its records (refused when stale)."""
-    study = miniature(load_study(name)) if quick else load_study(name)
-    store = RunStore(study, results_dir / "studies")
-    results = store.load()
-    store.refuse_stale(results)
-    return study, results
-
-
 def study_command(names: list[str], quick: bool = False) -> str:
     """The command that runs (or resumes) the studies ``names`` (their miniatures with ``quick``)."""
     return f"python benchmarks/study.py run {','.join(names)} --processes 2 --threads 1" + (
@@ -326,27 +320,9 @@ def provenance(names: list[str], records: list[dict[str, Any]], quick: bool = Fa
     ]
 
 
-def configurations(study: Study, results: dict[str, dict[str, Any]], label) -> list[dict[str, Any]]:
-    """The study's configurations that have runs, in its order, each with its ``label`` (``label(study, run)``),
-    ``settings``, ``runs`` (by seed), ``report`` (by seed) and ``select`` (by seed)."""
-    configs = []
-    for key, config in summarize(study, results)["configs"].items():
-        run = Run(config["arm"], Point.from_dict(config["point"]), 0)
-        configs.append(
-            config
-            | {
-                "key": key,
-                "label": label(study, run),
-                "settings": study.executor.settings(study, run),
-                "runs": runs_of(study, results, config),
-                "report": config["by_seed"],
-                "select": config["choice_by_seed"],
-            }
-        )
-    return configs
-
-
-def mean_and_std(by_seed: dict[int, float]) -> str:
+def format_mean_and_std(by_seed: dict[int, float]) -> str:
+    """``0.8035 +- 0.0118``: the mean and sample standard deviation (:func:`bench_utils.mean_and_std`) of the
+    scores by seed."""
     stats = bench_utils.mean_and_std(list(by_seed.values()))
     return f"{stats['mean']:.4f} +- {stats['std']:.4f}"
 
@@ -354,72 +330,7 @@ def mean_and_std(by_seed: dict[int, float]) -> str:
 def config_row(config: dict[str, Any]) -> str:
     """A configuration's row: its label, report mean +- std, selection mean and report score by seed."""
     per_seed = ", ".join(f"{config['report'][seed]:.4f}" for seed in sorted(config["report"]))
-    return f"| {config['label']} | {mean_and_std(config['report'])} | {statistics.fmean(config['select'].values()):.4f} | {per_seed} |"
-
-
-def arm_order(name: str) -> tuple[int, str]:
-    """Uniform first, then the probe, then the other arms alphabetically."""
-    return ({"uniform": 0, "probe": 1}.get(name, 2), name)
-
-
-def evidence_view(study: Study, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One evidence study's figures: its configurations (in the order of their labels), each arm at its rate chosen
-    on the selection split (with the rate span and the paired difference to uniform), and the lr x decay heatmap
-    over the uniform and plain decay arms."""
-    summary = summarize(study, results)
-    configs = sorted(
-        configurations(study, results, study.executor.label), key=lambda config: safe(config["label"]) + "__"
-    )
-    by_key = {config["key"]: config for config in configs}
-    arms = {}
-    for name in sorted({config["arm"] for config in configs}, key=arm_order):
-        row = summary["arms"][name]
-        members = [config for config in configs if config["arm"] == name]
-        seeds = row["chosen_on_seeds"]
-        best = by_key[row["config"]]
-        arms[name] = {
-            "best": best,
-            "rate_span": rate_span(
-                {config["point"]["learning_rate"]: mean_over(config["report"], seeds) for config in members}
-            ),
-            "grid_seeds": seeds,
-            "paired_difference": row.get("paired_difference"),
-        }
-    members = [
-        config
-        for config in configs
-        if config["settings"]["kind"] == "uniform"
-        or (
-            config["settings"]["kind"] == "layerwise"
-            and lr_decay_grid(config["settings"])
-            and config["settings"]["layer_grouping"] == "block"
-        )
-    ]
-    seeds = sorted(set.intersection(*(set(config["select"]) for config in members))) if members else []
-    cells = {
-        (config["settings"]["layer_decay"], config["point"]["learning_rate"]): mean_over(config["report"], seeds)
-        for config in members
-    }
-    rates = sorted({rate for _, rate in cells})
-    decays = sorted({decay for decay, _ in cells}, reverse=True)
-    heatmap = {
-        "rates": rates,
-        "decays": decays,
-        "scores": [[cells.get((decay, rate)) for rate in rates] for decay in decays],
-        "seeds": seeds,
-    }
-    records = list(results.values())
-    first = next(record for record in records if record.get("status") == "ok")
-    return {
-        "configs": configs,
-        "arms": arms,
-        "heatmap": heatmap,
-        "seeds": sorted({record["seed"] for record in records}),
-        "records": records,
-        "setup": first["arguments"]["setup"],
-        "steps": first["arguments"]["steps"],
-        "num_blocks": first["num_blocks"],
-    }
+    return f"| {config['label']} | {format_mean_and_std(config['report'])} | {statistics.fmean(config['select'].values()):.4f} | {per_seed} |"
 
 
 def evidence_section(study: Study, results: dict[str, dict[str, Any]]) -> str:
@@ -460,7 +371,7 @@ def evidence_section(study: Study, results: dict[str, dict[str, Any]]) -> str:
             else f" (chosen on seeds {', '.join(map(str, entry['grid_seeds']))})"
         )
         lines.append(
-            f"| {name} | {best['point']['learning_rate']:.0e}{chosen_on} | {mean_and_std(best['report'])} | "
+            f"| {name} | {best['point']['learning_rate']:.0e}{chosen_on} | {format_mean_and_std(best['report'])} | "
             f"{len(best['report'])} | {diff_text} | {span_text} |"
         )
     grid = view["heatmap"]
@@ -493,20 +404,6 @@ def evidence_section(study: Study, results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def search_grid(study: Study, results: dict[str, dict[str, Any]], label) -> list[dict[str, Any]]:
-    """The lr x decay grid's runs on seed 0 (uniform and plain decay arms), each with its ``label``, selection score
-    and steps, in the order of ``configurations``."""
-    return [
-        {
-            "label": config["label"],
-            "select_score": config["select"][0],
-            "steps": config["runs"][0]["arguments"]["steps"],
-        }
-        for config in configurations(study, results, label)
-        if lr_decay_grid(config["settings"]) and 0 in config["select"]
-    ]
-
-
 def search_row(search: dict[str, Any], grid_runs: list[dict[str, Any]]) -> str:
     """A search against its grid: the grid's best, its cost, the trials and steps to come within half a point."""
     cost = search_cost(search, grid_runs)
@@ -522,11 +419,9 @@ def search_section(studies: list[tuple[Study, dict[str, dict[str, Any]]]], resul
     """The evidence studies' searches against their grids (seed 0, selection split)."""
     rows, names = [], []
     for study, results in studies:
-        for search in RunStore(study, results_dir / "studies").searches():
-            grid = sorted(search_grid(study, results, study.executor.label), key=lambda run: safe(run["label"]) + "__")
-            if grid:
-                rows.append(f"| {search['model']}, {search['task']} | {search_row(search, grid)}")
-                names.append(study.name)
+        for search, grid in search_comparisons(study, results, results_dir, study.executor.quick):
+            rows.append(f"| {search['model']}, {search['task']} | {search_row(search, grid)}")
+            names.append(study.name)
     if not rows:
         return []
     return [
@@ -543,69 +438,10 @@ def search_section(studies: list[tuple[Study, dict[str, dict[str, Any]]]], resul
     ]
 
 
-def quality_label(study: Study, run: Run) -> str:
-    """A quality configuration's label: ``uniform lr=1e-04``, ``layerwise lr=2e-04 decay=0.8``, with ``+<method>``
-    for an adaptation."""
-    settings = study.executor.settings(study, run)
-    if settings["kind"] == "layerwise":
-        base = f"layerwise lr={run.point.learning_rate:.0e} decay={settings['layer_decay']:g}"
-    else:
-        base = f"uniform lr={run.point.learning_rate:.0e}"
-    return base if settings["adaptation"] == "none" else f"{base} +{settings['adaptation']}"
-
-
-def quality_view(study: Study, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One quality study's figures: its configurations, each base arm's configuration chosen on the selection split
-    with its best single run and the mean over its grid, the paired difference, the time to accuracy, and each
-    adaptation against its twin (the same configuration without it) and against uniform's chosen one."""
-    summary = summarize(study, results)
-    configs = configurations(study, results, quality_label)
-    by_key = {config["key"]: config for config in configs}
-    arms = {}
-    for arm in ("uniform", "layerwise"):
-        members = [config for config in configs if config["arm"] == arm]
-        runs = sorted((run for config in members for run in config["runs"]), key=lambda run: run["seed"])
-        best = by_key[summary["arms"][arm]["config"]]
-        single = max(runs, key=lambda run: run["metrics"]["report_score"])
-        arms[arm] = {
-            "best": best,
-            "best_single": (single, next(config["label"] for config in members if single in config["runs"])),
-            "grid": bench_utils.mean_and_std([run["metrics"]["report_score"] for run in runs]),
-        }
-    uniform, layerwise = arms["uniform"]["best"], arms["layerwise"]["best"]
-    twins = {"adaptive": "uniform", "layerwise": "layerwise"}
-    adaptive = [
-        {
-            "config": config,
-            "minus_twin": paired(
-                config["report"],
-                next(
-                    twin["report"]
-                    for twin in configs
-                    if twin["arm"] == twins[config["settings"]["kind"]] and twin["point"] == config["point"]
-                ),
-            ),
-            "minus_uniform_best": paired(config["report"], uniform["report"]),
-        }
-        for config in configs
-        if config["settings"]["adaptation"] != "none"
-    ]
-    return {
-        "configs": configs,
-        "arms": arms,
-        "paired_difference": paired(layerwise["report"], uniform["report"]),
-        "time_to_accuracy": time_to_score(
-            uniform["runs"], {"uniform": uniform["runs"], "layerwise": layerwise["runs"]}
-        ),
-        "adaptive": adaptive,
-        "setup": next(iter(results.values()))["arguments"]["setup"],
-    }
-
-
 def quality_task(study: Study, results: dict[str, dict[str, Any]]) -> list[str]:
     """The tables of one quality study (one task)."""
     name = study.executor.setup().task
-    if planned_runs(study, results):
+    if not complete(study, results):
         return [f"#### {name}: incomplete ({len(results)} runs)", ""]
     view = quality_view(study, results)
     setup = view["setup"]
@@ -631,7 +467,7 @@ def quality_task(study: Study, results: dict[str, dict[str, Any]]) -> list[str]:
         entry = view["arms"][arm]
         single, single_label = entry["best_single"]
         lines.append(
-            f"| {arm_name} | {entry['best']['label']} | **{mean_and_std(entry['best']['report'])}** | "
+            f"| {arm_name} | {entry['best']['label']} | **{format_mean_and_std(entry['best']['report'])}** | "
             f"{single['metrics']['report_score']:.4f} ({single_label}, seed {single['seed']}) | {entry['grid']['mean']:.4f} +- {entry['grid']['std']:.4f} |"
         )
     tta, difference = view["time_to_accuracy"], view["paired_difference"]
@@ -651,7 +487,7 @@ def quality_task(study: Study, results: dict[str, dict[str, Any]]) -> list[str]:
 def quality_extras(study: Study, results: dict[str, dict[str, Any]], results_dir: Path, quick: bool) -> list[str]:
     """Each adaptation of a quality study against its twin, and its search against the quality grid."""
     name = study.executor.setup().task
-    if planned_runs(study, results):
+    if not complete(study, results):
         return []
     view, lines = quality_view(study, results), []
     if view["adaptive"]:
@@ -664,16 +500,14 @@ def quality_extras(study: Study, results: dict[str, dict[str, Any]], results_dir
         for entry in view["adaptive"]:
             twin, uniform = entry["minus_twin"], entry["minus_uniform_best"]
             lines.append(
-                f"| {entry['config']['label']} | {mean_and_std(entry['config']['report'])} | "
+                f"| {entry['config']['label']} | {format_mean_and_std(entry['config']['report'])} | "
                 f"{twin['mean']:+.4f} +- {twin['std']:.4f} ({', '.join(f'{value:+.4f}' for value in twin['differences'])}) | "
                 f"{uniform['mean']:+.4f} +- {uniform['std']:.4f} |"
             )
         lines.append("")
-    grid_study, grid_results = study_results(QUALITY_SEARCH_GRID, results_dir, quick)
-    grid = search_grid(grid_study, grid_results, quality_label)
-    for search in RunStore(study, results_dir / "studies").searches() if grid else ():
+    for search, grid in search_comparisons(study, results, results_dir, quick):
         lines += [
-            f"#### {name}: the lr x decay search against the grid of `{QUALITY_SEARCH_GRID}` (seed 0, selection split)",
+            f"#### {name}: the lr x decay search against the grid of `{study.search_grid or study.name}` (seed 0, selection split)",
             "",
             "| grid's best configuration (selection accuracy) | grid cost: configurations, steps | search: trials, steps to within 0.5 point | search's best (accuracy) | all trials, steps |",
             "|---|---:|---:|---|---:|",
@@ -705,13 +539,21 @@ def format_steps(per_seed: dict[str, int | None]) -> str:
     return " / ".join("never" if steps is None else str(steps) for steps in per_seed.values())
 
 
-def evidence_sections(results_dir: Path, quick: bool = False) -> list[str]:
-    """One section per evidence study that has runs, then the searches."""
-    studies = [study_results(name, results_dir, quick) for name in EVIDENCE]
+def section_text(section: Section, results_dir: Path, quick: bool = False) -> str:
+    """One section of :data:`engine.sections.SECTIONS` with the studies that declare it, under its heading; empty
+    while it has nothing to show (a quality section: until each of its studies has runs; an evidence section: until
+    one has)."""
+    studies = [(study, study_results(study, results_dir)) for study in section_studies(section, quick)]
+    if section.view == "quality":
+        if not studies or not all(results for _, results in studies):
+            return ""
+        return "\n".join([f"### {section.heading}", "", quality_section(studies, results_dir, quick)])
     studies = [(study, results) for study, results in studies if results]
-    sections = [evidence_section(study, results) for study, results in studies]
+    if not studies:
+        return ""
     search = search_section(studies, results_dir)
-    return sections + (["\n".join(search)] if search else [])
+    parts = [evidence_section(study, results) for study, results in studies] + (["\n".join(search)] if search else [])
+    return "\n".join([f"### {section.heading}", "", *parts])
 
 
 # ---- the studies' tables (the recipe studies', between their markers in BENCHMARKS.md) ----
@@ -783,28 +625,21 @@ def study_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def study_report(study: Study, store: RunStore, plot: bool = True) -> str:
-    """Writes a study's ``summary.json`` (and a recipe study's heatmap) and returns its table: an evidence or quality
-    study's section as BENCHMARKS.md shows it, else :func:`study_table`."""
-    results = store.load()
-    store.refuse_stale(results)
-    summary = summarize(study, results)
-    if results:
-        store.directory.mkdir(parents=True, exist_ok=True)
-        (store.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if (
-        plot
-        and "recipe" in summary["executor"]
-        and any(value is not None for row in summary["grid"].values() for value in row.values())
-    ):
-        import plots
+def study_section(study: Study, results: dict[str, dict[str, Any]], results_dir: Path) -> str:
+    """One study's Markdown as ``study.py report`` prints it: an evidence or quality study's part of its section, as
+    BENCHMARKS.md shows it, else (a study reported on its own) :func:`study_table` of its summary.
 
-        plots.plot_grid(summary, bench_utils.PLOTS_DIR / f"study_{study.name}.png")
-    if study.name in EVIDENCE:
+    Args:
+        study: the study (its miniature for a quick run).
+        results: its records.
+        results_dir: the folder of ``studies/`` (a quality study's search reads the grid it is measured against).
+    """
+    view = view_of(study)
+    if view == "evidence":
         return evidence_section(study, results)
-    if any(study.name in names for names in QUALITY.values()):
-        return quality_section([(study, results)], store.directory.parent.parent, study.executor.quick)
-    return study_table(summary)
+    if view == "quality":
+        return quality_section([(study, results)], results_dir, study.executor.quick)
+    return study_table(summarize(study, results))
 
 
 def update_document(path: Path, study_name: str, table: str) -> None:
@@ -823,7 +658,7 @@ def update_document(path: Path, study_name: str, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Prints every section whose results exist.
+    """Prints every section whose results exist, in the order of :data:`LAYOUT`.
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
@@ -833,29 +668,17 @@ def main(argv: list[str] | None = None) -> str:
     """
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     results_dir = args.results_dir or (bench_utils.QUICK_RESULTS_DIR if args.quick else bench_utils.RESULTS_DIR)
-    sections = [
-        ("throughput", "Throughput overhead"),
-        ("throughput_rules", "Throughput overhead with parameter rules"),
-        ("throughput_bert-base_cuda", "Throughput overhead, 12-layer BERT-base on GPU"),
-        ("optimizer_step", "Optimizer step cost"),
-        ("optimizer_step_cuda", "Optimizer step cost on GPU"),
-        ("grouping_scale", "Scale of the grouping"),
-        *((names, title) for title, names in QUALITY.items()),
-        ("adaptation_cost", "Cost of the adaptive rates per step"),
-        ("preemption_cost", "Cost of a preemption"),
-    ]
-    payloads = [payload for name, _ in sections if isinstance(name, str) and (payload := load(results_dir, name))]
+    placed = {entry for entry in LAYOUT if isinstance(entry, str)}
+    layout = [*LAYOUT, *(section.name for section in SECTIONS if section.name not in placed)]
+    sections = {section.name: section for section in SECTIONS}
+    payloads = [payload for entry in layout if isinstance(entry, tuple) and (payload := load(results_dir, entry[0]))]
     parts = ["### Machine and versions", "", machine_section(payloads)] if payloads else []
-    for name, title in sections:
-        if isinstance(name, tuple):
-            studies = [study_results(study, results_dir, args.quick) for study in name]
-            if all(results for _, results in studies):
-                parts += [f"### {title}", "", quality_section(studies, results_dir, args.quick)]
-        elif (payload := load(results_dir, name)) is not None:
-            parts += [f"### {title}", "", benchmark_section(payload)]
-    evidence = evidence_sections(results_dir, args.quick)
-    if evidence:
-        parts += ["### Where layer-wise rates matter: real backbones to convergence", "", *evidence]
+    for entry in layout:
+        if isinstance(entry, str):
+            text = section_text(sections[entry], results_dir, args.quick)
+            parts += [text] if text else []
+        elif (payload := load(results_dir, entry[0])) is not None:
+            parts += [f"### {entry[1]}", "", benchmark_section(payload)]
     text = "\n".join(parts)
     print(text)
     return text

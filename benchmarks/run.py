@@ -18,9 +18,10 @@ import bench_utils
 import grouping_scale
 import optimizer_step
 import plots
-import report
 import throughput
 from engine.runner import Options, run_studies
+from engine.sections import SECTIONS
+from engine.views import section_studies
 
 
 BENCHMARKS = {
@@ -28,7 +29,8 @@ BENCHMARKS = {
     "optimizer_step": optimizer_step.main,
     "throughput": throughput.main,
 }
-STUDIES = [name for names in report.QUALITY.values() for name in names] + list(report.EVIDENCE)
+# The in-process studies: those that declare a section of the report (benchmarks/engine/sections.py).
+STUDIES = [study.name for section in SECTIONS for study in section_studies(section)]
 # The miniatures --quick runs: between them every path of the in-process executor (image and text, the probe, stage
 # grouping, re-initialisation, every adaptation, the long budget, Matthews correlation, a held-out and a separate
 # selection split, a curve on the report split, the search); `python benchmarks/study.py run <study> --quick` runs

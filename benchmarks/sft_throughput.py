@@ -60,7 +60,7 @@ def conversations(count: int):
     return Dataset.from_dict({"messages": rows})
 
 
-def model_folder(args: argparse.Namespace, scratch: str) -> str:
+def sft_model_folder(args: argparse.Namespace, scratch: str) -> str:
     """The real SmolLM2 folder, or with ``--quick`` a tiny Llama (3 blocks) saved with SmolLM2's tokenizer if it
     is built, else with a ChatML tokenizer of single bytes."""
     folder = args.models_dir / MODEL
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = session.args
     dataset = conversations((args.warmup_steps + args.measured_steps) * args.batch_size)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = model_folder(args, scratch)
+        folder = sft_model_folder(args, scratch)
         rounds, trainers = timing.lockstep_rounds(
             args.rounds,
             lambda arm, output_dir: make_trainer(arm, args, folder, dataset, output_dir),

@@ -17,7 +17,9 @@ the report counts as a failure; ``--retry-failed`` runs it again.
     python benchmarks/study.py run vit --quick                       # the miniature: tiny models, seconds
     python benchmarks/study.py report qa --update BENCHMARKS.md      # table, summary.json, heatmap
 
-``python benchmarks/report.py`` renders the in-process studies into BENCHMARKS.md with the timing benchmarks.
+``python benchmarks/report.py`` renders the in-process studies into BENCHMARKS.md with the timing benchmarks; a
+study joins a section of it by declaring ``section`` (see ``benchmarks/engine/sections.py``), and a study without
+one (every recipe study) is reported here, between its markers.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import sys
 from pathlib import Path
 
 import bench_utils
-from engine import load_study, study_names
+import plots
+import report
+from engine import Study, load_study, study_names
 from engine.plan import planned_runs
 from engine.runner import Options, miniature, run_studies
 from engine.store import RunStore
+from engine.summary import summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +105,32 @@ def list_studies(chosen: Options) -> str:
     return "\n".join(lines)
 
 
+def report_study(study: Study, store: RunStore, plot: bool = True) -> str:
+    """Writes a study's ``summary.json`` (when it has runs) and a recipe study's heatmap, ``study_<name>.png``
+    (with ``plot``, when its grid has a score), and returns its Markdown (:func:`report.study_section`).
+
+    Args:
+        study: the study (its miniature for a quick run).
+        store: where its runs are.
+        plot: whether to draw the heatmap.
+
+    Raises:
+        ValueError: when a record ran with other arguments than the study's (see :meth:`RunStore.refuse_stale`).
+    """
+    results = store.load()
+    store.refuse_stale(results)
+    summary = summarize(study, results)
+    if results:
+        store.write_summary(summary)
+    if (
+        plot
+        and "recipe" in summary["executor"]
+        and any(value is not None for row in summary["grid"].values() for value in row.values())
+    ):
+        plots.plot_grid(summary, bench_utils.PLOTS_DIR / f"study_{study.name}.png")
+    return report.study_section(study, results, store.directory.parent.parent)
+
+
 def main(argv: list[str] | None = None) -> str:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -114,12 +145,10 @@ def main(argv: list[str] | None = None) -> str:
     if args.action == "run":
         run_studies(names, chosen, args.processes)
         return ""
-    import report
-
     tables = []
     for name in names:
         study = miniature(load_study(name)) if args.quick else load_study(name)
-        table = report.study_report(study, RunStore(study, chosen.root, chosen.scratch), plot=not args.no_plot)
+        table = report_study(study, RunStore(study, chosen.root, chosen.scratch), plot=not args.no_plot)
         if args.update is not None:
             report.update_document(args.update, study.name, table)
         tables.append(table)

@@ -20,6 +20,7 @@ from .groups import LayerwiseRates, ParamGroupRule, loraplus_rules, parse_param_
 from .groups.loraplus import check_loraplus_settings
 from .groups.rules import as_rules
 from .integrations.deepspeed import refuse_deepspeed_optimizer_block
+from .launching import check_processes_joined, join_launched_processes_on_cpu
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 
@@ -34,7 +35,9 @@ class LayerwiseArgumentsMixin:
 
     It adds only its own fields, after those of the class it is mixed into, and leaves that class's fields,
     defaults, ``__post_init__`` checks and ``to_dict()`` as they are. Its ``__post_init__`` checks the
-    layer-wise fields and then runs the wrapped class's.
+    layer-wise fields and then runs the wrapped class's. Processes a launcher started together on a machine
+    without an accelerator get ``use_cpu=True``, so that they join one run over gloo; processes that still did not
+    join are refused (:mod:`finetune_llrd.launching`).
 
     The rate at depth d (0 = embeddings, 1..L = blocks, L+1 = head) is
     ``learning_rate * layer_decay ** (L + 1 - d)``. With the defaults (``layer_decay=1.0`` and no
@@ -188,11 +191,13 @@ class LayerwiseArgumentsMixin:
         self.param_group_rules = parse_param_group_rules(self.param_group_rules)
         check_loraplus_settings(self.loraplus_lr_ratio, self.loraplus_lr_embedding)
         refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
+        join_launched_processes_on_cpu(self)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
             # TrainingArguments only knows transformers' schedules; this one is built by LLRDTrainer.
             self.lr_scheduler_type = "linear"
         super().__post_init__()
+        check_processes_joined(self)
         if slanted_triangular:
             self.lr_scheduler_type = SLANTED_TRIANGULAR
             if self.warmup_steps:

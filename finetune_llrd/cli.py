@@ -17,11 +17,14 @@ from .groups import (
     LayerwiseRates,
     check_finite_non_negative,
     format_lr_table,
+    loraplus_rules,
     lr_table,
     param_groups,
     parse_param_group_rules,
     parse_tower_layer_decay,
 )
+from .groups.loraplus import check_loraplus_settings
+from .groups.rules import as_rules, match_rules
 from .plotting import plot_lr_profile, plot_run
 
 
@@ -51,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser(
         "inspect",
         help="Show the depth of every block of a model and the learning rate each gets.",
-        description="One row per depth: depth, block, parameter count, lr, weight decay. The layer-wise flags are "
-        "those of LLRDTrainingArguments (and of every recipe).",
+        description="One row per depth: depth, block, parameter count, lr, weight decay, and a count of the frozen "
+        "parameters. The layer-wise flags are those of LLRDTrainingArguments (and of every recipe).",
     )
-    inspect.add_argument("model", help="A local model folder or a Hub id.")
+    inspect.add_argument(
+        "model",
+        help="A local model folder or a Hub id, or a PEFT adapter folder (adapter_config.json: its base model with "
+        "the adapter's LoRA layers).",
+    )
     _add_layerwise_flags(inspect)
+    _add_lora_flags(inspect)
     inspect.add_argument(
         "--task",
         choices=TASKS,
@@ -76,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Build the model from its config on the meta device: no weights are read or allocated.",
     )
-    inspect.add_argument("--json", action="store_true", help="Print the rows as a JSON array of objects.")
+    inspect.add_argument(
+        "--json",
+        action="store_true",
+        help="Print the rows as a JSON array of objects; each row lists its parameters (name, depth, group, lr, "
+        "weight_decay, trains), and the frozen parameters of each depth come in rows with frozen: true.",
+    )
     inspect.add_argument("--plot", metavar="FILE.png", default=None, help="Draw lr against depth into a PNG file.")
 
     plot = commands.add_parser(
@@ -163,6 +176,36 @@ def _add_layerwise_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lora_flags(parser: argparse.ArgumentParser) -> None:
+    """LoRA+ (the flags of LLRDTrainingArguments) and the LoRA settings of the SFT recipe (TRL's ModelConfig), to
+    inspect a base model with the adapters a run would add."""
+    parser.add_argument(
+        "--loraplus_lr_ratio",
+        type=float,
+        default=None,
+        help="LoRA+: the LoRA B matrices at this multiple of their depth's rate (needs LoRA layers: a PEFT adapter "
+        "folder, or --use_peft).",
+    )
+    parser.add_argument(
+        "--loraplus_lr_embedding",
+        type=float,
+        default=None,
+        help="LoRA+: the rate of LoRA embedding layers (default: peft's 1e-6).",
+    )
+    parser.add_argument(
+        "--use_peft", action="store_true", help="Add LoRA adapters to the model, as --use_peft of the SFT recipe."
+    )
+    parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (with --use_peft; default 16).")
+    parser.add_argument("--lora_alpha", type=int, default=32, help="LoRA alpha (with --use_peft; default 32).")
+    parser.add_argument(
+        "--lora_target_modules",
+        nargs="+",
+        default=None,
+        help="Modules to adapt (q_proj v_proj ..., or all-linear; with --use_peft); default: PEFT's for the "
+        "architecture.",
+    )
+
+
 def _layer_mapping_flag(value: str) -> dict[str, int]:
     # argparse replaces the message of a ValueError raised by a type function; it keeps an ArgumentTypeError's.
     try:
@@ -200,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The flags carry the names of the settings, as in LLRDTrainingArguments.
             rates = LayerwiseRates.from_attributes(args)
             check_finite_non_negative(args.weight_decay, "weight_decay")
+            check_loraplus_settings(args.loraplus_lr_ratio, args.loraplus_lr_embedding)
         except ValueError as error:
             parser.error(str(error))
         try:
@@ -216,14 +260,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
-    model = load_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
+    model = _inspected_model(args)
     layers = layer_map(model, grouping=args.layer_grouping, mapping=args.layer_mapping, towers=args.layer_towers)
-    groups = param_groups(
-        model, rates=rates, weight_decay=args.weight_decay, layers=layers, rules=args.param_group_rules
-    )
+    rules = as_rules(args.param_group_rules)
+    if args.loraplus_lr_ratio is not None:
+        rules += loraplus_rules(model, args.loraplus_lr_ratio, args.loraplus_lr_embedding)
+    groups = param_groups(model, rates=rates, weight_decay=args.weight_decay, layers=layers, rules=rules)
     rows = lr_table(groups, layers)
+    frozen = frozen_parameters(model, rules, groups)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(parameter_rows(model, rows, groups, layers, frozen), indent=2))
     else:
         print(
             f"{args.model} ({type(model).__name__}): L={layers.num_layers} {layers.grouping}s, method={layers.method}, "
@@ -232,11 +278,135 @@ def _inspect(args: argparse.Namespace, rates: LayerwiseRates) -> int:
         for line in structure_lines(layers, rates):
             print(line)
         print(format_lr_table(rows))
+        for line in frozen_lines(model, frozen):
+            print(line)
     if args.plot:
         plot_lr_profile(rows, args.plot, title=f"{args.model}: layer_decay={rates.layer_decay:g}")
         if not args.json:
             print(f"Plot written to {args.plot}")
     return 0
+
+
+def _inspected_model(args: argparse.Namespace):
+    """The model to inspect: the model, a PEFT adapter folder's base model with the adapter's LoRA layers, or the
+    model with the LoRA layers of ``--use_peft``."""
+    adapter = os.path.join(args.model, "adapter_config.json")
+    if os.path.isfile(adapter):
+        from peft import PeftConfig, get_peft_model
+
+        config = PeftConfig.from_pretrained(args.model)
+        config.inference_mode = False  # as a run that trains the adapter
+        base = load_model(
+            config.base_model_name_or_path, task=args.task, num_labels=args.num_labels, from_config=args.from_config
+        )
+        # The adapter's structure (its rank, its target modules) is what sets the groups; its weights are not read.
+        return get_peft_model(base, config)
+    model = load_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
+    if not args.use_peft:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    task_type = {"ForCausalLM": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS"}
+    suffix = next((suffix for suffix in task_type if type(model).__name__.endswith(suffix)), None)
+    config = LoraConfig(
+        task_type=task_type.get(suffix),
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        target_modules=args.lora_target_modules,
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def frozen_parameters(model, rules, groups) -> dict[str, str]:
+    """The parameters of ``model`` in no group -> who froze them: ``"rule NAME"`` for a ``freeze`` rule's,
+    ``"model"`` for those that came with ``requires_grad=False``."""
+    grouped = {name for group in groups for name in group.get("param_names", ())}
+    rule_of = match_rules(model.named_parameters(), rules) if rules else {}
+    frozen = {}
+    for name, _ in model.named_parameters():
+        if name in grouped:
+            continue
+        rule = rule_of.get(name)
+        frozen[name] = f"rule {rule.name}" if rule is not None and rule.freeze else "model"
+    return frozen
+
+
+def parameter_rows(model, rows: list[dict], groups: list[dict], layers, frozen: dict[str, str]) -> list[dict]:
+    """The rows of ``lr_table`` with their parameters (name, depth, group, lr, weight_decay, trains), then one row
+    per depth holding frozen parameters (``frozen: true``, ``lr`` and ``weight_decay`` null, each parameter with
+    ``frozen_by``: ``"model"`` or ``"rule NAME"``)."""
+    rows = [{**row, "parameters": []} for row in rows]
+    by_key = {(row["depth"], row.get("tower"), row.get("rule")): row for row in rows}
+    for group in groups:
+        if "layer" not in group:
+            continue
+        row = by_key[(int(group["layer"]), group.get("tower"), group.get("rule"))]
+        for name in group["param_names"]:
+            row["parameters"].append(
+                {
+                    "name": name,
+                    "depth": row["depth"],
+                    "group": row["block"],
+                    "lr": group.get("initial_lr", group["lr"]),
+                    "weight_decay": group["weight_decay"],
+                    "trains": True,
+                }
+            )
+    sizes = {name: _full_size(param) for name, param in model.named_parameters()}
+    frozen_rows: dict[tuple, dict] = {}
+    for name, by in frozen.items():
+        depth, tower = layers.depths.get(name), layers.tower_of(name)
+        row = frozen_rows.setdefault(
+            (depth, tower),
+            {
+                "depth": depth,
+                **({"tower": tower} if tower is not None else {}),
+                "block": f"{layers.block_name(depth, tower) if depth is not None else 'no depth'} [frozen]",
+                "num_params": 0,
+                "num_params_no_decay": 0,
+                "lr": None,
+                "weight_decay": None,
+                "frozen": True,
+                "parameters": [],
+            },
+        )
+        row["num_params"] += sizes[name]
+        row["parameters"].append(
+            {
+                "name": name,
+                "depth": depth,
+                "group": None,
+                "lr": None,
+                "weight_decay": None,
+                "trains": False,
+                "frozen_by": by,
+            }
+        )
+    order = sorted(frozen_rows, key=lambda key: (key[0] is None, key[0] or 0, key[1] or ""))
+    return rows + [frozen_rows[key] for key in order]
+
+
+def frozen_lines(model, frozen: dict[str, str]) -> list[str]:
+    """The lines under the table that count the frozen parameters, by who froze them."""
+    if not frozen:
+        return []
+    sizes = {name: _full_size(param) for name, param in model.named_parameters()}
+    by: dict[str, list[str]] = {}
+    for name, who in frozen.items():
+        by.setdefault(who, []).append(name)
+    lines = []
+    for who, names in by.items():
+        source = "came frozen with the model (requires_grad=False)" if who == "model" else f"frozen by the {who}"
+        lines.append(
+            f"frozen, not trained: {sum(sizes[name] for name in names):,} parameters in {len(names)} tensors "
+            f"{source}, e.g. {', '.join(names[:2])}{', ...' if len(names) > 2 else ''}"
+        )
+    return lines
+
+
+def _full_size(param) -> int:
+    return getattr(param, "ds_numel", None) or param.numel()
 
 
 def structure_lines(layers, rates: LayerwiseRates) -> list[str]:

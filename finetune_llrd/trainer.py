@@ -24,6 +24,7 @@ from .diagnostics import DepthStepMonitor
 from .groups import format_lr_table, frozen_by_rules, lr_table, param_groups
 from .integrations import prepare_for_optimizer
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
+from .launching import check_processes_joined
 from .model_card import add_layerwise_section
 from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
@@ -93,6 +94,7 @@ class LayerwiseTrainerMixin:
         self._layers: LayerMap | None = None
         self._resume_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
+        check_processes_joined(self.args)  # also for arguments that are not layer-wise ones
         self._check_features_fit_the_setup()
         self._refuse_what_would_drop_the_layerwise_groups()
         self.optimizer_was_given = self.optimizer is not None

@@ -46,6 +46,7 @@ from recipe_utils import (
     check_media,
     classification_labels,
     decode_media,
+    folder_read_errors,
     keep_splits_to_run,
     load_config,
     load_model,
@@ -153,11 +154,12 @@ def read_image_folders(folders: dict[str, str], cache_dir: str | None) -> dict[s
     """Split -> its folder of images with one sub-folder per class, its labels the sub-folder names. (The
     imagefolder builder gives every split the classes of all the folders: a class found only in the validation
     folder is then refused, as for files, rather than added to the model.)"""
-    raw = load_dataset(
-        "imagefolder",
-        data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
-        cache_dir=cache_dir,
-    )
+    with folder_read_errors(list(folders.values()), "image"):
+        raw = load_dataset(
+            "imagefolder",
+            data_files={split: os.path.join(folder, "**") for split, folder in folders.items()},
+            cache_dir=cache_dir,
+        )
     splits = {}
     for split in folders:
         names = raw[split].features["label"].names

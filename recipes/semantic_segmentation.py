@@ -44,7 +44,6 @@ heads at the head's depth). Writes ``all_results.json`` (``eval_mean_iou``, ``ev
 a model card with the per-depth learning rates to ``--output_dir``.
 """
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ from recipe_utils import (
     number_rows,
     prepare_run,
     read_image,
+    read_json_file,
     require_rows_and_columns,
     resize_image_processor,
     take_samples,
@@ -309,8 +309,7 @@ def load_id2label(data_args, model_args) -> tuple[dict[int, str], str]:
             'Which classes do the masks hold? Give --id2label_file, a JSON file {"0": "background", "1": ...}, or put '
             "id2label.json beside the training data."
         )
-    with open(path, encoding="utf-8") as handle:
-        raw = json.load(handle)
+    raw = read_json_file(path)
     try:
         id2label = {int(key): str(value) for key, value in raw.items()}
     except (AttributeError, ValueError) as error:

@@ -200,7 +200,8 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
         GLUE_HUB_ID if glue else data_args.dataset_name,
         data_args.task_name if glue else data_args.dataset_config_name,
         requested,
-        model_args=model_args,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
         revision=data_args.dataset_revision,
         optional=[split for split in requested if not required[split.split("_")[0]]],
     )

@@ -239,8 +239,7 @@ def load_splits(args):
         return {split: read(path) for split, path in files.items()}, files
     eval_split = "validation_matched" if args.task_name == "mnli" else "validation"
     requested = {"train": ("train", "--task_name"), "eval": (eval_split, "--task_name")}
-    hub = ModelArguments(model_name_or_path=args.model_name_or_path, cache_dir=args.cache_dir)
-    return load_hub_splits(GLUE_HUB_ID, args.task_name, requested, model_args=hub, revision=None)
+    return load_hub_splits(GLUE_HUB_ID, args.task_name, requested, cache_dir=args.cache_dir)
 
 
 def find_checkpoint(args) -> str | None:

@@ -50,12 +50,14 @@ from recipe_utils import (
     names_preview,
     pad_to_multiple_of,
     prepare_run,
+    read_text_lines,
     require_rows,
     require_rows_and_columns,
     select_data_files,
     short,
     tokenize_splits,
     train_evaluate_and_report,
+    without_compression,
 )
 from recipe_utils import ModelArguments as BaseModelArguments
 from seqeval.metrics import accuracy_score, classification_report
@@ -144,7 +146,7 @@ class DataTrainingArguments(PredictionDataArgumentsMixin, TokenizationArgumentsM
 
 def is_conll_file(path: str) -> bool:
     """Whether ``path`` is read as CoNLL text: every file that is not CSV, TSV, JSON (lines) or parquet."""
-    return os.path.splitext(path.lower())[1] not in DATA_FILE_BUILDERS
+    return os.path.splitext(without_compression(path))[1] not in DATA_FILE_BUILDERS
 
 
 def read_conll_file(path: str, column_names: list[str]) -> Dataset:
@@ -163,21 +165,20 @@ def read_conll_file(path: str, column_names: list[str]) -> Dataset:
                 sentences[name].append(current[name])
                 current[name] = []
 
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                end_sentence()
-                continue
-            if fields[0] == "-DOCSTART-":
-                continue
-            if len(fields) != len(column_names):
-                raise Refusal(
-                    f"{path}, line {line_number}: {len(fields)} columns, but --conll_columns names "
-                    f"{len(column_names)} ({' '.join(column_names)})."
-                )
-            for name, value in zip(column_names, fields):
-                current[name].append(value)
+    for line_number, line in read_text_lines(path):
+        fields = line.split()
+        if not fields:
+            end_sentence()
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) != len(column_names):
+            raise Refusal(
+                f"{path}, line {line_number}: {len(fields)} columns, but --conll_columns names "
+                f"{len(column_names)} ({' '.join(column_names)})."
+            )
+        for name, value in zip(column_names, fields):
+            current[name].append(value)
     end_sentence()
     dataset = Dataset.from_dict(sentences)
     require_rows(dataset, path)
@@ -193,7 +194,8 @@ def load_splits(data_args, model_args, training_args) -> tuple[dict[str, Dataset
             data_args.dataset_name,
             data_args.dataset_config_name,
             {split: names for split, names in data_args.hub_splits().items() if wanted[split]},
-            model_args=model_args,
+            cache_dir=model_args.cache_dir,
+            token=model_args.token,
             revision=data_args.dataset_revision,
         )
     if data_args.train_file is None:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import bench_utils
 import report
-from engine import Point, Study, grid, load_study
+from engine import Point, Study, grid, load_study, views
 from engine.classification import SETUPS, Classification, arm, arms, text_rows
 from engine.plan import planned_runs
 from engine.store import Run, run_id
@@ -127,7 +127,7 @@ def test_the_quality_arms_are_chosen_on_the_selection_split_not_the_report_split
             ("layerwise", LAYERWISE, 1, 0.83, 0.78, [[2, 0.69], [4, 0.78]]),
         ],
     )
-    view = report.quality_view(study, results)
+    view = views.quality_view(study, results)
     uniform = view["arms"]["uniform"]
     assert uniform["best"]["label"] == "uniform lr=1e-04"
     assert bench_utils.mean_and_std(list(uniform["best"]["report"].values()))["mean"] == pytest.approx(0.71)
@@ -169,7 +169,7 @@ def test_adaptations_are_compared_with_their_twins_and_stay_out_of_the_arms_choi
             ("layerwise adapt=lars", LAYERWISE, 1, 0.70, 0.80, None),
         ],
     )
-    view = report.quality_view(study, results)
+    view = views.quality_view(study, results)
     assert view["arms"]["uniform"]["best"]["label"] == "uniform lr=1e-04"
     assert view["arms"]["uniform"]["grid"]["mean"] == pytest.approx(0.71)
     on_uniform, on_layerwise = view["adaptive"]
@@ -182,7 +182,7 @@ def test_adaptations_are_compared_with_their_twins_and_stay_out_of_the_arms_choi
 
 def test_the_quality_grids_list_their_configurations_in_the_reports_order():
     study = load_study("quality_adaptive_sst2")
-    labels = [report.quality_label(study, Run(name, point, 0)) for name in study.arms for point in study.points(name)]
+    labels = [views.quality_label(study, Run(name, point, 0)) for name in study.arms for point in study.points(name)]
     assert labels[:4] == [
         "uniform lr=1e-04",
         "layerwise lr=2e-04 decay=0.8",
@@ -191,7 +191,7 @@ def test_the_quality_grids_list_their_configurations_in_the_reports_order():
     ]
     grid_study = load_study("quality_sst2")
     assert [
-        report.quality_label(grid_study, Run("layerwise", point, 0)) for point in grid_study.points("layerwise")
+        views.quality_label(grid_study, Run("layerwise", point, 0)) for point in grid_study.points("layerwise")
     ] == [
         "layerwise lr=2e-04 decay=0.8",
         "layerwise lr=4e-04 decay=0.8",
@@ -241,7 +241,7 @@ def test_the_search_is_measured_against_the_seed_0_runs_of_the_lr_x_decay_grid_o
             ("reinit reinit=2", 1e-4, 0, 0.99, 0.6, None),  # not in the lr x decay grid
         ],
     )
-    grid_runs = report.search_grid(study, results, study.executor.label)
+    grid_runs = views.search_grid(study, results, study.executor.label)
     assert grid_runs == [
         {"label": "uniform lr=1e-04", "select_score": 0.60, "steps": 188},
         {"label": "layerwise lr=1e-04 decay=0.9", "select_score": 0.64, "steps": 188},
@@ -295,7 +295,7 @@ def test_the_evidence_view_picks_each_arms_rate_on_selection_and_pairs_by_seed()
             ("layerwise decay=0.8", 1e-4, seed, 0.66, 0.66 + shift + 0.01 * seed, None),
             ("reinit reinit=2", 1e-4, seed, 0.50, 0.55 + shift, None),
         ]
-    view = report.evidence_view(study, _results(study, runs))
+    view = views.evidence_view(study, _results(study, runs))
     chosen = view["arms"]
     assert list(chosen) == ["uniform", "layerwise decay=0.8", "reinit reinit=2"]
     assert chosen["uniform"]["best"]["label"] == "uniform lr=1e-04"
@@ -330,7 +330,7 @@ def test_a_staged_grid_chooses_and_spans_on_the_seeds_that_ran_every_rate():
         ],
     )
     assert planned_runs(study, results) == []
-    uniform = report.evidence_view(study, results)["arms"]["uniform"]
+    uniform = views.evidence_view(study, results)["arms"]["uniform"]
     assert uniform["best"]["label"] == "uniform lr=1e-04" and uniform["grid_seeds"] == [0]
     assert bench_utils.mean_and_std(list(uniform["best"]["report"].values()))["mean"] == pytest.approx(
         (0.63 + 0.57 + 0.59) / 3

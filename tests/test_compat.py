@@ -385,6 +385,7 @@ LAYERS = [
             "finetune_llrd.callbacks",
             "finetune_llrd.checkpoints",
             "finetune_llrd.diagnostics",
+            "finetune_llrd.launching",
             "finetune_llrd.preemption",
             "finetune_llrd.reinit",
             "finetune_llrd.schedules",

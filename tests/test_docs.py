@@ -169,6 +169,7 @@ def test_the_command_output_in_the_docs_is_what_the_commands_print(tmp_path):
         "finetune_llrd.integrations.sentence_transformers",
         "finetune_llrd.composition",
         "finetune_llrd.import_utils",
+        "finetune_llrd.launching",
     ],
 )
 def test_the_api_reference_has_every_public_name(module):

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import bench_utils
 import report
+import study as study_cli
 from engine import Point, Study, load_study
 from engine.plan import chosen_point, planned_runs
 from engine.recipe import RUN_SETTINGS, Recipe, recorded_command
@@ -262,8 +263,8 @@ def test_results_of_other_settings_or_outside_the_grid_are_named_and_refused(tmp
         SystemExit,
         match=r"demo: 1 result file\(s\) in .* ran with other arguments .*: uniform__lr0.0001__seed0\. Delete",
     ):
-        report.study_report(changed, RunStore(changed, tmp_path), plot=False)
-    assert "| uniform | 0.5000 | - |" in report.study_report(study, RunStore(study, tmp_path), plot=False)
+        study_cli.report_study(changed, RunStore(changed, tmp_path), plot=False)
+    assert "| uniform | 0.5000 | - |" in study_cli.report_study(study, RunStore(study, tmp_path), plot=False)
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["grid"]["uniform"] == {
         "0.0001": 0.5,
         "0.0003": None,

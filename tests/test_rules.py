@@ -349,7 +349,9 @@ def test_a_rule_that_matches_no_trainable_parameter_is_refused():
             rules=[{"pattern": "multi_modal_projector", "name": "projector", "lr_scale": 10}],
         )
     # An earlier rule takes everything the later one would match.
-    with pytest.raises(ParamGroupRuleError, match=r"Parameter rule 'pooler' .*earlier rules take what it would match"):
+    with pytest.raises(
+        ParamGroupRuleError, match=r"Parameter rule 'pooler' .*2 parameters taken by the earlier rule 'bert'"
+    ):
         param_groups(
             model,
             lr=LR,

@@ -3,7 +3,7 @@ stubbed scores (seconds), stored, summarized and reported; and the shared timing
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,10 @@ import timing
 from engine import Point, load_study
 from engine.plan import chosen_point, planned_runs
 from engine.runner import Options, run_study
+from engine.sections import SECTIONS
 from engine.store import Run, RunStore, run_id
 from engine.summary import summarize
+from engine.views import section_studies, view_of
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def test_a_study_declared_in_one_file_is_planned_run_stored_summarized_and_repor
     assert decay["paired_difference"]["differences"] == pytest.approx([0.02, 0.02, 0.02])
     assert decay["paired_difference"]["interval_95"] == pytest.approx([0.02, 0.02])
 
-    table = report.study_report(tiny, store, plot=False)
+    table = study_cli.report_study(tiny, store, plot=False)
     assert table.startswith("tiny: model `tiny`, report_score (higher is better), rate chosen per arm on seed(s) 0.")
     assert (
         "| decay0.8 | 0.0003 | 0, 1, 2 | 0.8200, 0.8300, 0.8400 | 0.8300 | 0.0100 | +0.0200 [+0.0200, +0.0200] (3 seeds) |"
@@ -114,6 +116,31 @@ def test_a_study_declared_in_one_file_is_planned_run_stored_summarized_and_repor
     document.write_text("<!-- tiny-study results begin -->\n<!-- tiny-study results end -->\n", encoding="utf-8")
     report.update_document(document, "tiny", table)
     assert table in document.read_text()
+
+
+def test_each_report_section_holds_the_studies_that_declare_it_in_their_declared_order():
+    assert {section.name: [study.name for study in section_studies(section)] for section in SECTIONS} == {
+        "quality": ["quality_sst2", "quality_rte"],
+        "quality_adaptive": ["quality_adaptive_sst2"],
+        "evidence": [
+            "vit",
+            "cnn",
+            "cola_full_e5",
+            "cola_e5",
+            "cola_long_e5",
+            "rte_e5",
+            "cola_full_minilm",
+            "cola_minilm",
+            "sst2_minilm",
+        ],
+    }
+    assert [view_of(load_study(name)) for name in ("quality_rte", "vit", "sft")] == ["quality", "evidence", ""]
+
+
+def test_a_study_without_a_section_is_reported_on_its_own_and_an_unknown_section_is_refused(tiny):
+    assert (tiny.section, view_of(tiny)) == ("", "")  # study.py report renders its study_table (test above)
+    with pytest.raises(ValueError, match=r"^Study tiny: No report section 'detection': declare one of quality, "):
+        replace(tiny, section="detection")
 
 
 def test_a_dry_run_prints_what_would_run_and_runs_nothing(tiny, tmp_path, capsys):

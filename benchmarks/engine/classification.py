@@ -71,7 +71,8 @@ class TaskSetup:
     sampling: str = "group_by_length"
 
 
-QUALITY = dict(
+# What the two quality tasks share (quality-sst2, quality-rte): 64 steps, a selection split of its own.
+QUALITY_SETUP = dict(
     metric="accuracy",
     report_split="test",
     report_size=None,
@@ -97,10 +98,10 @@ SETUPS = {
     # The quality grid: 64 steps, the selection on a split of its own (SST-2: 872 rows of dev.tsv, held out from
     # GLUE train; RTE: dev.tsv, also the curve), the report on test.tsv (SST-2's GLUE dev set, also its curve).
     "quality-sst2": TaskSetup(
-        "sst2", train_size=2048, select_size=872, batch_size=32, max_length=64, curve_split="test", **QUALITY
+        "sst2", train_size=2048, select_size=872, batch_size=32, max_length=64, curve_split="test", **QUALITY_SETUP
     ),
     "quality-rte": TaskSetup(
-        "rte", train_size=None, select_size=None, batch_size=16, max_length=128, curve_split="dev", **QUALITY
+        "rte", train_size=None, select_size=None, batch_size=16, max_length=128, curve_split="dev", **QUALITY_SETUP
     ),
 }
 BUDGETS = {"standard": 1, "long": 3}

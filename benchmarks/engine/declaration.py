@@ -4,7 +4,9 @@ A study file holds ``STUDY = Study(...)``: the executor that runs one configurat
 ``recipes/`` in a subprocess; ``Classification``: a text or image classifier trained in this process), the arms
 (name -> the arm's settings, in the executor's terms; the first arm is the reference of the paired
 differences), each arm's grid and the seeds, the metric that is reported, and the rule that chooses each arm's
-rate: on which metric (the reported split, or a selection split) and over which seeds.
+rate: on which metric (the reported split, or a selection split) and over which seeds; and where it is reported:
+the section of ``report.py``'s part of BENCHMARKS.md it joins (``section``, :mod:`engine.sections`), or none, to
+be reported on its own between its markers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine.sections import section_named
 
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -93,8 +97,14 @@ class Study:
         rates_on_every_seed: arm -> points of its grid that also run on every seed besides its chosen one, each
             reported as a row of its own; they play no part in the choice.
         search_trials: trials of the lr x decay search run on seed 0 after the runs (0: none).
-        title: the study's heading in BENCHMARKS.md.
+        title: the study's heading in BENCHMARKS.md (an evidence study's: the start of its ``####`` heading).
         caveats: what a reader must know beside the figures.
+        section: the section of ``report.py``'s part of BENCHMARKS.md the study joins, a name of
+            :data:`engine.sections.SECTIONS` (``quality``, ``quality_adaptive``, ``evidence``); empty: the study is
+            reported on its own, by ``python benchmarks/study.py report <name> --update BENCHMARKS.md`` between
+            its markers (every recipe study).
+        section_order: the study's place in its section: ascending, then by name.
+        search_grid: the study whose lr x decay grid its search is measured against; empty: its own.
     """
 
     name: str
@@ -113,10 +123,18 @@ class Study:
     search_trials: int = 0
     title: str = ""
     caveats: str = ""
+    section: str = ""
+    section_order: int = 0
+    search_grid: str = ""
 
     def __post_init__(self):
         if not self.arms:
             raise ValueError(f"Study {self.name} has no arms.")
+        if self.section:
+            try:
+                section_named(self.section)
+            except ValueError as error:
+                raise ValueError(f"Study {self.name}: {error}") from None
         unknown = set(self.arm_learning_rates) - set(self.arms)
         if unknown:
             raise ValueError(f"Study {self.name}: arm_learning_rates names arms it does not have: {sorted(unknown)}.")

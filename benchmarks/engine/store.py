@@ -97,6 +97,12 @@ class RunStore:
         write_json(path, record)
         return path
 
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Writes the study's summary (:func:`engine.summary.summarize`) to ``summary.json`` beside its runs."""
+        path = self.directory / "summary.json"
+        write_json(path, summary)
+        return path
+
     def searches(self) -> list[dict[str, Any]]:
         """The study's search records (``search__trials<N>__seed0.json``)."""
         return [

@@ -1,6 +1,6 @@
 """The summary of a study: each configuration's scores by seed, each arm's chosen point and its scores, the paired
-differences to the reference arm with 95% t intervals, the other metrics; and the views the reports and plots draw
-from it (rate spans, the lr x decay heatmap, time to accuracy, the search's cost)."""
+differences to the reference arm with 95% t intervals, the other metrics; and the figures :mod:`engine.views` builds
+its views from (rate spans, time to accuracy, the search's cost)."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def row(study: Study, results: dict[str, dict[str, Any]], arm: str, point: Point
     }
 
 
-# ---- views of the summary, for the reports and plots ----
+# ---- the figures of the views (engine.views) ----
 
 
 def runs_of(study: Study, results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:

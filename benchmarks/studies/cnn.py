@@ -15,6 +15,8 @@ from engine.classification import ADAPTATIONS, CHOSEN_ON_SELECTION, Classificati
 STUDY = Study(
     name="cnn",
     title="CNN on CIFAR-10",
+    section="evidence",
+    section_order=1,
     executor=Classification("efficientnet-lite0", "cifar10"),
     **arms(
         arm("uniform"),

@@ -14,6 +14,8 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, text_arms
 STUDY = Study(
     name="cola_e5",
     title="text",
+    section="evidence",
+    section_order=3,
     executor=Classification("e5-small", "cola"),
     **text_arms((0.9,), (1, 2, 3)),
     learning_rates=(3e-5, 1e-4, 3e-4),

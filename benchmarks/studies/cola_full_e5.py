@@ -13,6 +13,8 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, text_arms
 STUDY = Study(
     name="cola_full_e5",
     title="text",
+    section="evidence",
+    section_order=2,
     executor=Classification("e5-small", "cola-full"),
     **text_arms((0.9,), (2,), reinit_rates=(3e-5, 1e-4)),
     learning_rates=(3e-5, 1e-4),

@@ -7,4 +7,9 @@ from engine import load_study
 from engine.classification import Classification
 
 
-STUDY = replace(load_study("cola_full_e5"), name="cola_full_minilm", executor=Classification("minilm-l6", "cola-full"))
+STUDY = replace(
+    load_study("cola_full_e5"),
+    name="cola_full_minilm",
+    section_order=6,
+    executor=Classification("minilm-l6", "cola-full"),
+)

@@ -7,6 +7,8 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, text_arms
 STUDY = Study(
     name="cola_long_e5",
     title="text",
+    section="evidence",
+    section_order=4,
     executor=Classification("e5-small", "cola", budget="long"),
     **text_arms((0.9,), (2,)),
     learning_rates=(1e-4,),

@@ -9,6 +9,8 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, text_arms
 STUDY = Study(
     name="cola_minilm",
     title="text",
+    section="evidence",
+    section_order=7,
     executor=Classification("minilm-l6", "cola"),
     **text_arms((0.8, 0.9), (1, 2, 3)),
     learning_rates=(3e-5, 1e-4, 3e-4),

@@ -12,6 +12,8 @@ LAYERWISE = (Point(2e-4, (("layer_decay", 0.8),)),)
 STUDY = Study(
     name="quality_adaptive_sst2",
     title="Adaptive rates and the search at the quality budget",
+    section="quality_adaptive",
+    search_grid="quality_sst2",
     executor=Classification("minilm-l6", "quality-sst2"),
     **arms(
         arm("uniform"),

@@ -8,4 +8,9 @@ from engine import load_study
 from engine.classification import Classification
 
 
-STUDY = replace(load_study("quality_sst2"), name="quality_rte", executor=Classification("minilm-l6", "quality-rte"))
+STUDY = replace(
+    load_study("quality_sst2"),
+    name="quality_rte",
+    section_order=1,
+    executor=Classification("minilm-l6", "quality-rte"),
+)

@@ -20,6 +20,7 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, arm, arms
 STUDY = Study(
     name="quality_sst2",
     title="Quality at equal budget",
+    section="quality",
     executor=Classification("minilm-l6", "quality-sst2"),
     **arms(arm("uniform"), arm("layerwise", rates=grid((2e-4, 4e-4), layer_decay=(0.8, 0.9)))),
     learning_rates=(5e-5, 1e-4, 2e-4, 4e-4),

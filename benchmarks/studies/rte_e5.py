@@ -16,6 +16,8 @@ from engine.classification import CHOSEN_ON_SELECTION, Classification, text_arms
 STUDY = Study(
     name="rte_e5",
     title="text",
+    section="evidence",
+    section_order=5,
     executor=Classification("e5-small", "rte"),
     **text_arms(
         (0.8, 0.9),

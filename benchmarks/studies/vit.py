@@ -17,6 +17,8 @@ from engine.classification import ADAPTATIONS, CHOSEN_ON_SELECTION, Classificati
 STUDY = Study(
     name="vit",
     title="ViT on CIFAR-10",
+    section="evidence",
+    section_order=0,
     executor=Classification("dinov2-small-imgfocus", "cifar10"),
     **arms(
         arm("uniform", rates=(1e-5, 2e-5, 5e-5, 2e-4, 8e-4)),

@@ -224,29 +224,82 @@ def match_rules(
 
     Raises:
         ParamGroupRuleError: for a rule that matches no trainable parameter (a freeze rule: no parameter at all),
-            naming it and a few parameter names to match.
+            naming it and saying what became of the parameters its pattern matches: frozen before the rules
+            (``requires_grad=False``, by the model or by your code), frozen by an earlier ``freeze`` rule, or
+            taken by an earlier rule; with a few of their names (or, when it matches none, a few names to match).
     """
     matched: dict[str, ParamGroupRule] = {}
+    winners: dict[str, int] = {}
     acted_on = [False] * len(rules)
-    names = []
+    entries = []
     for name, param in named_parameters:
-        names.append(name)
+        entries.append((name, param))
         index = next((index for index, rule in enumerate(rules) if rule.matches(name, param)), None)
         if index is None:
             continue
-        matched[name] = rules[index]
+        matched[name], winners[name] = rules[index], index
         if param.requires_grad or rules[index].freeze:
             acted_on[index] = True
-    idle = [rule for rule, acted in zip(rules, acted_on) if rule.must_match and not acted]
+    idle = [index for index, (rule, acted) in enumerate(zip(rules, acted_on)) if rule.must_match and not acted]
     if idle:
-        examples = ", ".join(names[:3] + ["..."] + names[-2:]) if len(names) > 5 else ", ".join(names)
-        raise ParamGroupRuleError(
-            f"Parameter rule {idle[0].label} matches no trainable parameter "
-            f"{'(earlier rules take what it would match, or it matches nothing) ' if len(rules) > 1 else ''}"
-            f"and would be dropped in silence. Parameter names look like: {examples}. See them all with "
-            "`finetune-llrd inspect MODEL --json`."
-        )
+        raise ParamGroupRuleError(_idle_rule_message(rules, idle[0], entries, winners))
     return matched
+
+
+def _idle_rule_message(
+    rules: Sequence[ParamGroupRule], index: int, entries: list[tuple[str, nn.Parameter]], winners: dict[str, int]
+) -> str:
+    """Why rule ``index`` acts on no parameter: what happened to each parameter its pattern matches."""
+    rule = rules[index]
+    own = [(name, param) for name, param in entries if rule.matches(name, param)]
+    if not own:
+        names = [name for name, _ in entries]
+        examples = ", ".join(names[:3] + ["..."] + names[-2:]) if len(names) > 5 else ", ".join(names)
+        return (
+            f"Parameter rule {rule.label} matches no trainable parameter (its pattern matches no parameter name) and "
+            f'would be dropped in silence. Parameter names look like: {examples}. See them all with `finetune-llrd inspect MODEL --json` (its "parameters").'
+        )
+    frozen_before, frozen_by, taken_by = [], {}, {}
+    for name, param in own:
+        winner = winners[name]
+        if winner != index and rules[winner].freeze:
+            frozen_by.setdefault(winner, []).append(name)
+        elif not param.requires_grad:
+            frozen_before.append(name)
+        else:
+            taken_by.setdefault(winner, []).append(name)
+    parts, fixes = [], []
+    if frozen_before:
+        parts.append(
+            f"{_count(frozen_before)} frozen before the rules apply (requires_grad=False: by the model, as HF's "
+            f"DETR freezes its ResNet backbone, or by your code), e.g. {_examples(frozen_before)}"
+        )
+        fixes.append("unfreeze them (requires_grad_(True)) before training to train them")
+    for winner, names in frozen_by.items():
+        parts.append(
+            f"{_count(names)} frozen by the earlier freeze rule {rules[winner].label}, e.g. {_examples(names)}"
+        )
+    for winner, names in taken_by.items():
+        parts.append(
+            f"{_count(names)} taken by the earlier rule {rules[winner].label} (the first rule that matches wins), "
+            f"e.g. {_examples(names)}"
+        )
+    if frozen_by or taken_by:
+        fixes.append("put the rule before the ones that take its parameters, or narrow their patterns")
+    fix = " or ".join(fixes)
+    return (
+        f"Parameter rule {rule.label} matches no trainable parameter and would be dropped in silence: its pattern "
+        f"matches {_count(own)}, {'; '.join(parts)}. {fix[0].upper() + fix[1:]}, or drop the rule. See every "
+        'parameter with `finetune-llrd inspect MODEL --json` (its "parameters").'
+    )
+
+
+def _count(names: list) -> str:
+    return f"{len(names)} parameter{'s' if len(names) != 1 else ''}"
+
+
+def _examples(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def frozen_by_rules(model: nn.Module, rules: Sequence[ParamGroupRule | Mapping[str, Any]] | None) -> list[str]:

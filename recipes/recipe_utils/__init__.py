@@ -3,7 +3,11 @@
 * ``arguments``: the recipes' training arguments, the pretrained model to start from, and the mixins of the
   data arguments (a Hub dataset or files, the data to predict, folders of examples, tokenization);
 * ``setup``: parsing the arguments and setting a run up (logging, stages, the checkpoint to resume from);
-* ``data``: local files and Hub splits read into the splits a run needs, their checks, their random subsets;
+* ``files``: the kinds of data file, told by their suffix, and the checks of a path before anything is read;
+* ``readers``: the one reader of data files (CSV, TSV, JSON, JSON lines, Parquet, compressed or not), JSON
+  annotation files and line-based text files, each failure one line naming the file and the line;
+* ``data``: local files and Hub splits read into datasets (plain values in), their checks, their random subsets;
+* ``splits``: the splits a run's stages need, chosen from a recipe's arguments and read with the readers;
 * ``checks``: the data checked row by row before a model loads (findings naming the file, the row and the
   column, refused or dropped), and the output folder checked before anything loads;
 * ``media``: the images and clips a run uses, checked before the model loads and decoded with the row named;
@@ -55,23 +59,21 @@ from .checks import (
     writable,
 )
 from .data import (
-    DATA_FILE_BUILDERS,
-    check_data_files,
-    data_file_builder,
-    is_tsv,
-    keep_splits_to_run,
     load_data_file,
-    load_data_splits,
     load_hub_splits,
-    load_splits,
-    load_train_and_eval_splits,
-    locate_read_error,
     require_columns,
     require_rows,
     require_rows_and_columns,
     sample_positions,
-    select_data_files,
     take_samples,
+)
+from .files import (
+    COMPRESSION_SUFFIXES,
+    DATA_FILE_BUILDERS,
+    check_data_files,
+    data_file_builder,
+    is_tsv,
+    without_compression,
 )
 from .images import (
     as_image_column,
@@ -92,7 +94,7 @@ from .media import (
     READERS,
     ROW_COLUMN,
     MediaProblem,
-    check_media,
+    check_media_files,
     decode_media,
     media_file,
     media_path,
@@ -112,6 +114,15 @@ from .models import (
     load_model,
     treat_loss_as_batch_mean,
 )
+from .readers import (
+    FOLDER_METADATA_FILES,
+    folder_read_errors,
+    locate_read_error,
+    read_data_file,
+    read_errors,
+    read_json_file,
+    read_text_lines,
+)
 from .setup import (
     STAGES,
     arguments_given,
@@ -121,6 +132,14 @@ from .setup import (
     parse_arguments,
     prepare_run,
     setup_logging,
+)
+from .splits import (
+    check_media,
+    keep_splits_to_run,
+    load_data_splits,
+    load_splits,
+    load_train_and_eval_splits,
+    select_data_files,
 )
 from .tokenization import (
     pad_to_multiple_of,
@@ -136,11 +155,13 @@ from .training import (
 
 
 __all__ = [
+    "COMPRESSION_SUFFIXES",
     "DATA_FILE_BUILDERS",
     "DataArgumentsMixin",
     "DataCheck",
     "DataError",
     "FINDINGS_SHOWN",
+    "FOLDER_METADATA_FILES",
     "Finding",
     "FolderDataArgumentsMixin",
     "HubModelArguments",
@@ -168,6 +189,7 @@ __all__ = [
     "check_labels",
     "check_labels_present",
     "check_media",
+    "check_media_files",
     "check_output_dir",
     "check_processes_joined",
     "check_texts",
@@ -180,6 +202,7 @@ __all__ = [
     "decode_media",
     "exit_on_refusal",
     "find_checkpoint_to_resume",
+    "folder_read_errors",
     "is_missing",
     "is_tsv",
     "keep_splits_to_run",
@@ -207,7 +230,11 @@ __all__ = [
     "prepare_run",
     "print_layerwise_lr_table",
     "read_clip_header",
+    "read_data_file",
+    "read_errors",
     "read_image",
+    "read_json_file",
+    "read_text_lines",
     "require_columns",
     "require_rows",
     "require_rows_and_columns",
@@ -223,5 +250,6 @@ __all__ = [
     "train_evaluate_and_report",
     "treat_loss_as_batch_mean",
     "undecoded",
+    "without_compression",
     "writable",
 ]

@@ -8,14 +8,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-from transformers.utils import is_torch_xla_available
-
 from finetune_llrd import LLRDTrainingArguments
+from finetune_llrd.launching import accelerator_available
 from finetune_llrd.search import SearchArguments
 
-from .data import check_data_files
-from .media import MEDIA_CHECKS, MEDIA_DECODE_LIMIT
+from .files import MEDIA_CHECKS, MEDIA_DECODE_LIMIT, check_data_files
 
 
 @dataclass
@@ -77,11 +74,6 @@ class RecipeTrainingArguments(RecipeArgumentsMixin, LLRDTrainingArguments, Searc
 # Every recipe run's training_args.bin pickles its arguments by the class's module path: keep it the package's,
 # as when the package was the single module recipe_utils.py, so that those files load in every version.
 RecipeTrainingArguments.__module__ = __package__
-
-
-def accelerator_available() -> bool:
-    """Whether torch sees an accelerator (CUDA, MPS, XPU, HPU, NPU, ...) or an XLA device."""
-    return torch.accelerator.is_available() or is_torch_xla_available()
 
 
 @dataclass
@@ -200,7 +192,7 @@ class FolderDataArgumentsMixin(DataArgumentsMixin):
 
     Its ``__post_init__`` refuses more or fewer than one of the three, a folder that does not exist, and an
     unreadable file. ``--media_check`` says how the images or clips are checked before the model loads
-    (:func:`check_media`). A recipe names its examples and its folder and file layouts for that message in the class
+    (:func:`~recipe_utils.splits.check_media`). A recipe names its examples and its folder and file layouts for that message in the class
     attributes ``examples_name``, ``folder_layout`` and ``file_layout``; how a folder is read is the recipe's.
     """
 

@@ -1,6 +1,6 @@
 """Images and clips checked before the model loads, and decoded as batches are drawn with the row named.
 
-:func:`check_media` reads every image or clip a run will use (the rows of ``--max_*_samples``) before the model
+:func:`check_media_files` reads every image or clip a run will use (the rows of ``--max_*_samples``) before the model
 loads: a row that names no file, a file that does not exist or is empty, one that is not an image or a clip, a
 clip without samples. How much it reads is ``--media_check``: ``decode`` decodes every file (a truncated JPEG
 or WAV is found), ``header`` reads each file's header alone (format, size, mode, number of samples: cheap for
@@ -19,24 +19,18 @@ import io
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 from datasets import Dataset
 
 from .checks import DataCheck, DataError, Finding, Refusal
 from .data import sample_positions
-
-
-if TYPE_CHECKING:  # arguments.py imports MEDIA_CHECKS from here
-    from .arguments import FolderDataArgumentsMixin
+from .files import MEDIA_CHECKS, MEDIA_DECODE_LIMIT  # noqa: F401 - importable from here, as before
 
 
 logger = logging.getLogger(__name__)
 
-# Up to this many files a split, --media_check auto decodes every one before training; beyond, it reads headers.
-MEDIA_DECODE_LIMIT = 10_000
-MEDIA_CHECKS = ("auto", "decode", "header")
 # The column of row numbers (from 1) a media split carries into its transform, to name a row that fails to decode.
 ROW_COLUMN = "__row__"
 
@@ -142,12 +136,13 @@ def undecoded(dataset: Dataset, columns) -> Dataset:
     return dataset
 
 
-def check_media(
+def check_media_files(
     splits: dict[str, Dataset],
     sources: dict[str, str],
     columns: dict[str, str],
     *,
-    data_args: FolderDataArgumentsMixin,
+    media_check: str,
+    max_samples: dict[str, int | None],
     seed: int,
     check_example: Callable[[dict[str, Any], bool], list[tuple[str, str]]] | None = None,
 ) -> None:
@@ -158,8 +153,8 @@ def check_media(
         splits: split -> dataset.
         sources: split -> where it comes from, for the messages.
         columns: media column -> its kind, "image" or "audio".
-        data_args: ``--media_check`` ("decode", "header" or "auto": see the module's docstring) and
-            ``--max_*_samples``.
+        media_check: "decode", "header" or "auto" (``--media_check``: see the module's docstring).
+        max_samples: split -> the number of rows it uses (``--max_*_samples``), None or absent for all.
         seed: the seed of the random subsets (``--seed``).
         check_example: checks one row further, given its column -> the image (PIL) or the number of samples
             of each media column, and whether they were decoded; returns (column, problem) pairs.
@@ -167,9 +162,9 @@ def check_media(
     Raises:
         DataError: naming each bad row, its column and its file.
     """
-    check, mode = DataCheck(splits, sources), data_args.media_check
+    check, mode = DataCheck(splits, sources), media_check
     for split, dataset in splits.items():
-        positions = sample_positions(len(dataset), data_args.max_samples(split), seed)
+        positions = sample_positions(len(dataset), max_samples.get(split), seed)
         rows = range(1, len(dataset) + 1) if positions is None else [position + 1 for position in positions]
         decode_all = mode == "decode" or (mode == "auto" and len(rows) <= MEDIA_DECODE_LIMIT)
         subset = undecoded(dataset, columns).select_columns(list(columns))

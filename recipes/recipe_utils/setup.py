@@ -17,6 +17,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from finetune_llrd.checkpoints import complete_checkpoints, parse_resume_argument, resolve_resume_checkpoint
+from finetune_llrd.launching import check_processes_joined
 
 from .arguments import RecipeTrainingArguments
 from .checks import Refusal, check_checkpoint_origin, check_output_dir, exit_on_refusal
@@ -78,27 +79,6 @@ def setup_logging(training_args: RecipeTrainingArguments, recipe_logger: logging
         f"distributed: {training_args.parallel_mode.value}, bf16: {training_args.bf16}, fp16: {training_args.fp16}"
     )
     recipe_logger.info(f"Training/evaluation parameters {training_args}")
-
-
-def check_processes_joined(training_args: RecipeTrainingArguments) -> None:
-    """Refuses processes that a launcher started together but that did not join one distributed run.
-
-    Launched processes join over the accelerator's backend (NCCL on GPUs) or, on a machine without an
-    accelerator, over gloo on the CPU (:class:`RecipeTrainingArguments` sets ``use_cpu`` there). Where
-    neither applies (an accelerator that accelerate cannot join processes over, such as Apple's MPS), each
-    process would train alone on all the data and write into the same ``--output_dir``.
-
-    Raises:
-        RuntimeError: if the launcher's WORLD_SIZE is not the trainer's world size.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and training_args.world_size != launched:
-        raise RuntimeError(
-            f"The launcher started {launched} processes, but they did not join one distributed run (world size "
-            f"{training_args.world_size}): each would train alone and write into {training_args.output_dir}. The "
-            f"processes cannot join over this machine's {training_args.device.type} device; pass --use_cpu so that "
-            "they join over gloo on the CPU."
-        )
 
 
 def choose_stages(training_args: RecipeTrainingArguments, given: set[str]) -> None:
