@@ -24,6 +24,7 @@ from .groups import (
     parse_tower_layer_decay,
 )
 from .groups.loraplus import check_loraplus_settings
+from .groups.rate_table import full_size
 from .groups.rules import as_rules, match_rules
 from .plotting import plot_lr_profile, plot_run
 
@@ -353,7 +354,7 @@ def parameter_rows(model, rows: list[dict], groups: list[dict], layers, frozen: 
                     "trains": True,
                 }
             )
-    sizes = {name: _full_size(param) for name, param in model.named_parameters()}
+    sizes = {name: full_size(param) for name, param in model.named_parameters()}
     frozen_rows: dict[tuple, dict] = {}
     for name, by in frozen.items():
         depth, tower = layers.depths.get(name), layers.tower_of(name)
@@ -391,7 +392,7 @@ def frozen_lines(model, frozen: dict[str, str]) -> list[str]:
     """The lines under the table that count the frozen parameters, by who froze them."""
     if not frozen:
         return []
-    sizes = {name: _full_size(param) for name, param in model.named_parameters()}
+    sizes = {name: full_size(param) for name, param in model.named_parameters()}
     by: dict[str, list[str]] = {}
     for name, who in frozen.items():
         by.setdefault(who, []).append(name)
@@ -403,10 +404,6 @@ def frozen_lines(model, frozen: dict[str, str]) -> list[str]:
             f"{source}, e.g. {', '.join(names[:2])}{', ...' if len(names) > 2 else ''}"
         )
     return lines
-
-
-def _full_size(param) -> int:
-    return getattr(param, "ds_numel", None) or param.numel()
 
 
 def structure_lines(layers, rates: LayerwiseRates) -> list[str]:

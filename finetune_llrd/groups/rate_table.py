@@ -43,7 +43,7 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
                 **({"rule": rule} if rule is not None else {}),
             },
         )
-        count = sum(_full_size(param) for param in group["params"])
+        count = sum(full_size(param) for param in group["params"])
         row["num_params"] += count
         if group["weight_decay"] == 0:
             row["num_params_no_decay"] += count
@@ -53,8 +53,9 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
     return [rows[key] for key in sorted(rows, key=lambda key: (key[0], key[1], key[2] != "", order[key]))]
 
 
-def _full_size(param) -> int:
-    # DeepSpeed ZeRO-3 leaves an empty placeholder and keeps the real size in ds_numel.
+def full_size(param) -> int:
+    """The number of elements of ``param``, also under DeepSpeed ZeRO-3 (which leaves an empty placeholder and keeps
+    the real size in ``ds_numel``)."""
     return getattr(param, "ds_numel", None) or param.numel()
 
 
