@@ -102,3 +102,17 @@ def test_comes_from_reads_the_module_path_of_a_class_its_bases_an_instance_or_a_
     assert is_available("torch") and not is_available("no_such_library_anywhere")
     assert is_trl_available() is True  # the test extra installs it
     assert LLRDTrainingArguments.__module__ == "finetune_llrd.arguments"
+
+
+def test_the_optimizer_hook_runs_for_the_library_the_optimizer_class_comes_from(monkeypatch):
+    import finetune_llrd.integrations.bitsandbytes as bnb_integration
+    from finetune_llrd.integrations import prepare_for_optimizer
+
+    kept = []
+    monkeypatch.setattr(bnb_integration, "keep_embeddings_in_32_bit", kept.append)
+    eight_bit = type("AdamW8bit", (torch.optim.AdamW,), {"__module__": "bitsandbytes.optim.adamw"})
+    model = torch.nn.Embedding(4, 2)
+    prepare_for_optimizer(model, eight_bit, {"optim_bits": 8})
+    prepare_for_optimizer(model, eight_bit, {"optim_bits": 32})
+    prepare_for_optimizer(model, torch.optim.AdamW, {"optim_bits": 8})
+    assert kept == [model]

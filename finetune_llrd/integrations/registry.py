@@ -39,8 +39,8 @@ class Integration:
         arguments_class: ``trainer_cls -> the TrainingArguments subclass it takes`` (or None) for a library
             whose trainers take an arguments class of their own: layer-wise arguments of another class given to
             them are copied into the composition of that class.
-        prepare_optimizer: ``(model, optimizer_cls, optimizer_kwargs) -> None``, run when the layer-wise
-            optimizer is built from one of the library's optimizer classes, before it is made.
+        prepare_optimizer: ``(model, optimizer_cls, optimizer_kwargs) -> None``, run once the layer-wise
+            optimizer has been built from one of the library's optimizer classes (as the stock Trainer does it).
         known_classes: ``(module, qualname)`` of the library's trainer and arguments classes whose composition a
             fresh process makes again when pickle asks for ``finetune_llrd.composition.LLRD<qualname>``.
     """
