@@ -65,6 +65,25 @@ def test_arguments_pickled_by_0_1_0_load_with_their_values(tmp_path, file, class
         assert args.predict_with_generate is True
 
 
+def test_arguments_pickled_while_the_composition_lived_in_arguments_py_still_load():
+    import pickle
+
+    from transformers import Seq2SeqTrainingArguments
+
+    from finetune_llrd import layerwise_arguments
+
+    args = layerwise_arguments(Seq2SeqTrainingArguments)(output_dir="unused", report_to=[], layer_decay=0.7)
+    data = pickle.dumps(args, protocol=0)
+    assert b"cfinetune_llrd.composition\n_restore_arguments\n" in data
+    # 0.2.0's development named the restoring function in finetune_llrd.arguments.
+    old = data.replace(
+        b"cfinetune_llrd.composition\n_restore_arguments\n", b"cfinetune_llrd.arguments\n_restore_arguments\n"
+    )
+    with pytest.warns(DeprecationWarning, match=r"arguments\._restore_arguments moved .* finetune_llrd\.composition"):
+        loaded = pickle.loads(old)
+    assert type(loaded) is type(args) and loaded == args
+
+
 # ---- a checkpoint written by 0.1.0 ----
 
 
