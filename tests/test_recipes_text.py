@@ -42,6 +42,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune_llrd.checkpoints import CheckpointError
+from finetune_llrd.launching import check_processes_joined
 
 
 SST2_TRAIN, SST2_DEV = shared_data("sst2", "train.tsv"), shared_data("sst2", "test.tsv")
@@ -608,10 +609,10 @@ def test_use_cpu_is_set_where_there_is_no_accelerator(monkeypatch):
 def test_processes_that_did_not_join_are_refused(monkeypatch):
     training_args = _parse("--model_name_or_path m --task_name rte --output_dir o")[2]
     assert training_args.world_size == 1
-    recipe_utils.check_processes_joined(training_args)
+    check_processes_joined(training_args)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"started 2 processes, but they did not join .* pass --use_cpu"):
-        recipe_utils.check_processes_joined(training_args)
+        check_processes_joined(training_args)
 
 
 @pytest.mark.slow

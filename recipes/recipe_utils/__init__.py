@@ -36,7 +36,6 @@ from .arguments import (
     RecipeArgumentsMixin,
     RecipeTrainingArguments,
     TokenizationArgumentsMixin,
-    accelerator_available,
 )
 from .checks import (
     FINDINGS_SHOWN,
@@ -126,7 +125,6 @@ from .readers import (
 from .setup import (
     STAGES,
     arguments_given,
-    check_processes_joined,
     choose_stages,
     find_checkpoint_to_resume,
     parse_arguments,
@@ -179,7 +177,6 @@ __all__ = [
     "Refusal",
     "STAGES",
     "TokenizationArgumentsMixin",
-    "accelerator_available",
     "accuracy_metrics",
     "arguments_given",
     "as_image_column",
@@ -191,7 +188,6 @@ __all__ = [
     "check_media",
     "check_media_files",
     "check_output_dir",
-    "check_processes_joined",
     "check_texts",
     "check_unique",
     "checkpoint_recipe",
