@@ -45,7 +45,6 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from recipe_utils import (
     ModelArguments,
-    accelerator_available,
     load_config,
     load_data_file,
     load_hub_splits,
@@ -82,6 +81,7 @@ from finetune_llrd import (
 )
 from finetune_llrd.checkpoints import check_resume_matches
 from finetune_llrd.depths import parse_layer_mapping, parse_layer_towers
+from finetune_llrd.launching import accelerator_available
 
 
 logger = get_logger(__name__)
