@@ -84,7 +84,7 @@ def test_drum_folders_train_whisper_with_layer_decay(run_audio, tiny_whisper, ca
     assert list(read_json(output_dir, "config.json")["id2label"].values()) == DRUMS
 
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("***** layer-wise learning rates (L=2 blocks, block_stack rule) *****")
+    start = lines.index("***** layer-wise learning rates (L=2 blocks, depths by block_stack) *****")
     table = [line.split() for line in lines[start + 3 : start + 7]]
     assert [row[1] for row in table] == ["embeddings", "encoder.layers.0", "encoder.layers.1", "head"]
     assert [row[4] for row in table] == [f"{1e-3 * 0.8**k:.3e}" for k in (3, 2, 1, 0)]
@@ -106,7 +106,7 @@ def test_freeze_base_model_trains_the_head_alone(run_audio, tiny_whisper, capsys
     for name in encoder:
         assert torch.equal(after[name], before[f"model.{name}"]), name
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("***** layer-wise learning rates (L=2 blocks, block_stack rule) *****")
+    start = lines.index("***** layer-wise learning rates (L=2 blocks, depths by block_stack) *****")
     rows = [line.split() for line in lines[start + 3 :] if line.split() and line.split()[0].isdigit()]
     # Only the projector (16 -> 8) and the classifier (8 -> 8 drums) train, at the head's depth and rate.
     assert rows == [["3", "head", "208", "208", "1.000e-03", "0"]]

@@ -98,7 +98,7 @@ def test_cifar10_parquet_trains_evaluates_and_records_the_layerwise_rates(run_im
     assert os.path.isfile(os.path.join(output_dir, "preprocessor_config.json"))
 
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("***** layer-wise learning rates (L=3 blocks, block_stack rule) *****")
+    start = lines.index("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****")
     table = [line.split() for line in lines[start + 3 : start + 8]]
     assert [row[1] for row in table] == ["embeddings"] + [f"vit.layers.{i}" for i in range(3)] + ["head"]
     assert [row[4] for row in table] == [f"{1e-3 * 0.65**k:.3e}" for k in (4, 3, 2, 1, 0)]

@@ -111,7 +111,7 @@ def test_two_ranks_log_every_depths_current_rate_and_resume_exactly(tiny_bert, t
     # The table printed once (rank 0), with the Trainer recipe's base rates, parameter counts and weight decay.
     title, table = _printed_table(output)
     assert output.count("***** layer-wise learning rates") == 1
-    assert title == "***** layer-wise learning rates (L=3 blocks, block_stack rule) *****"
+    assert title == "***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****"
     _, trainer_table = _trainer_recipe_groups(tiny_bert, _data_flags(tiny_bert, tmp_path / "x") + flags.split())
     assert table == trainer_table
 

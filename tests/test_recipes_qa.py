@@ -81,7 +81,7 @@ def test_squad_slice_trains_with_layer_decay_and_scores_every_question(run_qa, s
     assert read_json(output_dir, "config.json")["id2label"] == {"0": "start", "1": "end"}
 
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("***** layer-wise learning rates (L=3 blocks, block_stack rule) *****")
+    start = lines.index("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****")
     table = [line.split() for line in lines[start + 3 : start + 8]]
     assert [row[1] for row in table] == ["embeddings"] + [f"bert.encoder.layer.{i}" for i in range(3)] + ["head"]
     assert [row[4] for row in table] == [f"{1e-3 * 0.8**k:.3e}" for k in (4, 3, 2, 1, 0)]

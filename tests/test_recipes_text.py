@@ -103,7 +103,7 @@ def test_sst2_from_local_files_trains_evaluates_and_records_the_layerwise_rates(
 
     # The per-depth rates: printed last, and in the model card, as the schedule's base rates (not its final 0).
     title, table = _printed_lr_table(capsys.readouterr().out)
-    assert title == "***** layer-wise learning rates (L=3 blocks, block_stack rule) *****"
+    assert title == "***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****"
     expected_rates = [f"{1e-3 * 0.5**k:.3e}" for k in (4, 3, 2, 1, 0)]
     assert [row[0] for row in table] == ["0", "1", "2", "3", "4"]
     assert [row[1] for row in table] == ["embeddings"] + [f"bert.encoder.layer.{i}" for i in range(3)] + ["head"]
@@ -535,7 +535,7 @@ def test_real_minilm_on_real_sst2(tmp_path, capsys):
     results = read_json(output_dir, "all_results.json")
     assert results["eval_samples"] == 64 and results["train_samples"] == 64
     title, table = _printed_lr_table(capsys.readouterr().out)
-    assert title == "***** layer-wise learning rates (L=6 blocks, block_stack rule) *****"
+    assert title == "***** layer-wise learning rates (L=6 blocks, depths by block_stack) *****"
     assert [row[1] for row in table] == ["embeddings"] + [f"bert.encoder.layer.{i}" for i in range(6)] + ["head"]
     assert [row[4] for row in table] == [f"{1e-4 * 0.9**k:.3e}" for k in range(7, -1, -1)]
     assert table[-1][2] == "148,610"  # pooler 384*384+384 and the new 2-label classifier 384*2+2
@@ -573,7 +573,7 @@ def test_two_ranks_through_accelerate_launch(tiny_bert, tmp_path):
     with open(output_dir / "README.md", encoding="utf-8") as handle:
         card = handle.read()
     assert "- num_devices: 2\n" in card and "- total_train_batch_size: 16\n" in card
-    assert output.count("***** layer-wise learning rates (L=3 blocks, block_stack rule) *****") == 1  # rank 0 only
+    assert output.count("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****") == 1  # rank 0 only
 
 
 def test_two_ranks_join_over_gloo_without_use_cpu(tiny_bert, tmp_path):

@@ -108,7 +108,7 @@ def test_conll_file_trains_scores_with_seqeval_and_predicts(run_token, conll_fil
     assert all(tag in TAGS for sentence in predicted for tag in sentence)
 
     lines = capsys.readouterr().out.splitlines()
-    start = lines.index("***** layer-wise learning rates (L=3 blocks, block_stack rule) *****")
+    start = lines.index("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****")
     table = [line.split() for line in lines[start + 3 : start + 8]]
     assert [row[1] for row in table] == ["embeddings"] + [f"bert.encoder.layer.{i}" for i in range(3)] + ["head"]
     assert [row[4] for row in table] == [f"{1e-3 * 0.8**k:.3e}" for k in (4, 3, 2, 1, 0)]
