@@ -297,12 +297,12 @@ def _inspected_model(args: argparse.Namespace):
 
         config = PeftConfig.from_pretrained(args.model)
         config.inference_mode = False  # as a run that trains the adapter
-        base = load_model(
+        base = load_inspected_model(
             config.base_model_name_or_path, task=args.task, num_labels=args.num_labels, from_config=args.from_config
         )
         # The adapter's structure (its rank, its target modules) is what sets the groups; its weights are not read.
         return get_peft_model(base, config)
-    model = load_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
+    model = load_inspected_model(args.model, task=args.task, num_labels=args.num_labels, from_config=args.from_config)
     if not args.use_peft:
         return model
     from peft import LoraConfig, get_peft_model
@@ -420,7 +420,9 @@ def structure_lines(layers, rates: LayerwiseRates) -> list[str]:
     return lines
 
 
-def load_model(name_or_path: str, *, task: str = "auto", num_labels: int | None = None, from_config: bool = False):
+def load_inspected_model(
+    name_or_path: str, *, task: str = "auto", num_labels: int | None = None, from_config: bool = False
+):
     """Loads a model (or builds it from its config on the meta device) with the head of ``task``.
 
     Args:
@@ -474,7 +476,7 @@ def _check_model_path(name_or_path: str) -> None:
 
 
 def _head_class(config, task: str, transformers, base_model_names: dict[str, str]):
-    """The model class ``load_model`` builds: the Auto class of ``task``, or with ``auto`` the class the config's
+    """The model class ``load_inspected_model`` builds: the Auto class of ``task``, or with ``auto`` the class the config's
     ``architectures`` names unless it is the bare base model."""
     architecture = (getattr(config, "architectures", None) or [None])[0]
     named = getattr(transformers, architecture, None) if architecture else None

@@ -179,7 +179,7 @@ def test_a_subclass_of_llrdtrainer_may_compose_with_its_create_optimizer_but_not
 
 
 def test_inspect_builds_the_head_the_config_names(tmp_path):
-    from finetune_llrd.cli import load_model
+    from finetune_llrd.cli import load_inspected_model as load_model
 
     config = tiny_model("llama").config
     config.architectures = ["LlamaForCausalLM"]

@@ -318,7 +318,7 @@ class Classification:
             collator = DataCollatorWithPadding(tokenizer)
         steps = setup.max_steps * BUDGETS[self.budget]
         set_seed(run.seed)
-        model = load_model(settings, folder, setup)
+        model = build_study_model(settings, folder, setup)
         with tempfile.TemporaryDirectory() as output_dir:
             trainer_class = Trainer if settings["kind"] in STOCK_KINDS else LLRDTrainer
             trainer = trainer_class(
@@ -376,7 +376,7 @@ class Classification:
         set_seed(0)
         with tempfile.TemporaryDirectory() as output_dir:
             outcome, space = search_rates(
-                lambda: load_model(base, folder, setup),
+                lambda: build_study_model(base, folder, setup),
                 training_arguments(base, 1e-4, 0, setup, setup.max_steps, output_dir, options.device),
                 SearchArguments(search_trials=trials, search_max_steps=setup.max_steps),
                 "eval_score",
@@ -458,7 +458,7 @@ def training_arguments(
     )
 
 
-def load_model(settings: dict[str, Any], folder: str, setup: TaskSetup):
+def build_study_model(settings: dict[str, Any], folder: str, setup: TaskSetup):
     """The pretrained backbone with a new head; drop path 0.1 for ViT fine-tuning; frozen backbone for the probe."""
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
