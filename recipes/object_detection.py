@@ -50,12 +50,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import torch
 from datasets import Dataset
 from PIL import Image
+from recipe_utils import ModelArguments as BaseModelArguments
 from recipe_utils import (
     PredictionDataArgumentsMixin,
     Refusal,
@@ -63,11 +63,9 @@ from recipe_utils import (
     keep_splits_to_run,
     model_card_kwargs,
     prepare_run,
-    take_samples,
     train_evaluate_and_report,
     treat_loss_as_batch_mean,
 )
-from recipe_utils import ModelArguments as BaseModelArguments
 from recipe_utils.detection import (
     DETECTIONS_PER_IMAGE,
     RfDetrImageProcessorTorch,
@@ -365,13 +363,12 @@ def detection_checkpoint(model_args, id2label: dict[int, str]):
     config = AutoConfig.from_pretrained(
         model_args.config_name or model_args.model_name_or_path, **model_args.hub_options()
     )
-    if list(config.id2label.values()) != list(id2label.values()) and not model_args.ignore_mismatched_sizes:
-        if len(config.id2label) != len(id2label):
-            raise Refusal(
-                f"{model_args.model_name_or_path} detects {len(config.id2label)} classes "
-                f"({list(config.id2label.values())[:10]}), the data {len(id2label)} ({list(id2label.values())}). "
-                "Pass --ignore_mismatched_sizes to give it new class heads."
-            )
+    if len(config.id2label) != len(id2label) and not model_args.ignore_mismatched_sizes:
+        raise Refusal(
+            f"{model_args.model_name_or_path} detects {len(config.id2label)} classes "
+            f"({list(config.id2label.values())[:10]}), the data {len(id2label)} ({list(id2label.values())}). "
+            "Pass --ignore_mismatched_sizes to give it new class heads."
+        )
     config.id2label, config.label2id = id2label, {name: index for index, name in id2label.items()}
     config.num_labels = len(id2label)
     apply_overrides(config, model_args.config_overrides)
@@ -590,7 +587,7 @@ def main(argv=None):
     label2id = {name: index for index, name in id2label.items()}
     splits = {split: as_dataset(split_rows, label2id) for split, split_rows in rows.items()}
     keep_splits_to_run(splits, training_args)
-    references = {split: dataset for split, dataset in splits.items()}
+    references = dict(splits)
 
     image_processor = load_image_processor(model_args)
     model = build_model(model_args, id2label)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ElementTree
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
