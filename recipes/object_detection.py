@@ -126,8 +126,9 @@ class ModelArguments(BaseModelArguments):
     train_backbone: bool = field(
         default=False,
         metadata={
-            "help": "Train the backbone of a model that froze it (HF's DETR with a transformers ResNet backbone "
-            "freezes all of it): every backbone parameter but the stem and first stage, as DETR's recipe does."
+            "help": "Train a convolutional backbone as DETR's recipe does: every parameter but the stem and first "
+            "stage. HF's DETR on a transformers ResNet freezes all of it when built from its config, and loading a "
+            "checkpoint makes all of it trainable: the recipe says which."
         },
     )
 
@@ -261,7 +262,7 @@ def load_image_processor(model_args):
         name = model_args.image_processor_name or model_args.model_name_or_path
         try:
             processor = AutoImageProcessor.from_pretrained(name, **model_args.hub_options())
-        except ImportError as error:
+        except (ImportError, ValueError) as error:  # transformers' torchvision-only processor, without torchvision
             from transformers.image_processing_utils import ImageProcessingMixin
 
             settings, _ = ImageProcessingMixin.get_image_processor_dict(name, **model_args.fetch_options())
@@ -395,13 +396,18 @@ def backbone_parameters(model) -> dict[str, torch.nn.Parameter]:
 
 
 def check_frozen_backbone(model, train_backbone: bool) -> None:
-    """Says when the model froze its backbone (HF's DETR with a transformers ResNet freezes all of it: it keeps
-    ``stage.1``-``stage.3`` trainable by name, but the names say ``stages.1``); with ``--train_backbone``, trains
-    every backbone parameter but the stem and first stage, as DETR's recipe does."""
+    """Says how much of a convolutional backbone trains, and with ``--train_backbone`` trains DETR's recipe's set:
+    every backbone parameter but the stem and first stage.
+
+    HF's DETR family (DETR, Conditional / Deformable DETR) on a transformers ResNet (``use_timm_backbone=False``)
+    freezes every backbone parameter when built from its config (it keeps ``stage.1``-``stage.3`` trainable by name,
+    but the names say ``stages.1``); loading a checkpoint with transformers 5 makes every loaded weight trainable
+    again, stem and first stage included. Either way the user is told, since neither is DETR's recipe.
+    """
     parameters = backbone_parameters(model)
-    frozen = [name for name, parameter in parameters.items() if not parameter.requires_grad]
-    if not frozen:
+    if not parameters:
         return
+    frozen = [name for name, parameter in parameters.items() if not parameter.requires_grad]
     if train_backbone:
         for name, parameter in parameters.items():
             parameter.requires_grad_(not name.startswith(FROZEN_STAGE_PREFIXES))
@@ -410,13 +416,18 @@ def check_frozen_backbone(model, train_backbone: bool) -> None:
             f"--train_backbone: {trained} of the backbone's {len(parameters)} parameters train (all but the stem and "
             "first stage, as DETR's recipe), at their depths' rates."
         )
-        return
-    logger.warning(
-        f"{type(model).__name__} froze {len(frozen)} of its backbone's {len(parameters)} parameters"
-        f"{' (all of them)' if len(frozen) == len(parameters) else ''}: they will not train, and layer-wise decay "
-        "reaches only what trains. Pass --train_backbone to train all but the stem and first stage, as DETR's "
-        "recipe does."
-    )
+    elif len(frozen) == len(parameters):
+        logger.warning(
+            f"{type(model).__name__} froze {len(frozen)} of its backbone's {len(parameters)} parameters (all of them): "
+            "they will not train, and layer-wise decay reaches only what trains. Pass --train_backbone to train all "
+            "but the stem and first stage, as DETR's recipe does."
+        )
+    elif not frozen and any(name.startswith(FROZEN_STAGE_PREFIXES) for name in parameters):
+        logger.warning(
+            f"All {len(parameters)} parameters of {type(model).__name__}'s backbone train, its stem and first stage "
+            "included (loading a checkpoint makes every weight trainable); DETR's recipe keeps those two frozen: "
+            "pass --train_backbone for that."
+        )
 
 
 def build_model(model_args, id2label: dict[int, str]):

@@ -40,6 +40,18 @@ _DETR = dict(
     num_labels=3,
 )
 
+# RF-DETR / LW-DETR: a windowed ViT backbone under a projector and a deformable decoder with query groups.
+_QUERY_DETR = dict(
+    num_labels=3,
+    num_queries=5,
+    group_detr=2,
+    d_model=32,
+    decoder_layers=2,
+    decoder_ffn_dim=32,
+    decoder_self_attention_heads=2,
+    decoder_cross_attention_heads=2,
+)
+
 
 def _upernet(backbone_config, in_channels):
     return transformers.UperNetForSemanticSegmentation, transformers.UperNetConfig(
@@ -155,6 +167,59 @@ def _build(name):
             decoder_attention_heads=2,
             encoder_in_channels=[16, 24, 32],
             backbone_config=t.RTDetrResNetConfig(**_RESNET, out_features=["stage2", "stage3", "stage4"]),
+        )
+    if name == "rf-detr":
+        return t.RfDetrForObjectDetection, t.RfDetrConfig(
+            backbone_config=dict(
+                model_type="rf_detr_dinov2",
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                image_size=56,
+                out_indices=[1, 2, 3, 4],
+                window_block_indexes=[0, 2],
+                num_windows=2,
+            ),
+            **_QUERY_DETR,
+        )
+    if name == "lw-detr":
+        return t.LwDetrForObjectDetection, t.LwDetrConfig(
+            backbone_config=t.LwDetrViTConfig(
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                image_size=64,
+                patch_size=16,
+                out_indices=[1, 2, 3, 4],
+                window_block_indices=[0, 2],
+                num_windows=4,
+            ),
+            **_QUERY_DETR,
+        )
+    if name == "d-fine":
+        return t.DFineForObjectDetection, t.DFineConfig(
+            d_model=16,
+            encoder_hidden_dim=16,
+            encoder_layers=1,
+            decoder_layers=2,
+            num_queries=5,
+            num_labels=3,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_in_channels=[32, 48, 64],
+            backbone_config=t.HGNetV2Config(
+                stem_channels=[3, 8, 8],
+                stage_in_channels=[8, 16, 32, 48],
+                stage_mid_channels=[8, 8, 16, 16],
+                stage_out_channels=[16, 32, 48, 64],
+                stage_num_blocks=[1, 1, 2, 1],
+                stage_numb_of_layers=[2, 2, 2, 2],
+                hidden_sizes=[16, 32, 48, 64],
+                out_features=["stage2", "stage3", "stage4"],
+            ),
         )
     if name == "segformer":
         return t.SegformerForSemanticSegmentation, t.SegformerConfig(
@@ -355,6 +420,55 @@ BACKBONE_MAPS = {
             "model.backbone.model.encoder.stages.1": 2,
             "model.backbone.model.encoder.stages.2": 3,
             "model.backbone.model.encoder.stages.2.layers.1": 4,
+            "model.backbone.model.encoder.stages.3": 5,
+            "model": 6,
+        },
+    ),
+    # RF-DETR (RfDetrDinov2 blocks, DINOv2's names): the ViT's embeddings at 0, its blocks 1..L; its final norm,
+    # the projector (inside ``model.backbone`` but new), queries, decoder, two-stage heads and box heads at the
+    # head (L + 1), as RF-DETR's own ``get_param_dict`` puts everything outside the ViT at the component rates.
+    "rf-detr": (
+        4,
+        "model.backbone.backbone",
+        {
+            "model.backbone.backbone.embeddings": 0,
+            "model.backbone.backbone.encoder.layer.0": 1,
+            "model.backbone.backbone.encoder.layer.1": 2,
+            "model.backbone.backbone.encoder.layer.2": 3,
+            "model.backbone.backbone.encoder.layer.3": 4,
+            "model.backbone.backbone.layernorm": 5,
+            "model.backbone.projector": 5,
+            "model": 5,
+            "class_embed": 5,
+            "bbox_embed": 5,
+        },
+    ),
+    # LW-DETR: the same around its own ViT (no final norm; gamma_1 / gamma_2 layer scales with their block).
+    "lw-detr": (
+        4,
+        "model.backbone.backbone",
+        {
+            "model.backbone.backbone.embeddings": 0,
+            "model.backbone.backbone.encoder.layer.0": 1,
+            "model.backbone.backbone.encoder.layer.1": 2,
+            "model.backbone.backbone.encoder.layer.2": 3,
+            "model.backbone.backbone.encoder.layer.3": 4,
+            "model": 5,
+            "class_embed": 5,
+            "bbox_embed": 5,
+        },
+    ),
+    # D-FINE's HGNetV2: the stem at 0, one depth a block, a stage's downsampling with its first block; the
+    # hybrid encoder, the decoder and its heads at the head.
+    "d-fine": (
+        5,
+        "model.backbone.model",
+        {
+            "model.backbone.model.embedder": 0,
+            "model.backbone.model.encoder.stages.0": 1,
+            "model.backbone.model.encoder.stages.1": 2,
+            "model.backbone.model.encoder.stages.2": 3,
+            "model.backbone.model.encoder.stages.2.blocks.1": 4,
             "model.backbone.model.encoder.stages.3": 5,
             "model": 6,
         },

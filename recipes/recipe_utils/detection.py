@@ -232,18 +232,22 @@ class BoxReport:
     without_boxes: list[str] = field(default_factory=list)
 
     def lines(self, source: str) -> list[str]:
+        """The warnings of the split: what was clipped and dropped, naming the images, and the images without boxes."""
         lines = []
         for items, what in (
-            (self.clipped, "boxes reach outside their image: clipped to it"),
-            (self.dropped, "boxes have zero or negative width or height: dropped"),
+            (self.clipped, "reaching outside its image, clipped to it"),
+            (self.dropped, "of zero or negative width or height, dropped"),
         ):
             if items:
-                shown = ", ".join(items[:IMAGES_SHOWN]) + (
-                    f", ... ({len(items)} in all)" if len(items) > IMAGES_SHOWN else ""
-                )
-                lines.append(f"{source}: {len(items)} {what} ({shown}).")
+                shown = ", ".join(items[:IMAGES_SHOWN])
+                if len(items) > IMAGES_SHOWN:
+                    shown += f", ... ({len(items)} in all)"
+                lines.append(f"{source}: {len(items)} box{'es' if len(items) > 1 else ''} {what}: {shown}.")
         if self.without_boxes:
-            lines.append(f"{source}: {len(self.without_boxes)} images have no box (kept: they teach the background).")
+            count = len(self.without_boxes)
+            lines.append(
+                f"{source}: {count} image{'s' if count > 1 else ''} without boxes (kept: background to learn)."
+            )
         return lines
 
 
@@ -466,7 +470,7 @@ class RfDetrImageProcessorTorch(ImageProcessingMixin):
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
         if isinstance(image, np.ndarray):
-            image = torch.from_numpy(np.ascontiguousarray(image))
+            image = torch.from_numpy(np.array(image))  # a copy: PIL arrays are read-only
             if image.ndim == 2:
                 image = image[:, :, None].expand(-1, -1, 3)
             image = image.permute(2, 0, 1)
