@@ -63,6 +63,7 @@ from recipe_utils import (
     keep_splits_to_run,
     model_card_kwargs,
     prepare_run,
+    sample_positions,
     train_evaluate_and_report,
     treat_loss_as_batch_mean,
 )
@@ -89,6 +90,9 @@ logger = logging.getLogger(__name__)
 
 # DETR's own recipe trains its ResNet backbone but for the stem and the first stage (``lr_backbone`` > 0).
 FROZEN_STAGE_PREFIXES = ("embedder.", "encoder.stages.0.")
+# The recipe's splits, the prefix of their arguments (--validation_dir, ...), and the stage that needs each.
+SPLIT_NAMES = {"train": "train", "eval": "validation", "test": "test"}
+STAGE_FLAGS = {"train": "--do_train", "eval": "--do_eval", "test": "--do_predict"}
 
 
 @dataclass
@@ -195,7 +199,7 @@ class DataTrainingArguments(PredictionDataArgumentsMixin):
 
 def read_split(data_args, split: str) -> tuple[list[dict], str]:
     """The rows of one split ("train", "eval", "test"), whatever its format, and where it comes from."""
-    names = {"train": "train", "eval": "validation", "test": "test"}
+    names = SPLIT_NAMES
     folder = getattr(data_args, f"{names[split]}_dir")
     if folder is not None:
         voc_split = getattr(data_args, f"{names[split]}_split")
@@ -215,41 +219,28 @@ def read_split(data_args, split: str) -> tuple[list[dict], str]:
     return read_hub_split(dataset, data_args.dataset_name, hub_split, data_args.image_column_name), source
 
 
-def load_checked_splits(data_args, training_args) -> tuple[dict[str, Dataset], dict[str, str], list[str]]:
-    """The splits the run needs, read, sampled (``--max_*_samples``) and checked (:func:`check_boxes`), the
-    classes of the training split (or of the model, when it does not train), and where each split comes from.
+def load_checked_splits(data_args, training_args) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The rows of the splits the run needs (and of the training split wherever it is given: it names the
+    classes), read, sampled (``--max_*_samples``, seeded) and checked (:func:`check_boxes`), and where each split
+    comes from.
 
     Raises:
         Refusal: for a stage without its data.
     """
-    stages = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
-    flags = {
-        "train": "--train_dir / --train_file",
-        "eval": "--validation_dir / --validation_file",
-        "test": "--test_dir / --test_file",
-    }
+    needed = {"train": training_args.do_train, "eval": training_args.do_eval, "test": training_args.do_predict}
     rows, sources = {}, {}
-    for split, needed in stages.items():
+    for split, name in SPLIT_NAMES.items():
         given = data_args.dataset_name is not None or any(
-            getattr(data_args, f"{name}_{kind}") is not None
-            for name in ({"train": "train", "eval": "validation", "test": "test"}[split],)
-            for kind in ("dir", "file")
+            getattr(data_args, f"{name}_{kind}") is not None for kind in ("dir", "file")
         )
-        if needed and not given and not (split == "test" and data_args.dataset_name is not None):
-            raise Refusal(
-                f"--{ {'train': 'do_train', 'eval': 'do_eval', 'test': 'do_predict'}[split] } needs {flags[split]}."
-            )
-        if not needed and split != "train":
-            continue
-        if split == "train" and not given:
+        if needed[split] and not given:
+            raise Refusal(f"{STAGE_FLAGS[split]} needs --{name}_dir or --{name}_file.")
+        if not given or not (needed[split] or split == "train"):
             continue
         read, sources[split] = read_split(data_args, split)
-        positions = np.arange(len(read))
-        if data_args.max_samples(split) is not None and data_args.max_samples(split) < len(read):
-            positions = np.random.default_rng(training_args.seed).permutation(len(read))[
-                : data_args.max_samples(split)
-            ]
-        rows[split], _ = check_boxes([read[i] for i in positions], sources[split], clip_boxes=data_args.clip_boxes)
+        positions = sample_positions(len(read), data_args.max_samples(split), training_args.seed)
+        chosen = read if positions is None else [read[position] for position in positions]
+        rows[split], _ = check_boxes(chosen, sources[split], clip_boxes=data_args.clip_boxes)
     return rows, sources
 
 

@@ -151,9 +151,19 @@ def test_tiny_rf_detr_trains_two_steps_and_evaluates_map_on_bccd(tiny_rf_detr, t
     assert read_json(tiny_rf_detr, "preprocessor_config.json")["image_processor_type"] == "RfDetrImageProcessor"
     run_recipe(
         "object_detection",
-        bccd_args(tiny_rf_detr, tmp_path, "--max_steps", "2", "--layer_decay", "0.8", "--learning_rate", "1e-3"),
+        bccd_args(tiny_rf_detr, tmp_path, "--max_steps", "2", "--layer_decay", "0.8", "--learning_rate", "1e-3")
+        + ["--do_train", "--do_eval", "--do_predict", "--test_dir", BCCD, "--max_predict_samples", "2"],
     )
     results = read_json(str(tmp_path), "all_results.json")
+    assert {"predict_map", "predict_map_50", "predict_map_RBC"} <= set(results)
+    with open(os.path.join(tmp_path, "predictions.json"), encoding="utf-8") as handle:
+        predictions = json.load(handle)
+    # Every (query, class) pair of each of the 2 test images (10 queries x 3 classes: fewer than COCO's 100),
+    # boxes in the 640 x 480 pixels.
+    assert len(predictions) == 2 * 30 and {p["image_id"] for p in predictions} == {0, 1}
+    assert {p["category"] for p in predictions} <= set(CLASSES)
+    assert all(p["file_name"].startswith(os.path.join(BCCD, "JPEGImages")) for p in predictions)
+    assert all(-1 <= p["bbox"][0] <= 641 and p["bbox"][2] >= 0 for p in predictions)
     assert set(results) >= EVAL_KEYS
     assert results["eval_samples"] == 3 and results["train_samples"] == 4
     assert all(-1.0 <= results[key] <= 1.0 for key in EVAL_KEYS - {"eval_loss", "eval_samples"})
