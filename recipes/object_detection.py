@@ -421,6 +421,23 @@ def check_frozen_backbone(model, train_backbone: bool) -> None:
         )
 
 
+def check_image_size(model, image_processor) -> None:
+    """Refuses an input size a windowed ViT backbone (RF-DETR, LW-DETR) cannot split into its windows."""
+    backbone = getattr(model.config, "backbone_config", None)
+    # RF-DETR's num_windows is the windows a side; LW-DETR's, the windows in all (num_windows_side a side).
+    windows = getattr(backbone, "num_windows_side", None) or getattr(backbone, "num_windows", None)
+    patch, size = getattr(backbone, "patch_size", None), getattr(image_processor, "size", None) or {}
+    if not windows or not isinstance(patch, int) or "height" not in size:
+        return
+    side = patch * windows
+    if size["height"] % side or size["width"] % side:
+        raise Refusal(
+            f"Images of {size['height']} x {size['width']} do not split into {windows} x {windows} windows of "
+            f"{patch}-pixel patches: give an --image_size that is a multiple of {side} (or change "
+            "backbone_config.num_windows with --config_overrides)."
+        )
+
+
 def build_model(model_args, id2label: dict[int, str]):
     """The detection model with the data's classes: a checkpoint, or a new RF-DETR head on a DINOv2 backbone."""
     if model_args.backbone_name_or_path is not None:
@@ -593,6 +610,7 @@ def main(argv=None):
 
     image_processor = load_image_processor(model_args)
     model = build_model(model_args, id2label)
+    check_image_size(model, image_processor)
     apply_transforms(splits, image_processor, sources)
     trainer = build_trainer(
         model,

@@ -485,3 +485,46 @@ def test_the_recipe_module_names_its_steps():
         "embedder.",
         "encoder.stages.0.",
     )
+
+
+def coco_file(path, rows: list[dict]) -> str:
+    """The rows (of ``check_boxes``) as a COCO detection file, the images named by their paths."""
+    names = sorted({name for row in rows for name in row["objects"]["category"]})
+    annotations = [
+        {"image_id": index, "bbox": box, "category_id": names.index(name), "iscrowd": 0}
+        for index, row in enumerate(rows)
+        for box, name in zip(row["objects"]["bbox"], row["objects"]["category"])
+    ]
+    coco = {
+        "images": [{"id": i, "file_name": row["image"], "width": 640, "height": 480} for i, row in enumerate(rows)],
+        "annotations": [{"id": i + 1, **annotation} for i, annotation in enumerate(annotations)],
+        "categories": [{"id": index, "name": name} for index, name in enumerate(names)],
+    }
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(coco, handle)
+    return str(path)
+
+
+def test_coco_files_train_a_checkpoint_of_another_label_set_with_ignore_mismatched_sizes(tmp_path):
+    model = save_tiny_rf_detr(str(tmp_path / "model"))
+    config = read_json(model, "config.json")
+    config["id2label"] = {str(i): f"class{i}" for i in range(5)}
+    config["label2id"] = {f"class{i}": i for i in range(5)}
+    with open(os.path.join(model, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle)  # 5 classes, whose heads do not fit BCCD's 3
+    rows, _ = check_boxes(read_voc(BCCD, "train")[:6], "bccd train")
+    train, validation = coco_file(tmp_path / "train.json", rows[:4]), coco_file(tmp_path / "val.json", rows[4:])
+    args = ["--model_name_or_path", model, "--train_file", train, "--validation_file", validation, *QUIET]
+    with pytest.raises(ValueError, match="detects 5 classes .* Pass --ignore_mismatched_sizes"):
+        run_recipe("object_detection", [*args, "--output_dir", str(tmp_path / "refused")])
+    run_recipe(
+        "object_detection",
+        [*args, "--ignore_mismatched_sizes", "--max_steps", "2", "--output_dir", str(tmp_path / "out")],
+    )
+    assert read_json(str(tmp_path / "out"), "config.json")["id2label"] == {"0": "Platelets", "1": "RBC", "2": "WBC"}
+    assert read_json(str(tmp_path / "out"), "all_results.json")["eval_samples"] == 2
+
+
+def test_an_image_size_the_windows_cannot_split_is_refused(tiny_rf_detr, tmp_path):
+    with pytest.raises(ValueError, match="give an --image_size that is a multiple of 28"):
+        run_recipe("object_detection", bccd_args(tiny_rf_detr, tmp_path, "--image_size", "70", "--max_steps", "1"))
