@@ -449,9 +449,9 @@ def build_model(model_args, id2label: dict[int, str]):
     return model
 
 
-def training_augmentation():
+def training_augmentation(seed: int):
     """transformers' run_object_detection.py augmentation: boxes follow the image (COCO boxes, clipped; boxes left
-    under 25 square pixels dropped)."""
+    under 25 square pixels dropped). Seeded, so that runs with one ``--seed`` draw the same augmentations."""
     import albumentations as A
 
     return A.Compose(
@@ -462,15 +462,16 @@ def training_augmentation():
             A.HueSaturationValue(p=0.1),
         ],
         bbox_params=A.BboxParams(format="coco", label_fields=["category"], clip=True, min_area=25),
+        seed=seed,
     )
 
 
 class DetectionTransform:
     """Decodes, augments (training) and processes a batch of rows into the model's inputs and COCO targets."""
 
-    def __init__(self, image_processor, train: bool, source: str):
-        self.image_processor, self.source = image_processor, source
-        self.augment = training_augmentation() if train else None
+    def __init__(self, image_processor, train: bool, seed: int = 0):
+        self.image_processor = image_processor
+        self.augment = training_augmentation(seed) if train else None
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images, annotations = [], []
@@ -542,11 +543,10 @@ class DetectionTrainer(LLRDTrainer):
         return loss, detections, detections[:, 0, 0].clone()
 
 
-def apply_transforms(splits: dict[str, Dataset], image_processor, sources: dict[str, str]) -> None:
+def apply_transforms(splits: dict[str, Dataset], image_processor, seed: int) -> None:
+    """Decodes, augments (the training split, seeded) and processes every split on the fly."""
     for split in list(splits):
-        splits[split] = splits[split].with_transform(
-            DetectionTransform(image_processor, split == "train", sources[split])
-        )
+        splits[split] = splits[split].with_transform(DetectionTransform(image_processor, split == "train", seed))
 
 
 def write_predictions(trainer, dataset: Dataset, references: Dataset, id2label: dict[int, str], output_dir: str):
@@ -587,13 +587,9 @@ def write_predictions(trainer, dataset: Dataset, references: Dataset, id2label: 
     logger.info(f"{len(results)} detections of {len(seen)} images written to {path}.")
 
 
-def main(argv=None):
-    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
-    if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = model_args.backbone_name_or_path  # the model card's base model
-    # The transforms read the image and objects columns, which the Trainer would otherwise drop.
-    training_args.remove_unused_columns = False
-    rows, sources = load_checked_splits(data_args, training_args)
+def choose_classes(rows: dict[str, list[dict]], sources: dict[str, str], model_args) -> dict[int, str]:
+    """The model's classes: the training split's, sorted by name (else the checkpoint's, for a run that does not
+    train); a class of the evaluation or test split that they lack is refused (:func:`check_classes_known`)."""
     if "train" in rows:
         names, names_source = training_classes(rows["train"], sources["train"]), sources["train"]
     else:
@@ -602,7 +598,29 @@ def main(argv=None):
     for split in ("eval", "test"):
         if split in rows:
             check_classes_known(rows[split], sources[split], names, f"the training data ({names_source})")
-    id2label = dict(enumerate(names))
+    return dict(enumerate(names))
+
+
+def prediction_step_for(references: dict[str, Dataset], id2label: dict[int, str], output_dir: str):
+    """``--do_predict``'s step for :func:`train_evaluate_and_report` (None without a test split)."""
+    if "test" not in references:
+        return None
+
+    def predict(trainer):
+        trainer.compute_metrics = detection_metrics(references["test"], id2label)
+        write_predictions(trainer, trainer.test_dataset, references["test"], id2label, output_dir)
+
+    return predict
+
+
+def main(argv=None):
+    model_args, data_args, training_args, checkpoint = prepare_run(ModelArguments, DataTrainingArguments, argv, logger)
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = model_args.backbone_name_or_path  # the model card's base model
+    # The transforms read the image and objects columns, which the Trainer would otherwise drop.
+    training_args.remove_unused_columns = False
+    rows, sources = load_checked_splits(data_args, training_args)
+    id2label = choose_classes(rows, sources, model_args)
     label2id = {name: index for index, name in id2label.items()}
     splits = {split: as_dataset(split_rows, label2id) for split, split_rows in rows.items()}
     keep_splits_to_run(splits, training_args)
@@ -611,7 +629,7 @@ def main(argv=None):
     image_processor = load_image_processor(model_args)
     model = build_model(model_args, id2label)
     check_image_size(model, image_processor)
-    apply_transforms(splits, image_processor, sources)
+    apply_transforms(splits, image_processor, seed=training_args.seed + training_args.process_index)
     trainer = build_trainer(
         model,
         image_processor,
@@ -621,22 +639,16 @@ def main(argv=None):
         compute_metrics=detection_metrics(references["eval"], id2label) if "eval" in references else None,
         trainer_class=DetectionTrainer,
     )
-    predict = None
-    if "test" in splits:
-
-        def predict(trainer):
-            trainer.compute_metrics = detection_metrics(references["test"], id2label)
-            write_predictions(trainer, splits["test"], references["test"], id2label, training_args.output_dir)
-
+    trainer.test_dataset = splits.get("test")
     model_card = model_card_kwargs(
         model_args, data_args, tasks="object-detection", tags=["object-detection", "vision"]
     )
     train_evaluate_and_report(
         trainer,
-        {s: d for s, d in splits.items() if s != "test"},
+        {split: dataset for split, dataset in splits.items() if split != "test"},
         checkpoint=checkpoint,
         model_card=model_card,
-        predict=predict,
+        predict=prediction_step_for(references, id2label, training_args.output_dir),
     )
 
 

@@ -528,3 +528,25 @@ def test_coco_files_train_a_checkpoint_of_another_label_set_with_ignore_mismatch
 def test_an_image_size_the_windows_cannot_split_is_refused(tiny_rf_detr, tmp_path):
     with pytest.raises(ValueError, match="give an --image_size that is a multiple of 28"):
         run_recipe("object_detection", bccd_args(tiny_rf_detr, tmp_path, "--image_size", "70", "--max_steps", "1"))
+
+
+def test_training_augmentation_moves_boxes_with_the_image_and_is_seeded():
+    rows = bccd_rows(2)
+    objects = [
+        {"bbox": r["objects"]["bbox"], "category": [CLASSES.index(c) for c in r["objects"]["category"]]} for r in rows
+    ]
+    batch = {"image": [row["image"] for row in rows], "image_id": [0, 1], "objects": objects}
+    processor = RfDetrImageProcessorTorch(size={"height": 56, "width": 56})
+
+    def draw(seed):
+        transform = object_detection.DetectionTransform(processor, train=True, seed=seed)
+        return [transform(batch) for _ in range(4)]
+
+    first, again = draw(0), draw(0)
+    for one, two in zip(first, again):
+        assert all(torch.equal(a, b) for a, b in zip(one["pixel_values"], two["pixel_values"]))
+        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(one["labels"], two["labels"]))
+    boxes = [label["boxes"] for draw_ in first for label in draw_["labels"]]
+    assert all(((box >= 0) & (box <= 1)).all() for box in boxes)  # normalized centre boxes, inside the image
+    evaluation = object_detection.DetectionTransform(processor, train=False)(batch)
+    assert [len(label["boxes"]) for label in evaluation["labels"]] == [len(row["objects"]["bbox"]) for row in rows]
