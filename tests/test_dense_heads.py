@@ -26,9 +26,7 @@ _SWIN = dict(
     out_features=["stage1", "stage2", "stage3", "stage4"],
 )
 _RESNET = dict(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], layer_type="basic")
-_DETR = dict(
-    use_timm_backbone=False,
-    use_pretrained_backbone=False,
+_DETR_HEAD = dict(
     d_model=16,
     encoder_layers=2,
     decoder_layers=2,
@@ -38,6 +36,19 @@ _DETR = dict(
     decoder_ffn_dim=32,
     num_queries=5,
     num_labels=3,
+)
+_DETR = dict(use_timm_backbone=False, use_pretrained_backbone=False, **_DETR_HEAD)
+
+# RF-DETR / LW-DETR: a windowed ViT backbone under a projector and a deformable decoder with query groups.
+_QUERY_DETR = dict(
+    num_labels=3,
+    num_queries=5,
+    group_detr=2,
+    d_model=32,
+    decoder_layers=2,
+    decoder_ffn_dim=32,
+    decoder_self_attention_heads=2,
+    decoder_cross_attention_heads=2,
 )
 
 
@@ -155,6 +166,59 @@ def _build(name):
             decoder_attention_heads=2,
             encoder_in_channels=[16, 24, 32],
             backbone_config=t.RTDetrResNetConfig(**_RESNET, out_features=["stage2", "stage3", "stage4"]),
+        )
+    if name == "rf-detr":
+        return t.RfDetrForObjectDetection, t.RfDetrConfig(
+            backbone_config=dict(
+                model_type="rf_detr_dinov2",
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                image_size=56,
+                out_indices=[1, 2, 3, 4],
+                window_block_indexes=[0, 2],
+                num_windows=2,
+            ),
+            **_QUERY_DETR,
+        )
+    if name == "lw-detr":
+        return t.LwDetrForObjectDetection, t.LwDetrConfig(
+            backbone_config=t.LwDetrViTConfig(
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                image_size=64,
+                patch_size=16,
+                out_indices=[1, 2, 3, 4],
+                window_block_indices=[0, 2],
+                num_windows=4,
+            ),
+            **_QUERY_DETR,
+        )
+    if name == "d-fine":
+        return t.DFineForObjectDetection, t.DFineConfig(
+            d_model=16,
+            encoder_hidden_dim=16,
+            encoder_layers=1,
+            decoder_layers=2,
+            num_queries=5,
+            num_labels=3,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_in_channels=[32, 48, 64],
+            backbone_config=t.HGNetV2Config(
+                stem_channels=[3, 8, 8],
+                stage_in_channels=[8, 16, 32, 48],
+                stage_mid_channels=[8, 8, 16, 16],
+                stage_out_channels=[16, 32, 48, 64],
+                stage_num_blocks=[1, 1, 2, 1],
+                stage_numb_of_layers=[2, 2, 2, 2],
+                hidden_sizes=[16, 32, 48, 64],
+                out_features=["stage2", "stage3", "stage4"],
+            ),
         )
     if name == "segformer":
         return t.SegformerForSemanticSegmentation, t.SegformerConfig(
@@ -355,6 +419,55 @@ BACKBONE_MAPS = {
             "model.backbone.model.encoder.stages.1": 2,
             "model.backbone.model.encoder.stages.2": 3,
             "model.backbone.model.encoder.stages.2.layers.1": 4,
+            "model.backbone.model.encoder.stages.3": 5,
+            "model": 6,
+        },
+    ),
+    # RF-DETR (RfDetrDinov2 blocks, DINOv2's names): the ViT's embeddings at 0, its blocks 1..L; its final norm,
+    # the projector (inside ``model.backbone`` but new), queries, decoder, two-stage heads and box heads at the
+    # head (L + 1), as RF-DETR's own ``get_param_dict`` puts everything outside the ViT at the component rates.
+    "rf-detr": (
+        4,
+        "model.backbone.backbone",
+        {
+            "model.backbone.backbone.embeddings": 0,
+            "model.backbone.backbone.encoder.layer.0": 1,
+            "model.backbone.backbone.encoder.layer.1": 2,
+            "model.backbone.backbone.encoder.layer.2": 3,
+            "model.backbone.backbone.encoder.layer.3": 4,
+            "model.backbone.backbone.layernorm": 5,
+            "model.backbone.projector": 5,
+            "model": 5,
+            "class_embed": 5,
+            "bbox_embed": 5,
+        },
+    ),
+    # LW-DETR: the same around its own ViT (no final norm; gamma_1 / gamma_2 layer scales with their block).
+    "lw-detr": (
+        4,
+        "model.backbone.backbone",
+        {
+            "model.backbone.backbone.embeddings": 0,
+            "model.backbone.backbone.encoder.layer.0": 1,
+            "model.backbone.backbone.encoder.layer.1": 2,
+            "model.backbone.backbone.encoder.layer.2": 3,
+            "model.backbone.backbone.encoder.layer.3": 4,
+            "model": 5,
+            "class_embed": 5,
+            "bbox_embed": 5,
+        },
+    ),
+    # D-FINE's HGNetV2: the stem at 0, one depth a block, a stage's downsampling with its first block; the
+    # hybrid encoder, the decoder and its heads at the head.
+    "d-fine": (
+        5,
+        "model.backbone.model",
+        {
+            "model.backbone.model.embedder": 0,
+            "model.backbone.model.encoder.stages.0": 1,
+            "model.backbone.model.encoder.stages.1": 2,
+            "model.backbone.model.encoder.stages.2": 3,
+            "model.backbone.model.encoder.stages.2.blocks.1": 4,
             "model.backbone.model.encoder.stages.3": 5,
             "model": 6,
         },
@@ -1111,3 +1224,70 @@ def test_towers_that_leave_out_a_stack_are_refused():
         layer_map(model, towers={"vision": "vision_model", "qformer": "qformer"})
     with pytest.raises(ValueError, match=r"cannot number this model side by side: the block stacks \['qformer"):
         layer_map(model, towers={"vision": "vision_model"})
+
+
+# RF-DETR's published optimizer (rfdetr's get_param_dict and DINOv2 backbone's get_named_param_lr_pairs) as our
+# flags: --learning_rate 1e-4 --layer_decay 0.8 --weight_decay 1e-4 and these rules (docs/settings.md). The ViT at
+# lr_encoder / lr x lr_component_decay ** 2 = 1.5 x 0.49 = 0.735 of its depth's rate, its embeddings without weight
+# decay; the decoder at lr_component_decay (0.7); every parameter outside the ViT decayed, biases and norms too.
+# RF-DETR's no-decay rule names "gamma", which its DINOv2 calls layer_scale.lambda1: those are decayed.
+RF_DETR_RULES = [
+    {"pattern": r"backbone\.backbone\.embeddings\.", "name": "vit-embeddings", "lr_scale": 0.735, "weight_decay": 0},
+    {
+        "pattern": r"backbone\.backbone\..*layer_scale",
+        "name": "vit-layer-scale",
+        "lr_scale": 0.735,
+        "weight_decay": 1e-4,
+    },
+    {"pattern": r"backbone\.backbone\.", "name": "vit", "lr_scale": 0.735},
+    {"pattern": r"^model\.decoder\.", "name": "decoder", "lr_scale": 0.7, "weight_decay": 1e-4},
+    {"pattern": r"^(?!model\.backbone\.backbone\.)", "name": "head", "weight_decay": 1e-4},
+]
+
+
+def rf_detr_published_rate(name: str, num_layers: int) -> tuple[float, float]:
+    """(lr, weight decay) RF-DETR gives a parameter of transformers' RfDetrForObjectDetection, by its own rules
+    (lr 1e-4, lr_encoder 1.5e-4, lr_vit_layer_decay 0.8, lr_component_decay 0.7, weight_decay 1e-4)."""
+    if "backbone.backbone." in name:
+        original = "backbone.0.encoder." + name.split("backbone.backbone.", 1)[1]
+        layer_id = num_layers + 1
+        if "embeddings" in original:
+            layer_id = 0
+        elif ".layer." in original:
+            layer_id = int(original[original.find(".layer.") :].split(".")[2]) + 1
+        no_decay = ("gamma", "pos_embed", "rel_pos", "bias", "norm", "embeddings")
+        return (
+            1.5e-4 * 0.8 ** (num_layers + 1 - layer_id) * 0.7**2,
+            0.0 if any(key in original for key in no_decay) else 1e-4,
+        )
+    return (1e-4 * 0.7 if name.startswith("model.decoder.") else 1e-4), 1e-4
+
+
+def test_rf_detr_published_settings_as_flags_and_rules():
+    model = build_meta("rf-detr")
+    groups = param_groups(model, lr=1e-4, layer_decay=0.8, weight_decay=1e-4, rules=RF_DETR_RULES)
+    ours = {name: (group["lr"], group["weight_decay"]) for group in groups for name in group["param_names"]}
+    assert set(ours) == {name for name, _ in model.named_parameters()}
+    for name, (lr, weight_decay) in ours.items():
+        expected_lr, expected_decay = rf_detr_published_rate(name, num_layers=4)
+        assert lr == pytest.approx(expected_lr, rel=1e-12), name
+        assert weight_decay == expected_decay, name
+
+
+def test_detr_on_a_timm_resnet_gets_one_depth_a_block():
+    # Not run where timm is absent (it needs torchvision, which does not import beside this machine's CPU torch).
+    pytest.importorskip("timm")
+    config = transformers.DetrConfig(
+        use_timm_backbone=True, backbone="resnet18", use_pretrained_backbone=False, **_DETR_HEAD
+    )
+    with torch.device("meta"):
+        model = transformers.DetrForObjectDetection(config)
+    layers = layer_map(model, include_frozen=True)
+    names = [name for name, _ in model.named_parameters()]
+    prefixes = {"model.backbone.model.conv1": 0, "model": 9, "class_labels_classifier": 9, "bbox_predictor": 9}
+    for stage in range(4):
+        for block in range(2):
+            prefixes[f"model.backbone.model.layer{stage + 1}.{block}"] = 2 * stage + block + 1
+    assert layers.backbone == "model.backbone.model"
+    assert layers.num_layers == 8
+    assert layers.depths == depth_by_prefix(names, prefixes)

@@ -16,6 +16,8 @@
 * ``metrics``: `evaluate` metrics, or the same computed locally, and accuracy;
 * ``images``: image columns and the input size of an image processor;
 * ``tokenization``: tokenizing every split, and padding for mixed precision;
+* ``detection``: object detection's readers (Pascal VOC, COCO JSON, metadata.jsonl, Hub), box checks, RF-DETR's
+  image processor without torchvision and COCO mAP (imported as ``recipe_utils.detection``);
 * ``training``: the trainer, training, evaluation and the report at the end, and the lr x decay search.
 
 Each recipe keeps what is specific to its task (how its data is read and checked, its processor, its
