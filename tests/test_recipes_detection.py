@@ -173,7 +173,7 @@ def test_tiny_rf_detr_trains_two_steps_and_evaluates_map_on_bccd(tiny_rf_detr, t
     assert saved["image_processor_type"] == "RfDetrImageProcessor" and saved["size"] == {"height": 56, "width": 56}
     assert read_json(str(tmp_path), "config.json")["id2label"] == {"0": "Platelets", "1": "RBC", "2": "WBC"}
     out = capsys.readouterr().out
-    assert "***** layer-wise learning rates (L=4 blocks, block_stack rule) *****" in out
+    assert "***** layer-wise learning rates (L=4 blocks, depths by block_stack) *****" in out
     table = [line.split() for line in out.splitlines() if line[:5].strip().isdigit()]
     assert [int(row[0]) for row in table] == [0, 1, 2, 3, 4, 5]
     assert [row[1] for row in table[1:5]] == [f"model.backbone.backbone.encoder.layer.{i}" for i in range(4)]

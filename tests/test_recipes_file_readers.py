@@ -218,7 +218,7 @@ def test_no_recipe_parses_a_data_file_itself():
     """The recipes read their data through recipe_utils' reader: no json.load, pandas or `datasets` file builder
     of their own."""
     for name in sorted(os.listdir(RECIPES_DIR)):
-        if not name.endswith(".py") or name in ("object_detection.py",):  # the detection recipe is #39's
+        if not name.endswith(".py"):
             continue
         text = Path(RECIPES_DIR, name).read_text()
         for call in ("json.load(", "pd.read_", "pandas.read_", 'load_dataset("json"', 'load_dataset("csv"'):
@@ -256,3 +256,26 @@ def test_an_image_folder_whose_metadata_does_not_parse_names_the_file_and_line(t
     assert message == (
         f"Could not read {metadata} as JSON: line 2 is not a JSON object (Expecting ',' delimiter at character 27)"
     )
+
+
+def test_detection_annotation_files_that_do_not_parse_name_the_file_and_line(tmp_path):
+    from recipe_utils.detection import read_coco, read_image_folder, read_voc
+
+    coco = write(tmp_path / "coco.json", '{"images": [],\n "annotations": [] "categories": []}\n')
+    with pytest.raises(Refusal) as error:
+        read_coco(str(coco))
+    assert str(error.value) == (
+        f"Could not read {coco} as JSON: line 2 is not valid JSON (Expecting ',' delimiter at character 20)."
+    )
+    folder = tmp_path / "folder"
+    metadata = write(
+        folder / "metadata.jsonl", '{"file_name": "1.jpg", "objects": {"bbox": [], "category": []}}\n{"file'
+    )
+    with pytest.raises(Refusal) as error:
+        read_image_folder(str(folder))
+    assert str(error.value).startswith(f"{metadata}, line 2: not a detection entry (JSONDecodeError: ")
+    voc = tmp_path / "voc"
+    listing = write_bytes(voc / "ImageSets" / "Main" / "train.txt", b"img1\nimg\xf62\n")
+    with pytest.raises(Refusal) as error:
+        list(read_voc(str(voc), "train"))
+    assert str(error.value).startswith(f"Could not read {listing}: line 2 ")

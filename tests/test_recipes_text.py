@@ -573,7 +573,9 @@ def test_two_ranks_through_accelerate_launch(tiny_bert, tmp_path):
     with open(output_dir / "README.md", encoding="utf-8") as handle:
         card = handle.read()
     assert "- num_devices: 2\n" in card and "- total_train_batch_size: 16\n" in card
-    assert output.count("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****") == 1  # rank 0 only
+    assert (
+        output.count("***** layer-wise learning rates (L=3 blocks, depths by block_stack) *****") == 1
+    )  # rank 0 only
 
 
 def test_two_ranks_join_over_gloo_without_use_cpu(tiny_bert, tmp_path):

@@ -29,6 +29,7 @@ from PIL import Image
 from transformers.image_processing_utils import BatchFeature, ImageProcessingMixin
 
 from .checks import DataError, Finding, Refusal
+from .readers import read_json_file, read_text_lines
 
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,9 @@ def read_voc(folder: str, split: str) -> list[dict[str, Any]]:
             f"{folder} has no Pascal VOC split {split!r} ({listing} is missing); "
             + (f"its splits are {splits}." if splits else "a VOC folder holds ImageSets/Main/<split>.txt.")
         )
-    with open(listing, encoding="utf-8") as handle:
-        ids = [line.split()[0] for line in handle if line.strip()]
+    listed = [(number, text.split()[0]) for number, text in read_text_lines(listing) if text.strip()]
     rows = []
-    for line, image_id in enumerate(ids, start=1):
+    for line, image_id in listed:
         annotation = os.path.join(folder, "Annotations", f"{image_id}.xml")
         try:
             root = ElementTree.parse(annotation).getroot()
@@ -103,8 +103,9 @@ def read_coco(annotation_file: str, image_folder: str | None = None) -> list[dic
     """The images of a COCO detection file (``images``, ``annotations`` with ``bbox`` [x, y, w, h] and
     ``category_id``, ``categories`` with ``name``), their files in ``image_folder`` (default: the annotation
     file's folder). Crowd annotations (``iscrowd``) are left out, as COCO's training does."""
-    with open(annotation_file, encoding="utf-8") as handle:
-        coco = json.load(handle)
+    coco = read_json_file(annotation_file)
+    if not isinstance(coco, dict):
+        raise Refusal(f"{annotation_file} is not a COCO detection file: it holds a JSON {type(coco).__name__}.")
     for key in ("images", "annotations", "categories"):
         if key not in coco:
             raise Refusal(
@@ -151,35 +152,33 @@ def read_image_folder(folder: str) -> list[dict[str, Any]]:
         raise Refusal(f"{folder} has no metadata.jsonl: an image folder names its images and their objects there.")
     id2label = {}
     if os.path.isfile(os.path.join(folder, "id2label.json")):
-        with open(os.path.join(folder, "id2label.json"), encoding="utf-8") as handle:
-            id2label = {int(key): value for key, value in json.load(handle).items()}
+        id2label = {int(key): value for key, value in read_json_file(os.path.join(folder, "id2label.json")).items()}
     rows = []
-    with open(metadata, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                objects = entry.get("objects", {"bbox": [], "category": []})
-                boxes, categories = objects["bbox"], objects["category"]
-                file_name = entry["file_name"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise Refusal(
-                    f"{metadata}, line {line_number}: not a detection entry ({type(error).__name__}: {error}); each line "
-                    'is {"file_name": ..., "objects": {"bbox": [[x, y, w, h], ...], "category": [...]}}.'
-                ) from error
-            rows.append(
-                {
-                    "image": os.path.join(folder, file_name),
-                    "file": f"{metadata}, line {line_number}",
-                    "width": int(entry.get("width") or 0),
-                    "height": int(entry.get("height") or 0),
-                    "objects": {
-                        "bbox": [[float(value) for value in box] for box in boxes],
-                        "category": [id2label.get(c, str(c)) if isinstance(c, int) else str(c) for c in categories],
-                    },
-                }
-            )
+    for line_number, line in read_text_lines(metadata):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            objects = entry.get("objects", {"bbox": [], "category": []})
+            boxes, categories = objects["bbox"], objects["category"]
+            file_name = entry["file_name"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise Refusal(
+                f"{metadata}, line {line_number}: not a detection entry ({type(error).__name__}: {error}); each line "
+                'is {"file_name": ..., "objects": {"bbox": [[x, y, w, h], ...], "category": [...]}}.'
+            ) from error
+        rows.append(
+            {
+                "image": os.path.join(folder, file_name),
+                "file": f"{metadata}, line {line_number}",
+                "width": int(entry.get("width") or 0),
+                "height": int(entry.get("height") or 0),
+                "objects": {
+                    "bbox": [[float(value) for value in box] for box in boxes],
+                    "category": [id2label.get(c, str(c)) if isinstance(c, int) else str(c) for c in categories],
+                },
+            }
+        )
     return rows
 
 
