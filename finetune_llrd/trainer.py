@@ -26,6 +26,13 @@ from .integrations.bitsandbytes import keep_embeddings_in_32_bit
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
 from .integrations.trl import with_arguments_the_trainer_takes
 from .model_card import add_layerwise_section
+from .optimizer_choice import (
+    is_muon,
+    muon_optimizer_kwargs,
+    refuse_muon_rules_without_muon,
+    refuse_muon_under_sharding,
+)
+from .optimizers import LayerwiseMuon, muon_groups
 from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
@@ -126,7 +133,9 @@ class LayerwiseTrainerMixin:
     def _layerwise_args(self) -> LayerwiseArgumentsMixin | None:
         args = self.args
         if isinstance(args, LayerwiseArgumentsMixin) and (
-            args.uses_layerwise_groups or self.layer_mapping is not None
+            args.uses_layerwise_groups
+            or self.layer_mapping is not None
+            or is_muon(getattr(self, "optimizer_cls_and_kwargs", None) and self.optimizer_cls_and_kwargs[0])
         ):
             return args
         return None
@@ -337,6 +346,12 @@ class LayerwiseTrainerMixin:
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         groups, optimizer_kwargs = self.absorb_optimizer_groups(groups, optimizer_kwargs)
+        muon_kwargs = muon_optimizer_kwargs(optimizer_cls, optimizer_kwargs, self.args)
+        if muon_kwargs is not None:
+            refuse_muon_under_sharding(self)
+            optimizer_cls, optimizer_kwargs, groups = LayerwiseMuon, muon_kwargs, muon_groups(groups, module, layers)
+        else:
+            refuse_muon_rules_without_muon(groups)
         is_factory = not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
         if is_factory or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
