@@ -451,14 +451,14 @@ class LayerwiseTrainerMixin:
         """``--learning_rate`` as the schedule has it now: the stock ``learning_rate`` log is the first group's rate
         (the embeddings' under layer-wise decay); the schedule's factor on it applies to every group."""
         groups = self.optimizer.param_groups
-        bases = [group.get("initial_lr", group["lr"]) for group in groups]
+        bases = [float(group.get("initial_lr", group["lr"])) for group in groups]  # torchao keeps tensors
         if bases[0] > 0:
             return self.args.learning_rate * first_group_rate / bases[0]
         scheduled = self.lr_scheduler.get_last_lr() if hasattr(self.lr_scheduler, "get_last_lr") else None
         for index, base in enumerate(bases):
             if base > 0 and scheduled is not None and len(scheduled) == len(groups):
-                return self.args.learning_rate * scheduled[index] / base
-        return first_group_rate
+                return self.args.learning_rate * float(scheduled[index]) / base
+        return float(first_group_rate)
 
 
 class LLRDTrainer(LayerwiseTrainerMixin, Trainer):
