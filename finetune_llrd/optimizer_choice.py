@@ -7,6 +7,7 @@ Imports torch alone until Muon is built.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -110,3 +111,88 @@ def refuse_muon_rules_without_muon(groups: list[dict[str, Any]]) -> None:
                 f"Parameter rule {group.get('rule')!r} sets muon, but the optimizer is not Muon: set --use_muon true "
                 "(or optimizer_cls_and_kwargs=(torch.optim.Muon, {...})), or drop the rule's muon key."
             )
+
+
+def takes_param_groups(factory: Any) -> bool:
+    """Whether a transformers optimizer factory composes with the layer-wise groups: its instance is called with
+    ``param_groups=`` (see :func:`optimizer_from_factory`)."""
+    try:
+        parameters = inspect.signature(factory()).parameters
+    except (TypeError, ValueError):
+        return False
+    return "param_groups" in parameters
+
+
+def optimizer_from_factory(
+    factory: Any, model: Any, groups: list[dict[str, Any]], optimizer_kwargs: Mapping[str, Any], settings: str
+) -> torch.optim.Optimizer:
+    """The optimizer of a transformers optimizer factory (``transformers.trainer_optimizer.is_optimizer_factory``:
+    the Trainer calls ``factory()(model, **optimizer_kwargs)``), over the layer-wise groups.
+
+    The protocol: a factory composes with the layer-wise groups when its instance takes a ``param_groups`` keyword
+    argument; it is then called as ``factory()(model, param_groups=groups, **optimizer_kwargs)``, where ``groups`` are
+    :func:`~finetune_llrd.param_groups`'s (``params``, ``lr``, ``weight_decay``, ``layer``, ``param_names``, ...), and
+    must return one optimizer whose ``param_groups`` keep each group's ``layer`` and ``lr`` (it may split a group,
+    copying its keys, as a Muon factory splits matrices from the rest). A factory that takes only the model is
+    refused: it would build its own groups and drop the layer-wise settings in silence.
+
+    Raises:
+        ValueError: naming the factory and why, for a factory without ``param_groups``, or one whose optimizer lost
+            the groups' depths.
+    """
+    name = getattr(factory, "__qualname__", repr(factory))
+    if not takes_param_groups(factory):
+        raise ValueError(
+            f"The optimizer factory {name} takes only the model (it builds its own parameter groups), so {settings} "
+            "would be dropped in silence. Give its instance a param_groups= keyword argument (it is then called as "
+            "factory()(model, param_groups=groups, **kwargs) with the layer-wise groups, and must keep each group's "
+            "layer and lr), or use --use_muon for Muon, or another optimizer."
+        )
+    optimizer = factory()(model, param_groups=groups, **optimizer_kwargs)
+    if not any("layer" in group for group in optimizer.param_groups):
+        raise ValueError(
+            f"The optimizer factory {name} was given the layer-wise groups (param_groups=) but its optimizer "
+            f"({type(optimizer).__name__}) has no group carrying a depth, so {settings} would be dropped in silence: "
+            "build the optimizer's groups from param_groups, copying each group's keys."
+        )
+    return optimizer
+
+
+def given_optimizer_differences(
+    given: list[dict[str, Any]], expected: list[dict[str, Any]], names: Mapping[int, str]
+) -> list[str]:
+    """Where the groups of an optimizer given in ``optimizers=`` differ from the groups the trainer's settings build,
+    parameter by parameter (however either side splits its groups): a parameter missing or extra, another rate or
+    another weight decay.
+
+    Args:
+        given: the optimizer's ``param_groups`` (a group's base rate is its ``initial_lr`` once a scheduler ran).
+        expected: the trainer's groups (``build_param_groups``).
+        names: parameter ``id`` -> name.
+
+    Returns:
+        Readable differences, empty when the optimizer follows the settings.
+    """
+
+    def by_parameter(groups: list[dict[str, Any]]) -> dict[int, tuple[float, float]]:
+        return {
+            id(param): (float(group.get("initial_lr", group["lr"])), float(group.get("weight_decay", 0.0)))
+            for group in groups
+            for param in group["params"]
+        }
+
+    have, want = by_parameter(given), by_parameter(expected)
+    differences = []
+    for key in want.keys() - have.keys():
+        differences.append(f"{names.get(key, '?')} is not in it")
+    for key in have.keys() - want.keys():
+        differences.append(f"{names.get(key, '?')} trains in it (the settings give it no group: frozen)")
+    for key in have.keys() & want.keys():
+        (rate, decay), (want_rate, want_decay) = have[key], want[key]
+        if abs(rate - want_rate) > 1e-12 + 1e-9 * max(abs(rate), abs(want_rate)):
+            differences.append(f"{names.get(key, '?')} at lr {rate:.6g} in it, {want_rate:.6g} by the settings")
+        elif decay != want_decay:
+            differences.append(
+                f"{names.get(key, '?')} at weight_decay {decay:g} in it, {want_decay:g} by the settings"
+            )
+    return sorted(differences)

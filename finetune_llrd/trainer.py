@@ -27,8 +27,10 @@ from .integrations.deepspeed import check_deepspeed_config, refuse_step_features
 from .integrations.trl import with_arguments_the_trainer_takes
 from .model_card import add_layerwise_section
 from .optimizer_choice import (
+    given_optimizer_differences,
     is_muon,
     muon_optimizer_kwargs,
+    optimizer_from_factory,
     refuse_muon_rules_without_muon,
     refuse_muon_under_sharding,
 )
@@ -190,8 +192,10 @@ class LayerwiseTrainerMixin:
         return ", ".join(names) or "the layer-wise settings"
 
     def _check_given_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Refuses an optimizer from outside whose groups carry no depth, when layer-wise settings are on."""
+        """Refuses an optimizer from outside whose groups carry no depth, or whose groups differ from those the
+        layer-wise settings build (another rate, weight decay or parameter set), when layer-wise settings are on."""
         if any("layer" in group for group in optimizer.param_groups):
+            self._check_given_groups_follow_the_settings(optimizer)
             return
         raise ValueError(
             f"The optimizer passed in optimizers= ({type(optimizer).__name__}, {len(optimizer.param_groups)} "
@@ -201,6 +205,24 @@ class LayerwiseTrainerMixin:
             "optimizers= out and let the trainer build the optimizer (--optim chooses its class), or set the "
             "layer-wise settings back to their defaults."
         )
+
+    def _check_given_groups_follow_the_settings(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.model is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return
+        module, layers = self._optimized_layers(self.model)
+        self._layers = layers  # the depth of the head, for the logs, even where the groups cover fewer depths
+        inner = getattr(optimizer, "optimizer", optimizer)  # behind accelerate's wrapper
+        names = {id(param): name for name, param in module.named_parameters()}
+        differences = given_optimizer_differences(inner.param_groups, self.build_param_groups(module, layers), names)
+        if differences:
+            shown = "; ".join(differences[:4]) + (f"; ... ({len(differences)} in all)" if len(differences) > 4 else "")
+            raise ValueError(
+                f"The optimizer passed in optimizers= does not follow learning_rate={self.args.learning_rate!r}, "
+                f"weight_decay={self.args.weight_decay!r}, {self._lost_settings()}: {shown}. They would be "
+                "dropped in silence. Build its groups with the same settings, finetune_llrd.param_groups(model, "
+                "rates=args.layerwise_rates, weight_decay=args.weight_decay, rules=args.rules_for(model)) after "
+                "trainer.freeze_by_rules(model), or leave optimizers= out and let the trainer build the optimizer."
+            )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
@@ -353,14 +375,19 @@ class LayerwiseTrainerMixin:
         else:
             refuse_muon_rules_without_muon(groups)
         is_factory = not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
-        if is_factory or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
+        if is_factory:  # transformers' optimizer factories: composed when they take param_groups=, else refused
+            self.optimizer = optimizer_from_factory(
+                optimizer_cls, opt_model, groups, optimizer_kwargs, self._lost_settings()
+            )
+        elif any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
                 f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
                 "or set layer_decay=1.0 with no head/embedding learning rate. (A sentence-transformers trainer "
                 "needs layerwise_trainer(SentenceTransformerTrainer), which takes over its groups.)"
             )
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        else:
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         self._layers = layers
         if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits", None) == 8:
             keep_embeddings_in_32_bit(opt_model)

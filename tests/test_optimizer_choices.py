@@ -6,7 +6,7 @@ import torch
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
 
-from finetune_llrd import LLRDTrainer
+from finetune_llrd import LLRDTrainer, param_groups
 
 
 def _rates(log_history):
@@ -75,3 +75,101 @@ def test_tensor_rates_train_save_resume_and_log_the_rates_the_steps_used(tmp_pat
     assert _rates(resumed.state.log_history) == logged
     for (name, param), resumed_param in zip(whole.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(param, resumed_param), name
+
+
+# ---- transformers' optimizer factories ----
+
+
+class LayerwiseFactory:
+    """A factory in transformers' protocol (``factory()(model, **kwargs)``) that also takes the layer-wise groups."""
+
+    def __call__(self, model, param_groups, lr=None, **kwargs):
+        return torch.optim.SGD(param_groups, lr=lr)
+
+
+class ModelOnlyFactory:
+    def __call__(self, model, **kwargs):
+        return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+class GroupDroppingFactory:
+    def __call__(self, model, param_groups, **kwargs):
+        return torch.optim.SGD([{"params": [p for g in param_groups for p in g["params"]]}], lr=0.1)
+
+
+def _factory_trainer(tmp_path, factory):
+    return LLRDTrainer(
+        model=tiny_model("bert"),
+        args=training_args(tmp_path, layer_decay=0.5, max_steps=1),
+        train_dataset=RandomTokens(),
+        optimizer_cls_and_kwargs=(factory, {"lr": 1e-3}),
+    )
+
+
+def test_a_factory_that_takes_the_groups_is_composed(tmp_path):
+    trainer = _factory_trainer(tmp_path, LayerwiseFactory)
+    trainer.train()
+    groups = trainer.optimizer.optimizer.param_groups
+    assert isinstance(trainer.optimizer.optimizer, torch.optim.SGD)
+    assert [group["initial_lr"] for group in groups] == [
+        group["lr"] for group in param_groups(tiny_model("bert"), lr=1e-3, layer_decay=0.5, weight_decay=0.01)
+    ]
+
+
+def test_a_factory_of_the_model_alone_is_refused_naming_why(tmp_path):
+    with pytest.raises(ValueError, match=r"factory ModelOnlyFactory takes only the model .* layer_decay=0.5"):
+        _factory_trainer(tmp_path, ModelOnlyFactory).create_optimizer()
+    with pytest.raises(ValueError, match=r"factory GroupDroppingFactory .* has no group carrying a depth"):
+        _factory_trainer(tmp_path, GroupDroppingFactory).create_optimizer()
+
+
+# ---- optimizers= beside settings its groups lack ----
+
+
+@pytest.mark.parametrize(
+    "settings, built_with, message",
+    [
+        (
+            {"layer_decay": 0.5, "param_group_rules": [{"pattern": "classifier", "lr_scale": 10}]},
+            {},
+            r"does not follow learning_rate=0.001, weight_decay=0.01, layer_decay=0.5, param_group_rules=.*: classifier.bias at lr 0.001 in it, 0.01 by",
+        ),
+        (
+            {"layer_decay": 0.5, "param_group_rules": [{"pattern": "embeddings", "freeze": True}]},
+            {},
+            r"bert.embeddings.LayerNorm.bias trains in it \(the settings give it no group: frozen\)",
+        ),
+        (
+            {"layer_decay": 0.8},
+            {},
+            r"does not follow .*layer_decay=0.8: bert.embeddings.LayerNorm.bias at lr 6.25e-05",
+        ),
+        (
+            {"layer_decay": 0.5, "learning_rate": 2e-3},
+            {},
+            r"learning_rate=0.002, .*bert.embeddings.LayerNorm.bias at lr 6.25e-05 in it, 0.000125 by",
+        ),
+        (
+            {"layer_decay": 0.5, "weight_decay": 0.1},
+            {},
+            r"weight_decay=0.1, .*bert.embeddings.position_embeddings.weight at weight_decay 0.01 in it, 0.1 by",
+        ),
+    ],
+)
+def test_an_optimizer_beside_settings_its_groups_lack_is_refused_naming_them(tmp_path, settings, built_with, message):
+    model = tiny_model("bert")
+    optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, layer_decay=0.5, weight_decay=0.01, **built_with))
+    with pytest.raises(ValueError, match=message):
+        LLRDTrainer(model=model, args=training_args(tmp_path, **settings), optimizers=(optimizer, None))
+
+
+def test_an_optimizer_over_some_depths_logs_the_blocks_as_blocks(tmp_path):
+    model = tiny_model("bert")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("bert.encoder.layer.1"))
+    args = training_args(tmp_path, layer_decay=0.5, max_steps=1, logging_steps=1)
+    optimizer = torch.optim.AdamW(param_groups(model, rates=args.layerwise_rates, weight_decay=args.weight_decay))
+    trainer = LLRDTrainer(model=model, args=args, train_dataset=RandomTokens(), optimizers=(optimizer, None))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "learning_rate" in entry][0]
+    assert sorted(key for key in logged if key.startswith("lr/")) == ["lr/layer_02"]
