@@ -84,6 +84,13 @@ def muon_optimizer_kwargs(optimizer_cls: Any, optimizer_kwargs: Mapping[str, Any
     return {**adamw, **fallback, **(args.muon_kwargs or {})}
 
 
+def muon_is_asked(args: Any, optimizer_cls_and_kwargs: Any) -> bool:
+    """Whether a trainer will build Muon: ``args.use_muon``, or ``torch.optim.Muon`` in ``optimizer_cls_and_kwargs``."""
+    return bool(getattr(args, "use_muon", False)) or bool(
+        optimizer_cls_and_kwargs is not None and is_muon(optimizer_cls_and_kwargs[0])
+    )
+
+
 def refuse_muon_under_sharding(trainer: Any) -> None:
     """Refuses Muon under DeepSpeed ZeRO and FSDP, in one line saying why.
 

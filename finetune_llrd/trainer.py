@@ -29,6 +29,7 @@ from .model_card import add_layerwise_section
 from .optimizer_choice import (
     given_optimizer_differences,
     is_muon,
+    muon_is_asked,
     muon_optimizer_kwargs,
     optimizer_from_factory,
     refuse_muon_rules_without_muon,
@@ -143,6 +144,8 @@ class LayerwiseTrainerMixin:
         return None
 
     def _check_features_fit_the_setup(self) -> None:
+        if muon_is_asked(self.args, getattr(self, "optimizer_cls_and_kwargs", None)):
+            refuse_muon_under_sharding(self)
         if not isinstance(self.args, LayerwiseArgumentsMixin) or not self.is_deepspeed_enabled:
             return
         if self._layerwise_args() is not None:

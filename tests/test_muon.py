@@ -230,3 +230,96 @@ def test_trainer_checkpoint_resume_equals_the_uninterrupted_run(tmp_path):
     resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-2"))
     for (name, param), resumed_param in zip(whole.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(param, resumed_param), name
+
+
+def test_muon_under_sharding_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from finetune_llrd.optimizer_choice import refuse_muon_under_sharding
+
+    for engine, flags in (("DeepSpeed ZeRO", (True, False)), ("FSDP", (False, True))):
+        trainer = SimpleNamespace(is_deepspeed_enabled=flags[0], is_fsdp_enabled=flags[1])
+        with pytest.raises(
+            ValueError, match=f"Muon cannot run under {engine}: its Newton-Schulz step needs each whole"
+        ):
+            refuse_muon_under_sharding(trainer)
+    refuse_muon_under_sharding(SimpleNamespace(is_deepspeed_enabled=False, is_fsdp_enabled=False))
+
+
+# Two ranks through accelerate launch and one process: 45 s on the loaded 2-core machine, so slow; one process's
+# step is pinned exactly against torch's optimizers in the default run.
+@pytest.mark.slow
+def test_two_gloo_ranks_end_identical_and_match_one_process(tmp_path):
+    from test_beyond_decay import _ddp_and_single_process
+
+    options = ["--layer_decay", "0.5", "--use_muon", "true", "--max_steps", "3"]
+    worlds, ddp0, ddp1, single, rank0, rank1, alone = _ddp_and_single_process(tmp_path, options)
+    assert worlds == (2, 2, 1)
+    for a, b in zip(ddp0, ddp1):
+        assert a == b
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        # The reduced gradients differ from one process's in the last bits; Newton-Schulz runs in bfloat16.
+        assert torch.allclose(rank0[name], alone[name], atol=1e-4, rtol=0), name
+
+
+# DeepSpeed's start-up takes a minute per run on this CPU: slow; the refusal itself is covered above in the default run.
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_on_the_cpu_refuses_muon_and_keeps_adamws_groups(tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+
+    from launch import free_port
+
+    config = tmp_path / "ds.json"
+    config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": stage},
+                "train_batch_size": "auto",
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+            }
+        )
+    )
+    script = os.path.join(os.path.dirname(__file__), "scripts", "train_tiny.py")
+    env = dict(
+        os.environ,
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        PYTHONPATH=os.getcwd(),
+    )
+    common = [
+        "--max_steps",
+        "1",
+        "--layer_decay",
+        "0.5",
+        "--deepspeed",
+        str(config),
+        "--per_device_train_batch_size",
+        "8",
+    ]
+    muon = subprocess.run(
+        [sys.executable, script, tmp_path / "muon", *common, "--use_muon", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert muon.returncode != 0
+    assert "Muon cannot run under DeepSpeed ZeRO: its Newton-Schulz step needs each whole matrix" in muon.stderr
+    adamw = subprocess.run(
+        [sys.executable, script, tmp_path / "adamw", *common], env=env, capture_output=True, text=True
+    )
+    assert adamw.returncode == 0, adamw.stderr[-3000:]
+    logged = json.loads((tmp_path / "adamw" / "rank0.json").read_text())["log_history"][0]
+    assert [logged[f"lr/layer_0{depth}"] for depth in range(4)] + [logged["lr/head"]] == pytest.approx(
+        [1e-3 * 0.5**k for k in (4, 3, 2, 1, 0)]
+    )
