@@ -384,7 +384,8 @@ class LayerwiseTrainerMixin:
             )
         elif any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
-                f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
+                f"--optim {getattr(self.args.optim, 'value', self.args.optim)} builds its own parameter groups, so "
+                "layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
                 "or set layer_decay=1.0 with no head/embedding learning rate. (A sentence-transformers trainer "
                 "needs layerwise_trainer(SentenceTransformerTrainer), which takes over its groups.)"

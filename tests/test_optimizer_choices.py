@@ -1,12 +1,18 @@
 """The optimizers a user names beside the layer-wise settings: torchao's 4/8-bit AdamW, transformers' optimizer
 factories, and an optimizer given in ``optimizers=`` beside settings its groups lack."""
 
+import importlib.util
+import os
+
 import pytest
 import torch
 from tiny_models import tiny_model
 from training import RandomTokens, training_args
 
 from finetune_llrd import LLRDTrainer, param_groups
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _rates(log_history):
@@ -173,3 +179,63 @@ def test_an_optimizer_over_some_depths_logs_the_blocks_as_blocks(tmp_path):
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "learning_rate" in entry][0]
     assert sorted(key for key in logged if key.startswith("lr/")) == ["lr/layer_02"]
+
+
+# ---- every --optim value ----
+
+
+def test_the_optimizers_page_is_what_building_each_optimizer_gives():
+    """docs/assets/optimizers-table.txt (included by docs/optimizers.md) is generated: rewrite it with
+    ``python scripts/optimizers_table.py`` when this fails."""
+    spec = importlib.util.spec_from_file_location(
+        "optimizers_table", os.path.join(REPO_ROOT, "scripts", "optimizers_table.py")
+    )
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    with open(table.TABLE, encoding="utf-8") as handle:
+        assert table.optimizers_table() == handle.read()
+    with open(os.path.join(REPO_ROOT, "docs", "optimizers.md"), encoding="utf-8") as handle:
+        assert '--8<-- "assets/optimizers-table.txt"' in handle.read()
+
+
+@pytest.mark.parametrize(
+    "optim, package",
+    [
+        ("schedule_free_adamw", "schedulefree"),
+        ("lion_32bit", "bitsandbytes"),
+        ("paged_adamw_8bit", "bitsandbytes"),
+        ("adafactor", None),
+        ("sgd", None),
+        ("stable_adamw", "optimi"),
+    ],
+)
+def test_these_optimizers_train_with_every_group_at_its_depths_rate(tmp_path, optim, package):
+    if package is not None:
+        pytest.importorskip(package)
+    model = tiny_model("bert")
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    trainer = LLRDTrainer(
+        model=model,
+        args=training_args(tmp_path, optim=optim, layer_decay=0.5, max_steps=1, lr_scheduler_type="constant"),
+        train_dataset=RandomTokens(),
+    )
+    trainer.train()
+    groups = trainer.optimizer.optimizer.param_groups
+    expected = param_groups(tiny_model("bert"), lr=1e-3, layer_decay=0.5, weight_decay=0.01)
+    assert [(group["layer"], group["param_names"]) for group in groups] == [
+        (group["layer"], group["param_names"]) for group in expected
+    ]
+    assert [float(group["initial_lr"]) for group in groups] == [group["lr"] for group in expected]
+    assert not torch.equal(dict(model.named_parameters())["classifier.weight"], before["classifier.weight"])
+
+
+def test_galore_is_refused_saying_why(tmp_path):
+    pytest.importorskip("galore_torch")
+    trainer = LLRDTrainer(
+        model=tiny_model("bert"),
+        args=training_args(
+            tmp_path, optim="galore_adamw", layer_decay=0.5, optim_target_modules=["attention", "intermediate"]
+        ),
+    )
+    with pytest.raises(ValueError, match="--optim galore_adamw builds its own parameter groups, so layer-wise"):
+        trainer.create_optimizer()
