@@ -159,6 +159,12 @@ class LayerwiseMuon(Optimizer):
                 continue
             if grad.is_sparse or torch.is_complex(param):
                 raise RuntimeError("Muon does not support sparse gradients or complex parameters")
+            if param.ndim < 2 or type(param).__name__ == "DTensor":
+                raise RuntimeError(
+                    f"A Muon group holds a parameter of shape {tuple(param.shape)} ({type(param).__name__}) at its "
+                    "step: something (DeepSpeed ZeRO, FSDP) flattened or sharded it after the groups were built, and "
+                    "Newton-Schulz needs each whole matrix. Train Muon with DDP or one process."
+                )
             state = self.state[param]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)

@@ -323,3 +323,31 @@ def test_zero_on_the_cpu_refuses_muon_and_keeps_adamws_groups(tmp_path, stage):
     assert [logged[f"lr/layer_0{depth}"] for depth in range(4)] + [logged["lr/head"]] == pytest.approx(
         [1e-3 * 0.5**k for k in (4, 3, 2, 1, 0)]
     )
+
+
+def test_loraplus_rates_hold_on_both_sides():
+    peft = pytest.importorskip("peft")
+    from finetune_llrd import loraplus_rules
+
+    model = peft.get_peft_model(
+        tiny_model("llama"), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS")
+    )
+    layers = layer_map(model)
+    groups = muon_groups(
+        param_groups(model, lr=1e-2, layer_decay=0.5, layers=layers, rules=loraplus_rules(model, 16)), model, layers
+    )
+    side = {name: group["use_muon"] for group in groups for name in group["param_names"]}
+    rate = {name: group["lr"] for group in groups for name in group["param_names"]}
+    a, b = (f"base_model.model.model.layers.0.self_attn.q_proj.lora_{x}.default.weight" for x in "AB")
+    assert side[a] is True and side[b] is True
+    assert rate[a] == pytest.approx(1e-2 * 0.5**3) and rate[b] == pytest.approx(16 * 1e-2 * 0.5**3)
+    assert not any(side[name] for name in side if "score" in name)
+
+
+def test_a_flattened_parameter_in_a_muon_group_is_refused_at_the_step():
+    matrix = torch.nn.Parameter(torch.ones(2, 2))
+    optimizer = LayerwiseMuon([{"params": [matrix], "use_muon": True}])
+    optimizer.param_groups[0]["params"] = [torch.nn.Parameter(torch.ones(4))]  # as ZeRO swaps in a flat partition
+    optimizer.param_groups[0]["params"][0].grad = torch.ones(4)
+    with pytest.raises(RuntimeError, match="flattened or sharded it after the groups were built"):
+        optimizer.step()
