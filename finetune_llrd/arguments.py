@@ -273,7 +273,7 @@ class LayerwiseArgumentsMixin:
             or self.log_layer_grad_norms
             or self.param_group_rules is not None
             or self.loraplus_lr_ratio is not None
-            or self.use_muon
+            or getattr(self, "use_muon", False)  # arguments pickled before the field existed
         )
 
     def rules_for(self, model: Any) -> tuple[ParamGroupRule, ...]:
