@@ -18,6 +18,8 @@ costs about 7 s per step on one core (210 matrices, 5 iterations in bf16), so a 
 longer than an AdamW one.
 
 Grids: 2 rates per arm on seed 0, then 2 more seeds at each arm's chosen rate: 16 runs, about 70 minutes of one core.
+Muon's grid was extended one step up (3e-4) after its first 2 rates had chosen their upper end (1e-4), before any
+other Muon run: 17 runs.
 The ``sft`` study chose 1e-4 for uniform AdamW (from 3e-5, 1e-4, 3e-4) and 3e-4 for decay 0.9 (the upper end of
 1e-4, 3e-4), so decay 0.9's grid here is one step higher. Muon's grids start a step lower than AdamW's, since its
 update is the stronger one at the same RMS-matched rate (every singular direction moves).
@@ -42,7 +44,7 @@ STUDY = Study(
     arm_learning_rates={
         "adamw": (1e-4, 3e-4),
         "adamw_decay0.9": (3e-4, 1e-3),
-        "muon": (3e-5, 1e-4),
+        "muon": (3e-5, 1e-4, 3e-4),
         "muon_decay0.9": (1e-4, 3e-4),
     },
     grid_seeds=(0,),
@@ -58,7 +60,8 @@ STUDY = Study(
         "study. Muon is finetune_llrd's LayerwiseMuon (torch's Muon step on the blocks' 210 matrices, AdamW on the "
         "tied embeddings / LM head and norms), momentum 0.95, Nesterov, 5 Newton-Schulz steps, its update scaled to "
         "AdamW's RMS; weight decay 0 (SFTConfig's default) on both. Each arm's rate is chosen on seed 0 from 2 "
-        "rates: a choice at the edge of its grid means the best may lie beyond it. 3 seeds, 20 steps: a short "
+        "rates (uniform Muon's from 3: its grid was extended one step up after 1e-4 beat 3e-5): a choice at the edge "
+        "of its grid means the best may lie beyond it. 3 seeds, 20 steps: a short "
         "fine-tuning, where the reported degradation of Muon fine-tuning (a long-run effect) may not show."
     ),
 )
