@@ -69,6 +69,13 @@ def muon_optimizer_kwargs(optimizer_cls: Any, optimizer_kwargs: Mapping[str, Any
         return None
     adamw = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
     if given_muon:
+        for key, setting in (("lr", "learning_rate"), ("weight_decay", "weight_decay")):
+            if key in optimizer_kwargs and optimizer_kwargs[key] != getattr(args, setting):
+                raise ValueError(
+                    f"optimizer_cls_and_kwargs gives torch.optim.Muon {key}={optimizer_kwargs[key]!r}, but the "
+                    f"layer-wise groups carry {setting}={getattr(args, setting)!r} (and the depths' rates from it), "
+                    f"so it would be dropped in silence: set {setting} in the training arguments instead."
+                )
         kwargs = {key: value for key, value in optimizer_kwargs.items() if key not in ("lr", "weight_decay", "eps")}
         if "eps" in optimizer_kwargs:
             kwargs["ns_eps"] = optimizer_kwargs["eps"]

@@ -351,3 +351,13 @@ def test_a_flattened_parameter_in_a_muon_group_is_refused_at_the_step():
     optimizer.param_groups[0]["params"][0].grad = torch.ones(4)
     with pytest.raises(RuntimeError, match="flattened or sharded it after the groups were built"):
         optimizer.step()
+
+
+def test_a_muon_rate_or_decay_beside_the_arguments_is_refused(tmp_path):
+    trainer = LLRDTrainer(
+        model=tiny_model("llama"),
+        args=training_args(tmp_path, layer_decay=0.8),
+        optimizer_cls_and_kwargs=(torch.optim.Muon, {"weight_decay": 0.1}),
+    )
+    with pytest.raises(ValueError, match=r"torch.optim.Muon weight_decay=0.1, but the layer-wise groups carry"):
+        trainer.create_optimizer()
