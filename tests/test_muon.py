@@ -361,3 +361,15 @@ def test_a_muon_rate_or_decay_beside_the_arguments_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"torch.optim.Muon weight_decay=0.1, but the layer-wise groups carry"):
         trainer.create_optimizer()
+
+
+def test_the_flags_parse(tmp_path):
+    from transformers import HfArgumentParser
+
+    from finetune_llrd import LLRDTrainingArguments
+
+    (args,) = HfArgumentParser(LLRDTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--use_muon", "--muon_kwargs", '{"momentum": 0.9, "ns_steps": 6}']
+    )
+    assert args.use_muon is True and args.muon_kwargs == {"momentum": 0.9, "ns_steps": 6}
+    assert args.uses_layerwise_groups
