@@ -19,8 +19,8 @@ longer than an AdamW one.
 
 Grids: 2 rates per arm on seed 0, then 2 more seeds at each arm's chosen rate: 16 runs, about 70 minutes of one core.
 Muon's grids were extended up after their rates chose their upper end on seed 0, before any seed beyond 0 ran: uniform
-Muon's twice (3e-4 after 1e-4 beat 3e-5, then 1e-3 after 3e-4 beat 1e-4; 3e-4 then won), Muon with decay's twice
-(1e-3 after 3e-4 beat 1e-4, then 3e-3 after 1e-3 beat 3e-4): 20 runs. Muon at the RMS-matched scale wants higher rates than AdamW here: its update's RMS is 0.2 x lr, where
+Muon's twice (3e-4 after 1e-4 beat 3e-5, then 1e-3 after 3e-4 beat 1e-4; 3e-4 then won), Muon with decay's three
+times (1e-3, 3e-3, 1e-2, each after the rate below it won): 21 runs. Muon at the RMS-matched scale wants higher rates than AdamW here: its update's RMS is 0.2 x lr, where
 AdamW's first steps move every weight by about lr.
 The ``sft`` study chose 1e-4 for uniform AdamW (from 3e-5, 1e-4, 3e-4) and 3e-4 for decay 0.9 (the upper end of
 1e-4, 3e-4), so decay 0.9's grid here is one step higher. Muon's grids start a step lower than AdamW's, since its
@@ -47,7 +47,7 @@ STUDY = Study(
         "adamw": (1e-4, 3e-4),
         "adamw_decay0.9": (3e-4, 1e-3),
         "muon": (3e-5, 1e-4, 3e-4, 1e-3),
-        "muon_decay0.9": (1e-4, 3e-4, 1e-3, 3e-3),
+        "muon_decay0.9": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
     },
     grid_seeds=(0,),
     seeds=(0, 1, 2),
@@ -62,7 +62,7 @@ STUDY = Study(
         "study. Muon is finetune_llrd's LayerwiseMuon (torch's Muon step on the blocks' 210 matrices, AdamW on the "
         "tied embeddings / LM head and norms), momentum 0.95, Nesterov, 5 Newton-Schulz steps, its update scaled to "
         "AdamW's RMS; weight decay 0 (SFTConfig's default) on both. Each arm's rate is chosen on seed 0 from 2 "
-        "rates, Muon's from 4: their grids were extended up while seed 0 chose their "
+        "rates, Muon's from 4 (uniform) and 5 (decay 0.9): their grids were extended up while seed 0 chose their "
         "upper end, before any other seed ran. A choice at the edge of its grid means the best may lie beyond it; "
         "AdamW's choices sit at the lower end of their grids, where the sft study's same runs found the next rate "
         "down worse (uniform 3e-5: 3.725; decay 0.9 1e-4: 3.770). 3 seeds, 20 steps: a short "
