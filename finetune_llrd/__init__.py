@@ -49,6 +49,8 @@ _PUBLIC_NAMES = {
     "layerwise_model_card_section": "model_card",
     "reinit_top_layers": "reinit",
     "get_slanted_triangular_schedule": "schedules",
+    "LayerwiseMuon": "optimizers",
+    "layerwise_muon": "optimizers",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
         param_groups,
     )
     from .model_card import add_layerwise_section, layerwise_model_card_section
+    from .optimizers import LayerwiseMuon, layerwise_muon
     from .preemption import PREEMPTED_EXIT_CODE, PreemptionCallback, TrainingPreempted
     from .reinit import reinit_top_layers
     from .schedules import get_slanted_triangular_schedule

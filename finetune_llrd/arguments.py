@@ -21,6 +21,7 @@ from .groups.loraplus import check_loraplus_settings
 from .groups.rules import as_rules
 from .integrations.deepspeed import refuse_deepspeed_optimizer_block
 from .launching import check_processes_joined, join_launched_processes_on_cpu
+from .optimizer_choice import parse_muon_kwargs
 from .schedules import SLANTED_TRIANGULAR, validate_slanted_triangular_kwargs
 
 
@@ -128,6 +129,23 @@ class LayerwiseArgumentsMixin:
             "help": "LoRA+: the rate of LoRA embedding layers (peft's default 1e-6 when loraplus_lr_ratio is set)."
         },
     )
+    use_muon: bool = field(
+        default=False,
+        metadata={
+            "help": "Train with Muon at the layer-wise rates: the blocks' hidden matrices take Muon's step, every "
+            "other parameter (embeddings, head, norms, biases, positions) an AdamW fallback's (betas and epsilon from "
+            "--adam_beta1/--adam_beta2/--adam_epsilon), each at its depth's rate (finetune_llrd.LayerwiseMuon). "
+            "Muon's update is scaled to AdamW's RMS (adjust_lr_fn='match_rms_adamw'), so AdamW-tuned rates transfer. "
+            "--optim must stay an AdamW of torch's (adamw_torch, adamw_torch_fused)."
+        },
+    )
+    muon_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": 'With --use_muon: Muon\'s settings as a JSON object, such as \'{"momentum": 0.95, "nesterov": '
+            'true, "ns_steps": 5, "adjust_lr_fn": "match_rms_adamw"}\' (keys of finetune_llrd.LayerwiseMuon).'
+        },
+    )
 
     gradual_unfreeze_steps: int = field(
         default=0,
@@ -192,6 +210,7 @@ class LayerwiseArgumentsMixin:
         check_loraplus_settings(self.loraplus_lr_ratio, self.loraplus_lr_embedding)
         refuse_deepspeed_optimizer_block(self.deepspeed, self.uses_layerwise_groups)
         join_launched_processes_on_cpu(self)
+        self.muon_kwargs = parse_muon_kwargs(self.muon_kwargs, self.use_muon)
         slanted_triangular = self.lr_scheduler_type == SLANTED_TRIANGULAR
         if slanted_triangular:
             # TrainingArguments only knows transformers' schedules; this one is built by LLRDTrainer.
@@ -253,6 +272,7 @@ class LayerwiseArgumentsMixin:
             or self.log_layer_grad_norms
             or self.param_group_rules is not None
             or self.loraplus_lr_ratio is not None
+            or getattr(self, "use_muon", False)  # arguments pickled before the field existed
         )
 
     def rules_for(self, model: Any) -> tuple[ParamGroupRule, ...]:

@@ -149,7 +149,8 @@ class DepthStepMonitor(TrainerCallback):
             return
         groups = optimizer.param_groups
         self.applied_rates = [
-            {"layer": group["layer"], "lr": group["lr"], "tower": group.get("tower"), "rule": group.get("rule")}
+            # float(): an optimizer that keeps its rates as tensors (torchao's) has the scheduler change them in place.
+            {"layer": group["layer"], "lr": float(group["lr"]), "tower": group.get("tower"), "rule": group.get("rule")}
             for group in groups
             if "layer" in group
         ]

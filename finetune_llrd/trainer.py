@@ -26,6 +26,16 @@ from .integrations import prepare_for_optimizer
 from .integrations.deepspeed import check_deepspeed_config, refuse_step_features_under_deepspeed
 from .launching import check_processes_joined
 from .model_card import add_layerwise_section
+from .optimizer_choice import (
+    given_optimizer_differences,
+    is_muon,
+    muon_is_asked,
+    muon_optimizer_kwargs,
+    optimizer_from_factory,
+    refuse_muon_rules_without_muon,
+    refuse_muon_under_sharding,
+)
+from .optimizers import LayerwiseMuon, muon_groups
 from .preemption import PreemptionCallback
 from .reinit import reinit_top_layers
 from .schedules import SLANTED_TRIANGULAR, get_slanted_triangular_schedule
@@ -126,12 +136,16 @@ class LayerwiseTrainerMixin:
     def _layerwise_args(self) -> LayerwiseArgumentsMixin | None:
         args = self.args
         if isinstance(args, LayerwiseArgumentsMixin) and (
-            args.uses_layerwise_groups or self.layer_mapping is not None
+            args.uses_layerwise_groups
+            or self.layer_mapping is not None
+            or is_muon(getattr(self, "optimizer_cls_and_kwargs", None) and self.optimizer_cls_and_kwargs[0])
         ):
             return args
         return None
 
     def _check_features_fit_the_setup(self) -> None:
+        if muon_is_asked(self.args, getattr(self, "optimizer_cls_and_kwargs", None)):
+            refuse_muon_under_sharding(self)
         if not isinstance(self.args, LayerwiseArgumentsMixin) or not self.is_deepspeed_enabled:
             return
         if self._layerwise_args() is not None:
@@ -181,8 +195,10 @@ class LayerwiseTrainerMixin:
         return ", ".join(names) or "the layer-wise settings"
 
     def _check_given_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """Refuses an optimizer from outside whose groups carry no depth, when layer-wise settings are on."""
+        """Refuses an optimizer from outside whose groups carry no depth, or whose groups differ from those the
+        layer-wise settings build (another rate, weight decay or parameter set), when layer-wise settings are on."""
         if any("layer" in group for group in optimizer.param_groups):
+            self._check_given_groups_follow_the_settings(optimizer)
             return
         raise ValueError(
             f"The optimizer passed in optimizers= ({type(optimizer).__name__}, {len(optimizer.param_groups)} "
@@ -192,6 +208,24 @@ class LayerwiseTrainerMixin:
             "optimizers= out and let the trainer build the optimizer (--optim chooses its class), or set the "
             "layer-wise settings back to their defaults."
         )
+
+    def _check_given_groups_follow_the_settings(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.model is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return
+        module, layers = self._optimized_layers(self.model)
+        self._layers = layers  # the depth of the head, for the logs, even where the groups cover fewer depths
+        inner = getattr(optimizer, "optimizer", optimizer)  # behind accelerate's wrapper
+        names = {id(param): name for name, param in module.named_parameters()}
+        differences = given_optimizer_differences(inner.param_groups, self.build_param_groups(module, layers), names)
+        if differences:
+            shown = "; ".join(differences[:4]) + (f"; ... ({len(differences)} in all)" if len(differences) > 4 else "")
+            raise ValueError(
+                f"The optimizer passed in optimizers= does not follow learning_rate={self.args.learning_rate!r}, "
+                f"weight_decay={self.args.weight_decay!r}, {self._lost_settings()}: {shown}. They would be "
+                "dropped in silence. Build its groups with the same settings, finetune_llrd.param_groups(model, "
+                "rates=args.layerwise_rates, weight_decay=args.weight_decay, rules=args.rules_for(model)) after "
+                "trainer.freeze_by_rules(model), or leave optimizers= out and let the trainer build the optimizer."
+            )
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """The stock ``train``, after checking the checkpoint to resume from: complete, readable, and built
@@ -337,15 +371,27 @@ class LayerwiseTrainerMixin:
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         groups, optimizer_kwargs = self.absorb_optimizer_groups(groups, optimizer_kwargs)
+        muon_kwargs = muon_optimizer_kwargs(optimizer_cls, optimizer_kwargs, self.args)
+        if muon_kwargs is not None:
+            refuse_muon_under_sharding(self)
+            optimizer_cls, optimizer_kwargs, groups = LayerwiseMuon, muon_kwargs, muon_groups(groups, module, layers)
+        else:
+            refuse_muon_rules_without_muon(groups)
         is_factory = not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
-        if is_factory or any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
+        if is_factory:  # transformers' optimizer factories: composed when they take param_groups=, else refused
+            self.optimizer = optimizer_from_factory(
+                optimizer_cls, opt_model, groups, optimizer_kwargs, self._lost_settings()
+            )
+        elif any(key in optimizer_kwargs for key in _OWN_GROUP_KWARGS):
             raise ValueError(
-                f"--optim {self.args.optim} builds its own parameter groups, so layer-wise learning rates cannot "
+                f"--optim {getattr(self.args.optim, 'value', self.args.optim)} builds its own parameter groups, so "
+                "layer-wise learning rates cannot "
                 "be applied to it. Choose another optimizer (adamw_torch, adamw_torch_fused, adafactor, sgd, ...) "
                 "or set layer_decay=1.0 with no head/embedding learning rate. (A trainer that hands over groups of its "
                 f"own needs layerwise_trainer({self._wrapped_trainer_name()}), which takes them over.)"
             )
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        else:
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         self._layers = layers
         prepare_for_optimizer(opt_model, optimizer_cls, optimizer_kwargs)
         logger.info(
@@ -440,14 +486,14 @@ class LayerwiseTrainerMixin:
         """``--learning_rate`` as the schedule has it now: the stock ``learning_rate`` log is the first group's rate
         (the embeddings' under layer-wise decay); the schedule's factor on it applies to every group."""
         groups = self.optimizer.param_groups
-        bases = [group.get("initial_lr", group["lr"]) for group in groups]
+        bases = [float(group.get("initial_lr", group["lr"])) for group in groups]  # torchao keeps tensors
         if bases[0] > 0:
             return self.args.learning_rate * first_group_rate / bases[0]
         scheduled = self.lr_scheduler.get_last_lr() if hasattr(self.lr_scheduler, "get_last_lr") else None
         for index, base in enumerate(bases):
             if base > 0 and scheduled is not None and len(scheduled) == len(groups):
-                return self.args.learning_rate * scheduled[index] / base
-        return first_group_rate
+                return self.args.learning_rate * float(scheduled[index]) / base
+        return float(first_group_rate)
 
 
 class LLRDTrainer(LayerwiseTrainerMixin, Trainer):

@@ -405,6 +405,8 @@ LAYERS = [
             "finetune_llrd.checkpoints",
             "finetune_llrd.diagnostics",
             "finetune_llrd.launching",
+            "finetune_llrd.optimizer_choice",
+            "finetune_llrd.optimizers",
             "finetune_llrd.preemption",
             "finetune_llrd.reinit",
             "finetune_llrd.schedules",

@@ -245,6 +245,8 @@ def _group_by_depth_rule_and_decay(
             group["tower"] = tower
         if rule is not None:
             group["rule"] = rule.name
+            if rule.muon is not None:
+                group["muon"] = rule.muon
         group["params"].append(param)
         group["param_names"].append(name)
     return [groups[key] for key in sorted(groups, key=lambda key: (key[0], key[1], key[2], -key[3]))]

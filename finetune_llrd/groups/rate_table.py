@@ -37,7 +37,7 @@ def lr_table(groups: Iterable[dict[str, Any]], layers: LayerMap | None = None) -
                 "block": block if rule is None else f"{block} [{rule}]",
                 "num_params": 0,
                 "num_params_no_decay": 0,
-                "lr": group.get("initial_lr", group["lr"]),
+                "lr": float(group.get("initial_lr", group["lr"])),  # float: torchao's optimizers keep tensors
                 "weight_decay": 0.0,
                 **({"tower": tower} if tower is not None else {}),
                 **({"rule": rule} if rule is not None else {}),

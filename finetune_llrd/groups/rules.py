@@ -6,7 +6,9 @@ reports it) and changes what the depth would give them:
 * ``lr_scale``: multiplies the rate of the parameter's depth (a projector at 10x its depth's rate);
 * ``lr``: a peak rate of its own instead of the depth's (schedules still scale it);
 * ``weight_decay``: replaces the value of its weight-decay class (no decay on ``pos_embed``);
-* ``freeze``: no group at all; the trainers set ``requires_grad=False`` on it.
+* ``freeze``: no group at all; the trainers set ``requires_grad=False`` on it;
+* ``muon``: under the layer-wise Muon (:mod:`finetune_llrd.optimizers`), true sends the parameters to Muon's side,
+  false to the AdamW fallback, whatever their shape would choose.
 
 Rules are ordered: the first rule that matches a parameter wins, and parameters no rule matches keep their
 depth's rate. This is what axolotl's ``lr_groups``, NeMo Automodel's ``param_group_overrides``, torchtitan's
@@ -26,7 +28,7 @@ from .._setting_files import read_setting
 from .rates import is_finite_number
 
 
-RULE_KEYS = ("pattern", "name", "lr_scale", "lr", "weight_decay", "freeze")
+RULE_KEYS = ("pattern", "name", "lr_scale", "lr", "weight_decay", "freeze", "muon")
 
 
 class ParamGroupRuleError(ValueError):
@@ -44,6 +46,8 @@ class ParamGroupRule:
         lr: a peak rate >= 0 instead of the depth's; the schedule still scales it.
         weight_decay: the weight decay >= 0 of the matched parameters, whatever their decay class.
         freeze: the matched parameters get no group, and the trainers set ``requires_grad=False`` on them.
+        muon: under the layer-wise Muon, True puts the matched parameters on Muon's side and False on the AdamW
+            fallback (None: their shape and place decide); other optimizers refuse a rule that sets it.
 
     Raises:
         ParamGroupRuleError: naming the rule, for an invalid regex, a bad value, ``lr`` together with
@@ -56,6 +60,7 @@ class ParamGroupRule:
     lr: float | None = None
     weight_decay: float | None = None
     freeze: bool = False
+    muon: bool | None = None
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -96,7 +101,9 @@ class ParamGroupRule:
                 f"Parameter rule {self.label} sets both lr ({self.lr}) and lr_scale ({self.lr_scale}): lr replaces the "
                 "depth's rate, lr_scale multiplies it. Keep one."
             )
-        changes = [key for key in ("lr_scale", "lr", "weight_decay") if getattr(self, key) is not None]
+        if self.muon is not None and not isinstance(self.muon, bool):
+            raise ParamGroupRuleError(f"Parameter rule {self.label}: muon must be true or false, got {self.muon!r}.")
+        changes = [key for key in ("lr_scale", "lr", "weight_decay", "muon") if getattr(self, key) is not None]
         if self.freeze and changes:
             raise ParamGroupRuleError(
                 f"Parameter rule {self.label} freezes its parameters and also sets {', '.join(changes)}, which a frozen "
@@ -104,7 +111,7 @@ class ParamGroupRule:
             )
         if not self.freeze and not changes:
             raise ParamGroupRuleError(
-                f"Parameter rule {self.label} changes nothing: give it lr_scale, lr, weight_decay or freeze: true."
+                f"Parameter rule {self.label} changes nothing: give it lr_scale, lr, weight_decay, muon or freeze: true."
             )
 
     @property
