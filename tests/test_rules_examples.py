@@ -16,8 +16,9 @@ import yaml
 from tiny_models import TOWER_LLAMA, TOWER_VISION
 from transformers import HfArgumentParser
 
-from finetune_llrd import LLRDTrainingArguments, param_groups
+from finetune_llrd import LLRDTrainingArguments, layer_map, param_groups
 from finetune_llrd.groups import ParamGroupRuleError, frozen_by_rules
+from finetune_llrd.optimizers import layerwise_muon
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,7 @@ FAMILIES = [
     ("lr_groups", (llama, qwen2_moe, mixtral)),
     ("NeMo", (qwen2_moe, mixtral)),
     ("embedding", (llama, qwen2_moe)),
+    ("use_muon", (llama, mixtral)),
 ]
 
 
@@ -153,7 +155,7 @@ def _apply(model, args):
 
 def test_every_framework_row_names_a_family():
     cells = [cell for _, cell, _ in ROWS]
-    assert len(ROWS) == 16, cells  # README: 7 rows; docs/rules.md: 8 rows with a command, one with two
+    assert len(ROWS) == 17, cells  # README: 8 rows; docs/rules.md: 8 rows with a command, one with two
     for cell in cells:
         assert any(key in cell for key, _ in FAMILIES), cell
 
@@ -191,6 +193,15 @@ def test_each_framework_row_works_on_its_family(page, cell, argv, family, tmp_pa
         assert sum(len(group["params"]) for group in b_groups) == 4  # 2 blocks x (q, v)
     if args.embedding_learning_rate is not None:
         assert {group["lr"] for group in groups if group["layer"] == 0} == {args.embedding_learning_rate}
+    if args.use_muon:
+        # Muon on the blocks' hidden matrices, AdamW on the rest (embeddings, norms, head), each at its depth's rate.
+        layers = layer_map(model)
+        optimizer = layerwise_muon(model, layers=layers, rates=args.layerwise_rates, weight_decay=0.01)
+        for group in optimizer.param_groups:
+            for name, param in zip(group["param_names"], group["params"]):
+                depth = layers.depths[name]
+                assert group["use_muon"] is (param.ndim == 2 and 1 <= depth <= layers.num_layers), name
+                assert group["lr"] == args.layerwise_rates.depth_rates(layers.num_layers)[depth], name
 
 
 def test_the_first_example_of_the_rules_page_on_a_llava(tmp_path, monkeypatch):

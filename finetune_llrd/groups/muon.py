@@ -5,6 +5,8 @@ layer-wise group (one depth, rule and weight-decay class) is split in two groups
 
 * Muon's side (``use_muon=True``): the parameters of the blocks (depths 1 to L) with two or more dimensions that are
   weights of features: linear weights, and convolution kernels (flattened to ``(out_channels, -1)``, as timm does);
+  a stack of matrices in one tensor that is no convolution kernel (the fused experts of transformers' MoE blocks,
+  ``(experts, out, in)``) stays with AdamW, since flattening it would orthogonalize across experts;
 * the AdamW fallback (``use_muon=False``): everything else: the embeddings and the head (depths 0 and L+1, so a
   tied LM head too), every ``nn.Embedding`` weight, norms, biases, learned tokens and positions, relative position
   tables, layer scales: the parameters :func:`~finetune_llrd.groups.no_weight_decay_names` exempts, whatever the
@@ -38,7 +40,7 @@ def muon_parameter_names(model: nn.Module, depths: dict[str, int], num_layers: i
         num_layers: L, the number of blocks (the head is depth L+1).
 
     Returns:
-        Names as in ``model.named_parameters()``: the blocks' weights with two or more dimensions, other than
+        Names as in ``model.named_parameters()``: the blocks' matrices and convolution kernels, other than
         embeddings, tokens, positions and what :func:`~finetune_llrd.groups.no_weight_decay_names` exempts.
     """
     exempt = no_weight_decay_names(model)
@@ -48,10 +50,15 @@ def muon_parameter_names(model: nn.Module, depths: dict[str, int], num_layers: i
         if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
         for attribute, _ in module.named_parameters(recurse=False)
     }
+    kernels = {
+        f"{path}.weight" if path else "weight"
+        for path, module in model.named_modules()
+        if isinstance(module, nn.modules.conv._ConvNd)
+    }
     return {
         name
         for name, param in model.named_parameters()
-        if param.ndim >= 2
+        if (param.ndim == 2 or (param.ndim > 2 and name in kernels))
         and name not in exempt
         and name not in embeddings
         and 1 <= depths.get(name, -1) <= num_layers
