@@ -246,9 +246,7 @@ def test_muon_under_sharding_is_refused_in_one_line():
     refuse_muon_under_sharding(SimpleNamespace(is_deepspeed_enabled=False, is_fsdp_enabled=False))
 
 
-# Two ranks through accelerate launch and one process: 45 s on the loaded 2-core machine, so slow; one process's
-# step is pinned exactly against torch's optimizers in the default run.
-@pytest.mark.slow
+# Two ranks through accelerate launch and one process (about 20 s on the idle machine).
 def test_two_gloo_ranks_end_identical_and_match_one_process(tmp_path):
     from test_beyond_decay import _ddp_and_single_process
 

@@ -52,16 +52,8 @@ class TensorRateAdamW(torch.optim.AdamW):
         self.param_groups[-1]["lr"] = torch.tensor(self.param_groups[-1]["lr"], dtype=torch.float32)
 
 
-# torchao's optimizers compile their step (20-30 s each): slow; the tensor rates of "tensor_rates" cover the same
-# paths (logs, save, resume) in the default run.
-@pytest.mark.parametrize(
-    "optim",
-    [
-        "tensor_rates",
-        pytest.param("adamw_torch_4bit", marks=pytest.mark.slow),
-        pytest.param("adamw_torch_8bit", marks=pytest.mark.slow),
-    ],
-)
+# torchao's real 4- and 8-bit optimizers (about 10 s each here) beside an AdamW that keeps its rates as tensors.
+@pytest.mark.parametrize("optim", ["tensor_rates", "adamw_torch_4bit", "adamw_torch_8bit"])
 def test_tensor_rates_train_save_resume_and_log_the_rates_the_steps_used(tmp_path, optim):
     if optim == "tensor_rates":
         cls_and_kwargs = {"optimizer_cls_and_kwargs": (TensorRateAdamW, {"foreach": False})}
