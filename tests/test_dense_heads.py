@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from tiny_models import TOWER_LLAMA, TOWER_VISION
+from tiny_models import QUERY_DETR_DECODER, RESNET, RF_DETR_BACKBONE, TOWER_LLAMA, TOWER_VISION
 
 from finetune_llrd import LayerwiseRates, layer_map, param_groups
 from finetune_llrd.depths import layer_map_of_wrapper, tower_block_depth
@@ -25,7 +25,6 @@ _SWIN = dict(
     window_size=2,
     out_features=["stage1", "stage2", "stage3", "stage4"],
 )
-_RESNET = dict(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], layer_type="basic")
 _DETR_HEAD = dict(
     d_model=16,
     encoder_layers=2,
@@ -40,15 +39,19 @@ _DETR_HEAD = dict(
 _DETR = dict(use_timm_backbone=False, use_pretrained_backbone=False, **_DETR_HEAD)
 
 # RF-DETR / LW-DETR: a windowed ViT backbone under a projector and a deformable decoder with query groups.
-_QUERY_DETR = dict(
-    num_labels=3,
-    num_queries=5,
-    group_detr=2,
-    d_model=32,
+_QUERY_DETR = dict(num_labels=3, num_queries=5, **QUERY_DETR_DECODER)
+# RT-DETR / D-FINE: a hybrid encoder over a CNN's feature maps and a decoder of queries.
+_HYBRID_DETR = dict(
+    d_model=16,
+    encoder_hidden_dim=16,
+    encoder_layers=1,
     decoder_layers=2,
+    num_queries=5,
+    num_labels=3,
+    encoder_ffn_dim=32,
     decoder_ffn_dim=32,
-    decoder_self_attention_heads=2,
-    decoder_cross_attention_heads=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
 )
 
 
@@ -146,39 +149,21 @@ def _build(name):
         )
     if name == "detr":
         return t.DetrForObjectDetection, t.DetrConfig(
-            backbone_config=t.ResNetConfig(**_RESNET, out_features=["stage4"]), **_DETR
+            backbone_config=t.ResNetConfig(**RESNET, out_features=["stage4"]), **_DETR
         )
     if name == "conditional-detr":
         return t.ConditionalDetrForObjectDetection, t.ConditionalDetrConfig(
-            backbone_config=t.ResNetConfig(**_RESNET, out_features=["stage4"]), **_DETR
+            backbone_config=t.ResNetConfig(**RESNET, out_features=["stage4"]), **_DETR
         )
     if name == "rt-detr":
         return t.RTDetrForObjectDetection, t.RTDetrConfig(
-            d_model=16,
-            encoder_hidden_dim=16,
-            encoder_layers=1,
-            decoder_layers=2,
-            num_queries=5,
-            num_labels=3,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
+            **_HYBRID_DETR,
             encoder_in_channels=[16, 24, 32],
-            backbone_config=t.RTDetrResNetConfig(**_RESNET, out_features=["stage2", "stage3", "stage4"]),
+            backbone_config=t.RTDetrResNetConfig(**RESNET, out_features=["stage2", "stage3", "stage4"]),
         )
     if name == "rf-detr":
         return t.RfDetrForObjectDetection, t.RfDetrConfig(
-            backbone_config=dict(
-                model_type="rf_detr_dinov2",
-                hidden_size=32,
-                num_hidden_layers=4,
-                num_attention_heads=2,
-                image_size=56,
-                out_indices=[1, 2, 3, 4],
-                window_block_indexes=[0, 2],
-                num_windows=2,
-            ),
+            backbone_config=dict(RF_DETR_BACKBONE),
             **_QUERY_DETR,
         )
     if name == "lw-detr":
@@ -198,16 +183,7 @@ def _build(name):
         )
     if name == "d-fine":
         return t.DFineForObjectDetection, t.DFineConfig(
-            d_model=16,
-            encoder_hidden_dim=16,
-            encoder_layers=1,
-            decoder_layers=2,
-            num_queries=5,
-            num_labels=3,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
+            **_HYBRID_DETR,
             encoder_in_channels=[32, 48, 64],
             backbone_config=t.HGNetV2Config(
                 stem_channels=[3, 8, 8],

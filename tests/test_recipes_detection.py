@@ -29,6 +29,7 @@ from recipe_utils.detection import (
     read_image_folder,
     read_voc,
 )
+from tiny_models import QUERY_DETR_DECODER, RESNET, RF_DETR_BACKBONE
 
 
 BCCD = shared_data("bccd")
@@ -41,27 +42,13 @@ def save_tiny_rf_detr(directory: str) -> str:
     preprocessor_config.json that names RfDetrImageProcessor (56 x 56), as a Hub RF-DETR folder does."""
     torch.manual_seed(0)
     config = transformers.RfDetrConfig(
-        backbone_config=dict(
-            model_type="rf_detr_dinov2",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            image_size=56,
-            out_indices=[1, 2, 3, 4],
-            window_block_indexes=[0, 2],
-            num_windows=2,
-        ),
+        backbone_config=dict(RF_DETR_BACKBONE),
         num_labels=3,
         id2label=dict(enumerate(CLASSES)),
         label2id={name: index for index, name in enumerate(CLASSES)},
         num_queries=10,
-        group_detr=2,
-        d_model=32,
-        decoder_layers=2,
-        decoder_ffn_dim=32,
-        decoder_self_attention_heads=2,
-        decoder_cross_attention_heads=2,
         intermediate_size=32,
+        **QUERY_DETR_DECODER,
     )
     transformers.RfDetrForObjectDetection(config).save_pretrained(directory)
     RfDetrImageProcessorTorch(size={"height": 56, "width": 56}).save_pretrained(directory)
@@ -72,13 +59,7 @@ def save_tiny_detr(directory: str) -> str:
     """A tiny DETR on a transformers ResNet backbone (``use_timm_backbone=False``), with DETR's PIL processor."""
     torch.manual_seed(0)
     config = transformers.DetrConfig(
-        backbone_config=transformers.ResNetConfig(
-            embedding_size=8,
-            hidden_sizes=[8, 16, 24, 32],
-            depths=[1, 1, 2, 1],
-            layer_type="basic",
-            out_features=["stage4"],
-        ),
+        backbone_config=transformers.ResNetConfig(**RESNET, out_features=["stage4"]),
         use_timm_backbone=False,
         use_pretrained_backbone=False,
         d_model=16,

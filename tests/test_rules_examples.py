@@ -22,16 +22,8 @@ from finetune_llrd.optimizers import layerwise_muon
 
 
 ROOT = Path(__file__).resolve().parent.parent
-DECODER = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    pad_token_id=0,
-)
+# The tiny decoders: the 2-block Llama of the multi-modal towers.
+DECODER = {key: value for key, value in TOWER_LLAMA.items() if key != "model_type"}
 
 
 def llama():

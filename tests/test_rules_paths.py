@@ -22,25 +22,16 @@ O_PROJ = [{"pattern": r"self_attn\.o_proj", "name": "o_proj", "lr": 1e-6}]
 
 def _config(cls, output_dir, **overrides):
     settings = dict(
-        output_dir=str(output_dir),
-        learning_rate=1e-3,
         layer_decay=0.5,
-        weight_decay=0.01,
         max_steps=1,
         logging_steps=1,
         per_device_train_batch_size=4,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
         bf16=False,
-        seed=0,
-        data_seed=0,
         gradient_checkpointing=False,
         param_group_rules=O_PROJ,
     )
     settings.update(overrides)
-    return layerwise_arguments(cls)(**settings)
+    return training_args(output_dir, cls=layerwise_arguments(cls), **settings)
 
 
 def _check_groups(trainer, model):

@@ -128,6 +128,28 @@ TOWER_LLAMA = dict(
     pad_token_id=0,
 )
 
+# The tiny detection models (tests/test_dense_heads.py, tests/test_recipes_detection.py): a 4-stage transformers
+# ResNet, RF-DETR's windowed DINOv2 (4 blocks of hidden 32) and its deformable decoder with 2 query groups.
+RESNET = dict(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], layer_type="basic")
+RF_DETR_BACKBONE = dict(
+    model_type="rf_detr_dinov2",
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    image_size=56,
+    out_indices=[1, 2, 3, 4],
+    window_block_indexes=[0, 2],
+    num_windows=2,
+)
+QUERY_DETR_DECODER = dict(
+    group_detr=2,
+    d_model=32,
+    decoder_layers=2,
+    decoder_ffn_dim=32,
+    decoder_self_attention_heads=2,
+    decoder_cross_attention_heads=2,
+)
+
 # The number of blocks L each tiny model must have.
 EXPECTED_NUM_LAYERS = dict.fromkeys(ARCHITECTURES, 3)
 EXPECTED_NUM_LAYERS.update({"albert": 1, "t5": 5, "bart": 5, "swin": 3, "convnext": 3, "resnet": 3})

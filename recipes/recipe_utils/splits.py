@@ -37,14 +37,7 @@ def load_data_splits(
         files = select_data_files(data_args, required, required)
         return {split: load_data_file(path, cache_dir=model_args.cache_dir) for split, path in files.items()}, files
     requested = {split: hub for split, hub in data_args.hub_splits().items() if required[split]}
-    return load_hub_splits(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        requested,
-        cache_dir=model_args.cache_dir,
-        token=model_args.token,
-        revision=data_args.dataset_revision,
-    )
+    return _load_requested_hub_splits(data_args, model_args, requested)
 
 
 def load_train_and_eval_splits(
@@ -77,14 +70,7 @@ def load_train_and_eval_splits(
         requested = {"train": (data_args.train_split_name, "--train_split_name")}
         if hub_eval_argument is not None:
             requested["eval"] = (data_args.validation_split_name, hub_eval_argument)
-        splits, sources = load_hub_splits(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            requested,
-            cache_dir=model_args.cache_dir,
-            token=model_args.token,
-            revision=data_args.dataset_revision,
-        )
+        splits, sources = _load_requested_hub_splits(data_args, model_args, requested)
     elif data_args.train_dir is not None or data_args.validation_dir is not None:
         folders = data_args.data_folders()
         splits = read_folders(folders)
@@ -161,4 +147,16 @@ def check_media(
         max_samples={split: data_args.max_samples(split) for split in splits},
         seed=seed,
         check_example=check_example,
+    )
+
+
+def _load_requested_hub_splits(data_args, model_args, requested: dict) -> tuple[dict[str, Dataset], dict[str, str]]:
+    """:func:`load_hub_splits` of the arguments' Hub dataset: ``requested`` maps split -> (Hub split, argument)."""
+    return load_hub_splits(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        requested,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+        revision=data_args.dataset_revision,
     )
